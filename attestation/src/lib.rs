@@ -1,0 +1,4 @@
+//! umbra-attestation: a pure library for SEV-SNP evidence and launch identity.
+//!
+//! No I/O happens in the core modules: callers pass bytes in and get typed
+//! results out. The `umbra-attest` binary and the KDS client sit at the edge.
