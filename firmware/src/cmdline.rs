@@ -1,0 +1,123 @@
+//! The firmware's command line: whitespace-separated `key=value` words.
+//!
+//! `scenario=NAME` picks what the firmware runs; scenarios read their own
+//! keys (`memtest=START-END`, `stride=N`). Numbers are decimal or `0x` hex
+//! with an optional K/M/G suffix.
+
+/// A parsed command line (borrowed; no allocation, usable in the guest).
+#[derive(Clone, Copy, Debug)]
+pub struct Cmdline<'a> {
+    text: &'a str,
+}
+
+/// The scenarios the firmware knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Print the banner and exit 0.
+    Hello,
+    /// Write to the ROM and check the bytes did not change.
+    RomWrite,
+    /// Touch the guard range and check no memory answered.
+    Guard,
+    /// Every vCPU checks in.
+    Smp,
+    /// Write and verify a pattern over a RAM range.
+    Memtest,
+}
+
+impl Scenario {
+    /// All scenarios with their command-line names.
+    pub const ALL: [(&'static str, Scenario); 5] = [
+        ("hello", Scenario::Hello),
+        ("rom-write", Scenario::RomWrite),
+        ("guard", Scenario::Guard),
+        ("smp", Scenario::Smp),
+        ("memtest", Scenario::Memtest),
+    ];
+}
+
+impl<'a> Cmdline<'a> {
+    /// Wraps a command line.
+    pub fn new(text: &'a str) -> Self {
+        Cmdline { text }
+    }
+
+    /// The value of the last `key=value` word with this key.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.text
+            .split_ascii_whitespace()
+            .filter_map(|word| word.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .last()
+    }
+
+    /// The selected scenario: `Ok(Hello)` when none is named, `Err(name)`
+    /// for an unknown one.
+    pub fn scenario(&self) -> Result<Scenario, &'a str> {
+        match self.get("scenario") {
+            None => Ok(Scenario::Hello),
+            Some(name) => Scenario::ALL
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| *s)
+                .ok_or(name),
+        }
+    }
+
+    /// A numeric value (see [`parse_number`]).
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(parse_number)
+    }
+
+    /// A `START-END` range of numbers.
+    pub fn range(&self, key: &str) -> Option<(u64, u64)> {
+        let (start, end) = self.get(key)?.split_once('-')?;
+        let (start, end) = (parse_number(start)?, parse_number(end)?);
+        (start < end).then_some((start, end))
+    }
+}
+
+/// Parses `123`, `0x1000`, `16M`, `0x10K`, `1G`.
+pub fn parse_number(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.as_bytes().last()? {
+        b'K' | b'k' => (&text[..text.len() - 1], 10),
+        b'M' | b'm' => (&text[..text.len() - 1], 20),
+        b'G' | b'g' => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let value = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => digits.parse::<u64>().ok()?,
+    };
+    value.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_scenarios() {
+        assert_eq!(Cmdline::new("").scenario(), Ok(Scenario::Hello));
+        assert_eq!(Cmdline::new("  scenario=smp ").scenario(), Ok(Scenario::Smp));
+        assert_eq!(Cmdline::new("scenario=rom-write x=1").scenario(), Ok(Scenario::RomWrite));
+        assert_eq!(Cmdline::new("scenario=nope").scenario(), Err("nope"));
+    }
+
+    #[test]
+    fn parses_numbers_and_ranges() {
+        assert_eq!(parse_number("4096"), Some(4096));
+        assert_eq!(parse_number("0x1000"), Some(4096));
+        assert_eq!(parse_number("16M"), Some(16 << 20));
+        assert_eq!(parse_number("1G"), Some(1 << 30));
+        assert_eq!(parse_number("0x10K"), Some(16 << 10));
+        assert_eq!(parse_number(""), None);
+        assert_eq!(parse_number("zz"), None);
+        assert_eq!(parse_number("99999999999999G"), None);
+        let c = Cmdline::new("scenario=memtest memtest=2M-1G stride=64");
+        assert_eq!(c.range("memtest"), Some((2 << 20, 1 << 30)));
+        assert_eq!(c.number("stride"), Some(64));
+        assert_eq!(Cmdline::new("memtest=1G-2M").range("memtest"), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! Reset vector and mode switches: 16-bit real mode -> 32-bit protected mode
+//! -> 64-bit long mode, then `firmware_main(apic_id)` on a per-vCPU stack.
+//!
+//! Without an in-kernel local APIC every vCPU starts here at once, so the
+//! page tables are written by every vCPU with identical values (idempotent
+//! stores, no ordering needed) and each vCPU takes the stack slot of its
+//! initial APIC ID. Addresses come from `umbra_firmware::layout`.
+
+use core::arch::global_asm;
+
+global_asm!(
+    // The architectural reset vector at 0xFFFF_FFF0: CS base 0xFFFF_0000.
+    ".section .reset, \"ax\"",
+    ".code16",
+    ".global reset_vector",
+    "reset_vector:",
+    "    jmp entry16",
+    "    .balign 16, 0xf4",
+    //
+    // 16-bit entry at 0xFFFF_F000 (also the SEV-ES AP reset EIP).
+    ".section .text16, \"ax\"",
+    ".code16",
+    ".global entry16",
+    "entry16:",
+    "    cli",
+    "    cld",
+    // The GDT descriptor's offset within the 64 KiB real-mode segment.
+    "    lgdtl %cs:(0xF000 + gdt_desc - entry16)",
+    "    movl %cr0, %eax",
+    "    orl $1, %eax",
+    "    movl %eax, %cr0",
+    "    ljmpl $0x08, $entry32",
+    //
+    ".code32",
+    "entry32:",
+    "    movw $0x10, %ax",
+    "    movw %ax, %ds",
+    "    movw %ax, %es",
+    "    movw %ax, %ss",
+    "    movw %ax, %fs",
+    "    movw %ax, %gs",
+    // PML4[0] -> PDPT, the other 511 entries zero.
+    "    movl ${pml4}, %edi",
+    "    movl ${pdpt} + 3, %eax",
+    "    movl %eax, (%edi)",
+    "    movl $0, 4(%edi)",
+    "    addl $8, %edi",
+    "    movl $(511 * 2), %ecx",
+    "    xorl %eax, %eax",
+    "    rep stosl",
+    // PDPT[0..4] -> the four page directories, the rest zero.
+    "    movl ${pdpt}, %edi",
+    "    movl ${pd} + 3, %eax",
+    "    movl $4, %ecx",
+    "1:  movl %eax, (%edi)",
+    "    movl $0, 4(%edi)",
+    "    addl $0x1000, %eax",
+    "    addl $8, %edi",
+    "    loop 1b",
+    "    movl $(508 * 2), %ecx",
+    "    xorl %eax, %eax",
+    "    rep stosl",
+    // 2048 2 MiB pages: an identity map of the first 4 GiB (RAM and ROM).
+    "    movl ${pd}, %edi",
+    "    movl $0x83, %eax",
+    "    movl $2048, %ecx",
+    "2:  movl %eax, (%edi)",
+    "    movl $0, 4(%edi)",
+    "    addl $0x200000, %eax",
+    "    addl $8, %edi",
+    "    loop 2b",
+    "    movl ${pml4}, %eax",
+    "    movl %eax, %cr3",
+    // CR4: PAE | OSFXSR | OSXMMEXCPT (compiled code may use SSE).
+    "    movl %cr4, %eax",
+    "    orl $0x620, %eax",
+    "    movl %eax, %cr4",
+    // EFER.LME
+    "    movl $0xC0000080, %ecx",
+    "    rdmsr",
+    "    orl $0x100, %eax",
+    "    wrmsr",
+    // CR0: PG | MP, clear EM, CD and NW.
+    "    movl %cr0, %eax",
+    "    andl $0x9FFFFFFB, %eax",
+    "    orl $0x80000002, %eax",
+    "    movl %eax, %cr0",
+    "    ljmpl $0x18, $entry64",
+    //
+    ".code64",
+    "entry64:",
+    "    movw $0x10, %ax",
+    "    movw %ax, %ds",
+    "    movw %ax, %es",
+    "    movw %ax, %ss",
+    "    movl $1, %eax",
+    "    cpuid",
+    "    shrl $24, %ebx",
+    "    movl %ebx, %edi",
+    "    movl %ebx, %eax",
+    "    cmpl ${max_vcpus}, %eax",
+    "    jae 4f",
+    "    shlq ${stack_shift}, %rax",
+    "    movq ${stacks_top}, %rsp",
+    "    subq %rax, %rsp",
+    "    call firmware_main",
+    "4:  cli",
+    "    hlt",
+    "    jmp 4b",
+    //
+    ".balign 8",
+    "gdt:",
+    "    .quad 0",
+    "    .quad 0x00CF9A000000FFFF", // 0x08: 32-bit code
+    "    .quad 0x00CF92000000FFFF", // 0x10: data
+    "    .quad 0x00AF9A000000FFFF", // 0x18: 64-bit code
+    "gdt_end:",
+    "gdt_desc:",
+    "    .word gdt_end - gdt - 1",
+    "    .long gdt",
+    pml4 = const umbra_firmware::layout::PAGE_TABLES_GPA,
+    pdpt = const umbra_firmware::layout::PAGE_TABLES_GPA + 0x1000,
+    pd = const umbra_firmware::layout::PAGE_TABLES_GPA + 0x2000,
+    max_vcpus = const umbra_firmware::layout::MAX_VCPUS,
+    stack_shift = const umbra_firmware::layout::STACK_SIZE.trailing_zeros(),
+    stacks_top = const umbra_firmware::layout::STACKS_TOP,
+    options(att_syntax)
+);

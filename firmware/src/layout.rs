@@ -1,0 +1,51 @@
+//! Guest-physical layout and I/O ports shared by the firmware and the VMM.
+//!
+//! The ROM ends at 4 GiB like OVMF's flash, so the architectural reset vector
+//! (0xFFFF_FFF0) lands in it. Everything the firmware writes before it has
+//! parsed the boot information lives in low RAM at fixed addresses, listed
+//! here once; the SEV metadata in the footer table describes the same ranges.
+
+/// Size of the firmware ROM image.
+pub const ROM_SIZE: u64 = 64 * 1024;
+/// Guest-physical base of the ROM: the image ends exactly at 4 GiB.
+pub const ROM_BASE: u64 = (1 << 32) - ROM_SIZE;
+/// Address of the last 4 KiB page of the ROM, where the 16/32-bit boot code,
+/// the SEV metadata and the footer table live.
+pub const ROM_BOOT_PAGE: u64 = (1 << 32) - 0x1000;
+/// Address of the SEV metadata header (`ASEV`) inside the ROM.
+pub const SEV_METADATA_GPA: u64 = (1 << 32) - 0x800;
+/// Address of the footer-table blob: it fills the bytes up to `image_end - 0x20`.
+pub const FOOTER_GPA: u64 = (1 << 32) - 0x100;
+/// Architectural reset vector.
+pub const RESET_VECTOR: u64 = 0xFFFF_FFF0;
+
+/// Page with the boot information the VMM writes for the firmware.
+pub const BOOT_INFO_GPA: u64 = 0x7000;
+/// Identity-mapping page tables: PML4, PDPT and four page directories.
+pub const PAGE_TABLES_GPA: u64 = 0x10000;
+/// Bytes of page tables built by the boot code.
+pub const PAGE_TABLES_SIZE: u64 = 6 * 0x1000;
+/// SNP secrets page (filled by the SEV firmware at launch).
+pub const SECRETS_PAGE_GPA: u64 = 0x18000;
+/// SNP CPUID page (filled by the VMM, checked by the SEV firmware).
+pub const CPUID_PAGE_GPA: u64 = 0x19000;
+/// The firmware's zero-initialised statics.
+pub const BSS_GPA: u64 = 0x20000;
+/// Size reserved for statics.
+pub const BSS_SIZE: u64 = 0x10000;
+/// Per-vCPU stacks grow down from here; vCPU `n` uses the `n`-th slot below.
+pub const STACKS_TOP: u64 = 0x20_0000;
+/// Size of one vCPU's stack.
+pub const STACK_SIZE: u64 = 0x4000;
+/// Number of vCPUs the firmware has stacks for.
+pub const MAX_VCPUS: u32 = 64;
+/// Lowest guest RAM the firmware can run with (stacks end at 2 MiB).
+pub const MIN_RAM: u64 = 4 << 20;
+
+/// COM1, a 16550 UART.
+pub const SERIAL_PORT: u16 = 0x3F8;
+/// QEMU's `isa-debug-exit` default port. A 32-bit write of `code` ends the
+/// run. umbra exits with `code`; QEMU exits with `(code << 1) | 1`.
+pub const DEBUG_EXIT_PORT: u16 = 0xF4;
+/// Width of the debug-exit register.
+pub const DEBUG_EXIT_SIZE: u16 = 4;
