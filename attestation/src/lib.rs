@@ -2,3 +2,13 @@
 //!
 //! No I/O happens in the core modules: callers pass bytes in and get typed
 //! results out. The `umbra-attest` binary and the KDS client sit at the edge.
+
+pub mod measure;
+
+// Verification side: report parsing, certificate chains, checks, policy, KDS.
+pub mod chain;
+pub mod der;
+pub mod hex;
+pub mod report;
+pub mod time;
+pub mod verify;
