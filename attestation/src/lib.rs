@@ -12,3 +12,4 @@ pub mod hex;
 pub mod report;
 pub mod time;
 pub mod verify;
+pub mod policy;
