@@ -3,6 +3,7 @@
 //! No I/O happens in the core modules: callers pass bytes in and get typed
 //! results out. The `umbra-attest` binary and the KDS client sit at the edge.
 
+pub mod id_block;
 pub mod measure;
 
 // Verification side: report parsing, certificate chains, checks, policy, KDS.

@@ -1,0 +1,239 @@
+//! `umbra-attest measure` against the `sev-snp-measure` executable (PyPI) on
+//! randomised inputs: vCPU count and type, VMM type, guest features, output
+//! format, Debian's OVMF.fd and generated kernel/initrd/cmdline.
+//!
+//! Peers rule: when `sev-snp-measure` or OVMF.fd is absent the test prints a
+//! skip reason and passes, unless `UMBRA_REQUIRE_PEERS=1`, where it fails.
+//! `UMBRA_SEED` replays a run; the seed is printed either way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+const SSM: &str = "sev-snp-measure";
+
+fn peers_required() -> bool {
+    std::env::var("UMBRA_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+fn skip(reason: &str) {
+    assert!(!peers_required(), "UMBRA_REQUIRE_PEERS=1 but {reason}");
+    println!("skipped: {reason}");
+}
+
+fn ssm_available() -> bool {
+    Command::new(SSM)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// xorshift64*: deterministic for a given seed, no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+const VCPU_TYPES: &[&str] = &[
+    "EPYC",
+    "EPYC-v1",
+    "EPYC-v2",
+    "EPYC-IBPB",
+    "EPYC-v3",
+    "EPYC-v4",
+    "EPYC-Rome",
+    "EPYC-Rome-v1",
+    "EPYC-Rome-v2",
+    "EPYC-Rome-v3",
+    "EPYC-Milan",
+    "EPYC-Milan-v1",
+    "EPYC-Milan-v2",
+    "EPYC-Genoa",
+    "EPYC-Genoa-v1",
+    "EPYC-Turin",
+];
+
+/// Guest-feature bits listed in reference doc §6.
+const FEATURE_BITS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15];
+
+fn run_in(dir: &Path, program: &str, pre: &[&str], args: &[String]) -> Output {
+    Command::new(program)
+        .current_dir(dir)
+        .args(pre)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+fn vmsa_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("vmsa"))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn randomised_inputs_match_sev_snp_measure() {
+    if !ssm_available() {
+        return skip("sev-snp-measure is not installed (pip install sev-snp-measure)");
+    }
+    if !Path::new(DEBIAN_OVMF).exists() {
+        return skip("/usr/share/ovmf/OVMF.fd is absent (apt-get install ovmf)");
+    }
+    let seed = std::env::var("UMBRA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    println!("UMBRA_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let work = std::env::temp_dir().join(format!("umbra-measure-peer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
+    // The kernel-hashes fixture (the only OVMF with an SNP_KERNEL_HASHES
+    // section) comes from the vectors when available.
+    let amdsev: Option<PathBuf> = std::env::var_os("UMBRA_VECTORS")
+        .map(|v| PathBuf::from(v).join("launch-measurement/sev-snp-measure-fixtures/ovmf_AmdSev_suffix.bin"))
+        .filter(|p| p.exists());
+
+    let umbra = env!("CARGO_BIN_EXE_umbra-attest");
+    let cases = 16;
+    for case in 0..cases {
+        let mode = *rng.pick(&["snp", "snp", "snp", "snp", "seves", "sev", "snp:ovmf-hash"]);
+        let mut args: Vec<String> = vec!["--mode".into(), mode.into()];
+        let ovmf = match &amdsev {
+            Some(p) if rng.below(3) == 0 => p.to_string_lossy().into_owned(),
+            _ => DEBIAN_OVMF.to_string(),
+        };
+        args.extend(["--ovmf".into(), ovmf.clone()]);
+        let vmm = if mode == "snp" {
+            *rng.pick(&["QEMU", "QEMU", "ec2", "gce"])
+        } else {
+            "QEMU"
+        };
+        if vmm != "QEMU" || rng.below(4) == 0 {
+            args.extend(["--vmm-type".into(), vmm.into()]);
+        }
+        if mode != "sev" && mode != "snp:ovmf-hash" {
+            let vcpus = 1 + rng.below(64);
+            args.extend(["--vcpus".into(), vcpus.to_string()]);
+            match rng.below(4) {
+                0 => args.extend([
+                    "--vcpu-sig".into(),
+                    format!("{:#x}", rng.below(0x0fff_ffff) + 1),
+                ]),
+                1 => args.extend([
+                    "--vcpu-family".into(),
+                    (1 + rng.below(0x30)).to_string(),
+                    "--vcpu-model".into(),
+                    rng.below(256).to_string(),
+                    "--vcpu-stepping".into(),
+                    rng.below(16).to_string(),
+                ]),
+                _ => args.extend(["--vcpu-type".into(), rng.pick(VCPU_TYPES).to_string()]),
+            }
+        }
+        if mode == "snp" {
+            let mut f: u64 = 1;
+            for &b in FEATURE_BITS {
+                if rng.below(4) == 0 {
+                    f |= 1 << b;
+                }
+            }
+            args.extend(["--guest-features".into(), format!("{f:#x}")]);
+        }
+        if mode != "snp:ovmf-hash" && rng.below(2) == 0 {
+            let kernel = work.join(format!("kernel{case}"));
+            let n = rng.below(3 << 20) as usize;
+            std::fs::write(&kernel, rng.bytes(n)).unwrap_or_else(|e| panic!("{e}"));
+            args.extend(["--kernel".into(), kernel.to_string_lossy().into_owned()]);
+            if rng.below(3) != 0 {
+                let initrd = work.join(format!("initrd{case}"));
+                let n = rng.below(1 << 20) as usize;
+                std::fs::write(&initrd, rng.bytes(n)).unwrap_or_else(|e| panic!("{e}"));
+                args.extend(["--initrd".into(), initrd.to_string_lossy().into_owned()]);
+            }
+            if rng.below(3) != 0 {
+                let words = ["console=ttyS0", "root=/dev/vda1", "quiet", " ", "loglevel=7", "é", "-x"];
+                let cmdline: String = (0..rng.below(8)).map(|_| *rng.pick(&words)).collect::<Vec<_>>().join(" ");
+                args.push(format!("--append={cmdline}"));
+            }
+        }
+        if mode == "snp" && rng.below(4) == 0 {
+            let out = run_in(&work, SSM, &[], &["--mode".into(), "snp:ovmf-hash".into(), "--ovmf".into(), ovmf.clone()]);
+            args.extend(["--snp-ovmf-hash".into(), String::from_utf8_lossy(&out.stdout).trim().to_string()]);
+        }
+        if mode != "snp:ovmf-hash" {
+            if rng.below(2) == 0 {
+                args.extend(["--output-format".into(), "base64".into()]);
+            }
+            if rng.below(3) == 0 {
+                args.push("-v".into());
+            }
+        }
+        let dump = matches!(mode, "snp" | "seves") && rng.below(4) == 0;
+        if dump {
+            args.push("--dump-vmsa".into());
+        }
+
+        let (dir_a, dir_b) = (work.join(format!("ssm{case}")), work.join(format!("umbra{case}")));
+        for d in [&dir_a, &dir_b] {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let theirs = run_in(&dir_a, SSM, &[], &args);
+        let ours = run_in(&dir_b, umbra, &["measure"], &args);
+        let t_out = String::from_utf8_lossy(&theirs.stdout);
+        let o_out = String::from_utf8_lossy(&ours.stdout);
+        let t_err = String::from_utf8_lossy(&theirs.stderr);
+        let o_err = String::from_utf8_lossy(&ours.stderr);
+        println!("case {case}: {args:?}\n  sev-snp-measure: {} {}", t_out.trim(), t_err.lines().last().unwrap_or(""));
+        assert_eq!(
+            theirs.status.success(),
+            ours.status.success(),
+            "case {case} (seed {seed}) {args:?}: exit status differs: theirs {t_err} ours {o_err}"
+        );
+        assert_eq!(t_out, o_out, "case {case} (seed {seed}) {args:?}");
+        if !theirs.status.success() {
+            if let Some(msg) = t_err.lines().last().filter(|l| l.starts_with("Error: ")) {
+                assert_eq!(o_err.trim(), msg, "case {case} (seed {seed}) {args:?}");
+            }
+        }
+        if dump {
+            let (a, b) = (vmsa_files(&dir_a), vmsa_files(&dir_b));
+            assert!(!a.is_empty() || !theirs.status.success());
+            assert!(a == b, "case {case} (seed {seed}) {args:?}: VMSA dumps differ");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
