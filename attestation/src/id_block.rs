@@ -213,7 +213,8 @@ impl EcdsaPublicKey {
         let key = self.to_openssl(what)?;
         let r = bn_le(&sig.r).map_err(|_| IdBlockError::Decode(what))?;
         let s = bn_le(&sig.s).map_err(|_| IdBlockError::Decode(what))?;
-        let sig = EcdsaSig::from_private_components(r, s).map_err(|_| IdBlockError::Decode(what))?;
+        let sig =
+            EcdsaSig::from_private_components(r, s).map_err(|_| IdBlockError::Decode(what))?;
         match sig.verify(&sha384(msg), &key) {
             Ok(true) => Ok(()),
             _ => Err(IdBlockError::Verify(what)),

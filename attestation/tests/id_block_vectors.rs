@@ -89,8 +89,12 @@ fn id_blocks_and_key_digests_match() {
         assert_eq!(author_pub.digest().to_vec(), unhex(author_hex), "{name}");
 
         let auth = IdAuth::sign(&block, &id, Some(&author)).unwrap_or_else(|e| panic!("{e}"));
-        auth.verify(&block).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(auth.id_key_digest().to_vec(), unhex(exp["id_key_digest_hex"].as_str().unwrap_or_default()));
+        auth.verify(&block)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            auth.id_key_digest().to_vec(),
+            unhex(exp["id_key_digest_hex"].as_str().unwrap_or_default())
+        );
         assert_eq!(auth.author_key_digest().to_vec(), unhex(author_hex));
         // A signature over another block must not verify.
         let mut other = block.clone();
@@ -142,12 +146,19 @@ fn cli_writes_files_and_prints_snp_create_id_block_format() {
         .args(["id-block", "--measurement"])
         .arg(inp["launch_digest_hex"].as_str().unwrap_or_default())
         .args(["--id-key", inp["id_key"].as_str().unwrap_or_default()])
-        .args(["--author-key", inp["author_key"].as_str().unwrap_or_default()])
+        .args([
+            "--author-key",
+            inp["author_key"].as_str().unwrap_or_default(),
+        ])
         .arg("--out-dir")
         .arg(&out_dir)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3);
@@ -156,21 +167,35 @@ fn cli_writes_files_and_prints_snp_create_id_block_format() {
         .unwrap_or_else(|| panic!("{}", lines[0]));
     assert_eq!(
         block_part,
-        format!("id-block={}", exp["id_block_b64"].as_str().unwrap_or_default())
+        format!(
+            "id-block={}",
+            exp["id_block_b64"].as_str().unwrap_or_default()
+        )
     );
     assert_eq!(
         lines[1],
-        format!("id_key_hash: {}", exp["id_key_digest_b64"].as_str().unwrap_or_default())
+        format!(
+            "id_key_hash: {}",
+            exp["id_key_digest_b64"].as_str().unwrap_or_default()
+        )
     );
     assert_eq!(
         lines[2],
-        format!("author_key: {}", exp["author_key_digest_b64"].as_str().unwrap_or_default())
+        format!(
+            "author_key: {}",
+            exp["author_key_digest_b64"].as_str().unwrap_or_default()
+        )
     );
-    let auth_b64 = auth_part.strip_prefix("id-auth=").unwrap_or_else(|| panic!("{auth_part}"));
+    let auth_b64 = auth_part
+        .strip_prefix("id-auth=")
+        .unwrap_or_else(|| panic!("{auth_part}"));
     let auth = IdAuth::from_slice(&b64(auth_b64)).unwrap_or_else(|e| panic!("{e}"));
     let block_file = std::fs::read(out_dir.join("id_block.bin")).unwrap_or_else(|e| panic!("{e}"));
     let auth_file = std::fs::read(out_dir.join("id_auth.bin")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(block_file, b64(exp["id_block_b64"].as_str().unwrap_or_default()));
+    assert_eq!(
+        block_file,
+        b64(exp["id_block_b64"].as_str().unwrap_or_default())
+    );
     assert_eq!(auth_file, auth.as_bytes());
     let block = IdBlock::from_slice(&block_file).unwrap_or_else(|e| panic!("{e}"));
     auth.verify(&block).unwrap_or_else(|e| panic!("{e}"));
@@ -198,7 +223,14 @@ fn cli_rejects_bad_input_with_one_line() {
         vec!["--measurement", &ld, "--id-key", "/nonexistent.pem"],
         vec!["--measurement", &ld, "--id-key", &p256_s],
         vec!["--measurement", &ld, "--id-key", "/etc/hostname"],
-        vec!["--measurement", &ld, "--id-key", &id_s, "--family-id", "1234"],
+        vec![
+            "--measurement",
+            &ld,
+            "--id-key",
+            &id_s,
+            "--family-id",
+            "1234",
+        ],
         vec!["--measurement", &ld],
     ];
     for args in &bad {

@@ -124,7 +124,10 @@ fn randomised_inputs_match_sev_snp_measure() {
     // The kernel-hashes fixture (the only OVMF with an SNP_KERNEL_HASHES
     // section) comes from the vectors when available.
     let amdsev: Option<PathBuf> = std::env::var_os("UMBRA_VECTORS")
-        .map(|v| PathBuf::from(v).join("launch-measurement/sev-snp-measure-fixtures/ovmf_AmdSev_suffix.bin"))
+        .map(|v| {
+            PathBuf::from(v)
+                .join("launch-measurement/sev-snp-measure-fixtures/ovmf_AmdSev_suffix.bin")
+        })
         .filter(|p| p.exists());
 
     let umbra = env!("CARGO_BIN_EXE_umbra-attest");
@@ -193,14 +196,38 @@ fn randomised_inputs_match_sev_snp_measure() {
                 args.extend(["--initrd".into(), initrd.to_string_lossy().into_owned()]);
             }
             if rng.below(3) != 0 {
-                let words = ["console=ttyS0", "root=/dev/vda1", "quiet", " ", "loglevel=7", "é", "-x"];
-                let cmdline: String = (0..rng.below(8)).map(|_| *rng.pick(&words)).collect::<Vec<_>>().join(" ");
+                let words = [
+                    "console=ttyS0",
+                    "root=/dev/vda1",
+                    "quiet",
+                    " ",
+                    "loglevel=7",
+                    "é",
+                    "-x",
+                ];
+                let cmdline: String = (0..rng.below(8))
+                    .map(|_| *rng.pick(&words))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 args.push(format!("--append={cmdline}"));
             }
         }
         if mode == "snp" && rng.below(4) == 0 {
-            let out = run_in(&work, SSM, &[], &["--mode".into(), "snp:ovmf-hash".into(), "--ovmf".into(), ovmf.clone()]);
-            args.extend(["--snp-ovmf-hash".into(), String::from_utf8_lossy(&out.stdout).trim().to_string()]);
+            let out = run_in(
+                &work,
+                SSM,
+                &[],
+                &[
+                    "--mode".into(),
+                    "snp:ovmf-hash".into(),
+                    "--ovmf".into(),
+                    ovmf.clone(),
+                ],
+            );
+            args.extend([
+                "--snp-ovmf-hash".into(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            ]);
         }
         if mode != "snp:ovmf-hash" {
             if rng.below(2) == 0 {
@@ -215,7 +242,10 @@ fn randomised_inputs_match_sev_snp_measure() {
             args.push("--dump-vmsa".into());
         }
 
-        let (dir_a, dir_b) = (work.join(format!("ssm{case}")), work.join(format!("umbra{case}")));
+        let (dir_a, dir_b) = (
+            work.join(format!("ssm{case}")),
+            work.join(format!("umbra{case}")),
+        );
         for d in [&dir_a, &dir_b] {
             std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -225,7 +255,11 @@ fn randomised_inputs_match_sev_snp_measure() {
         let o_out = String::from_utf8_lossy(&ours.stdout);
         let t_err = String::from_utf8_lossy(&theirs.stderr);
         let o_err = String::from_utf8_lossy(&ours.stderr);
-        println!("case {case}: {args:?}\n  sev-snp-measure: {} {}", t_out.trim(), t_err.lines().last().unwrap_or(""));
+        println!(
+            "case {case}: {args:?}\n  sev-snp-measure: {} {}",
+            t_out.trim(),
+            t_err.lines().last().unwrap_or("")
+        );
         assert_eq!(
             theirs.status.success(),
             ours.status.success(),
@@ -240,7 +274,10 @@ fn randomised_inputs_match_sev_snp_measure() {
         if dump {
             let (a, b) = (vmsa_files(&dir_a), vmsa_files(&dir_b));
             assert!(!a.is_empty() || !theirs.status.success());
-            assert!(a == b, "case {case} (seed {seed}) {args:?}: VMSA dumps differ");
+            assert!(
+                a == b,
+                "case {case} (seed {seed}) {args:?}: VMSA dumps differ"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&work);

@@ -153,7 +153,9 @@ fn cli_matches_every_case() {
                 cmd.args([flag, v]);
             }
         }
-        let out = cmd.output().unwrap_or_else(|e| panic!("running umbra-attest: {e}"));
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running umbra-attest: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         match (s(&c, "expected_digest_hex"), s(&c, "expected_error")) {
@@ -182,7 +184,15 @@ fn base64_and_verbose_output() {
     let run = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_umbra-attest"))
             .current_dir(&dir)
-            .args(["measure", "--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4"])
+            .args([
+                "measure",
+                "--mode",
+                "snp",
+                "--vcpus",
+                "1",
+                "--vcpu-type",
+                "EPYC-v4",
+            ])
             .args(["--ovmf", s(&c, "ovmf").unwrap_or_default()])
             .args(["--guest-features", "0x1"])
             .args(extra)
@@ -208,14 +218,83 @@ fn bad_input_gives_one_error_line() {
     let ovmf = dir.join("sev-snp-measure-fixtures/ovmf_AmdSev_suffix.bin");
     let ovmf = ovmf.to_string_lossy();
     let bad: &[&[&str]] = &[
-        &["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v9", "--ovmf", &ovmf],
-        &["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", "/nonexistent/OVMF.fd"],
-        &["--mode", "snp", "--vcpus", "1", "--vcpu-sig", "0xZZ", "--ovmf", &ovmf],
-        &["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", &ovmf, "--snp-ovmf-hash", "abc"],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v9",
+            "--ovmf",
+            &ovmf,
+        ],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            "/nonexistent/OVMF.fd",
+        ],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-sig",
+            "0xZZ",
+            "--ovmf",
+            &ovmf,
+        ],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            &ovmf,
+            "--snp-ovmf-hash",
+            "abc",
+        ],
         &["--mode", "snp", "--vcpus", "1", "--ovmf", &ovmf],
-        &["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", &ovmf, "--kernel", "/nonexistent/vmlinuz"],
-        &["--mode", "snp", "--vcpus", "2", "--vcpu-type", "EPYC", "--ovmf", "/dev/null"],
-        &["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC", "--ovmf", &ovmf, "--vmm-type", "xen"],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            &ovmf,
+            "--kernel",
+            "/nonexistent/vmlinuz",
+        ],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            "/dev/null",
+        ],
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC",
+            "--ovmf",
+            &ovmf,
+            "--vmm-type",
+            "xen",
+        ],
     ];
     for args in bad {
         let out = Command::new(env!("CARGO_BIN_EXE_umbra-attest"))
@@ -225,7 +304,11 @@ fn bad_input_gives_one_error_line() {
             .unwrap_or_else(|e| panic!("{e}"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(matches!(out.status.code(), Some(1 | 2)), "{args:?}: {:?}", out.status);
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?}: {:?}",
+            out.status
+        );
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("Error: "), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty());

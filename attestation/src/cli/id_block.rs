@@ -54,7 +54,7 @@ pub struct IdBlockArgs {
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim().strip_prefix("0x").unwrap_or(s.trim());
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len() / 2)
@@ -66,7 +66,9 @@ fn parse_digest(s: &str) -> Result<[u8; 48], String> {
     let bytes = if s.trim().len() == 96 {
         decode_hex(s)
     } else {
-        base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .ok()
     };
     bytes
         .and_then(|b| <[u8; 48]>::try_from(b).ok())
@@ -139,8 +141,7 @@ fn execute(a: &IdBlockArgs) -> Result<(), String> {
         .clone()
         .or_else(|| a.out_dir.as_ref().map(|d| d.join("id_auth.bin")));
     if let Some(d) = &a.out_dir {
-        std::fs::create_dir_all(d)
-            .map_err(|e| format!("cannot create '{}': {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create '{}': {e}", d.display()))?;
     }
     if let Some(p) = &block_out {
         write(p, block.as_bytes())?;

@@ -171,7 +171,9 @@ fn vcpu_sig(a: &MeasureArgs, mode: Mode, vmm: VmmType) -> Result<u32, Fail> {
     }
     if let Some(f) = a.vcpu_family.filter(|&f| f != 0) {
         let (Some(m), Some(s)) = (a.vcpu_model, a.vcpu_stepping) else {
-            return Err(usage("--vcpu-family requires --vcpu-model and --vcpu-stepping"));
+            return Err(usage(
+                "--vcpu-family requires --vcpu-model and --vcpu-stepping",
+            ));
         };
         return Ok(vcpu_types::cpu_sig(f, m, s));
     }
@@ -203,7 +205,11 @@ fn vcpu_sig(a: &MeasureArgs, mode: Mode, vmm: VmmType) -> Result<u32, Fail> {
 
 fn parse_ovmf_hash(s: &str) -> Result<[u8; LD_SIZE], Fail> {
     let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    let bad = || runtime(format!("invalid --snp-ovmf-hash '{s}': expected 96 hex digits"));
+    let bad = || {
+        runtime(format!(
+            "invalid --snp-ovmf-hash '{s}': expected 96 hex digits"
+        ))
+    };
     if clean.len() != 2 * LD_SIZE {
         return Err(bad());
     }
@@ -256,8 +262,12 @@ fn execute(a: &MeasureArgs) -> Result<(), Fail> {
             a.output_format
         )));
     }
-    let guest_features = parse_auto_int(&a.guest_features)
-        .ok_or_else(|| usage(format!("invalid --guest-features value: '{}'", a.guest_features)))?;
+    let guest_features = parse_auto_int(&a.guest_features).ok_or_else(|| {
+        usage(format!(
+            "invalid --guest-features value: '{}'",
+            a.guest_features
+        ))
+    })?;
 
     if mode == Mode::SnpOvmfHash {
         let data = read("OVMF", ovmf_path)?;
@@ -304,10 +314,11 @@ fn execute(a: &MeasureArgs) -> Result<(), Fail> {
         let data = read("OVMF", ovmf_path)?;
         let fw = FirmwareImage::parse(&data).map_err(|e| measure_err(e.into()))?;
         let svsm_data = read("SVSM", svsm_path)?;
-        let end = fw
-            .gpa()
-            .checked_sub(vars_size)
-            .ok_or_else(|| runtime(format!("--vars-size {vars_size} is larger than the OVMF GPA")))?;
+        let end = fw.gpa().checked_sub(vars_size).ok_or_else(|| {
+            runtime(format!(
+                "--vars-size {vars_size} is larger than the OVMF GPA"
+            ))
+        })?;
         let svsm = FirmwareImage::parse_at(&svsm_data, end).map_err(|e| measure_err(e.into()))?;
         let inp = SvsmInputs {
             firmware: &fw,

@@ -119,7 +119,9 @@ impl KernelHashes {
     pub fn page(&self, offset: usize) -> Option<Box<[u8; PAGE_SIZE]>> {
         let t = self.table();
         let bytes = t.as_bytes();
-        let end = offset.checked_add(bytes.len()).filter(|&e| e <= PAGE_SIZE)?;
+        let end = offset
+            .checked_add(bytes.len())
+            .filter(|&e| e <= PAGE_SIZE)?;
         let mut page = Box::new([0u8; PAGE_SIZE]);
         page[offset..end].copy_from_slice(bytes);
         Some(page)

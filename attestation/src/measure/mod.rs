@@ -52,7 +52,9 @@ pub enum MeasureError {
     #[error("Can't find SEV_HASH_TABLE_RV_GUID entry in OVMF table")]
     HashTableEntry,
     /// The kernel-hashes section is not one page, or the table does not fit.
-    #[error("SNP_KERNEL_HASHES section of {size:#x} bytes cannot hold the table at offset {offset:#x}")]
+    #[error(
+        "SNP_KERNEL_HASHES section of {size:#x} bytes cannot hold the table at offset {offset:#x}"
+    )]
     KernelHashesPage {
         /// Section size.
         size: u32,
@@ -131,7 +133,7 @@ pub struct PlanOptions {
 }
 
 fn check_aligned(what: &'static str, size: u64) -> Result<(), MeasureError> {
-    if size % PAGE_SIZE as u64 != 0 {
+    if !size.is_multiple_of(PAGE_SIZE as u64) {
         return Err(MeasureError::PageAlign { what, size });
     }
     Ok(())
@@ -349,13 +351,12 @@ fn walk(ld: &mut LaunchDigest, steps: &[LaunchStep], w: &Walk<'_>) -> Result<(),
                 hash_pages(ld, step.gpa, data);
             }
             StepSource::KernelHashes { offset } => {
-                let page = w
-                    .kernel_hashes
-                    .and_then(|k| k.page(offset))
-                    .ok_or(MeasureError::KernelHashesPage {
+                let page = w.kernel_hashes.and_then(|k| k.page(offset)).ok_or(
+                    MeasureError::KernelHashesPage {
                         size: step.len as u32,
                         offset: offset as u32,
-                    })?;
+                    },
+                )?;
                 ld.update(step.page_type, step.gpa, Some(&page));
             }
             StepSource::None => ld.update_range(step.page_type, step.gpa, step.len),
@@ -429,12 +430,7 @@ pub fn snp_launch_digest(inp: &MeasureInputs<'_>) -> Result<[u8; LD_SIZE], Measu
         vcpus: inp.vcpus,
     };
     let steps = snp_launch_steps(inp.firmware, &opts)?;
-    let areas = VcpuSaveAreas::new(
-        inp.firmware,
-        inp.guest_features,
-        inp.vcpu_sig,
-        inp.vmm_type,
-    )?;
+    let areas = VcpuSaveAreas::new(inp.firmware, inp.guest_features, inp.vcpu_sig, inp.vmm_type)?;
     let mut ld = inp
         .ovmf_hash
         .map_or_else(LaunchDigest::new, LaunchDigest::with_seed);
