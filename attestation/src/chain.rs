@@ -252,7 +252,11 @@ pub fn common_name(cert: &X509) -> String {
 
 /// Checks that `ark` is pinned: one of the embedded ARKs for `product`, or
 /// byte-equal to a caller-supplied trust root.
-pub fn check_ark_pinned(ark: &X509, product: Product, extra_roots: &[X509]) -> Result<(), ChainError> {
+pub fn check_ark_pinned(
+    ark: &X509,
+    product: Product,
+    extra_roots: &[X509],
+) -> Result<(), ChainError> {
     let der = ark.to_der().map_err(|e| ossl("ARK", e))?;
     let builtin = builtin_ark(product)?.to_der().map_err(|e| ossl("ARK", e))?;
     if der == builtin {
@@ -327,18 +331,20 @@ pub fn check_validity(cert: &X509, what: &str, at_unix: i64) -> Result<(), Chain
 }
 
 fn asn1_time(at_unix: i64) -> Result<Asn1Time, ChainError> {
-    at_unix
-        .try_into()
-        .ok()
-        .and_then(|t| Asn1Time::from_unix(t).ok())
-        .ok_or(ChainError::ConvertTime(at_unix))
+    // time_t is i64 on every target this VMM supports (x86_64 Linux).
+    Asn1Time::from_unix(at_unix).map_err(|_| ChainError::ConvertTime(at_unix))
 }
 
 /// Checks the ARK-issued CRL: its issuer and signature, then whether the
 /// intermediate is listed. AMD's CRL is issued by the ARK and lists revoked
 /// ASKs/ASVKs; VCEKs all carry serial 0 under their ASK, so they are not
 /// matched against it by serial.
-pub fn check_revocation(crl: &X509Crl, ark: &X509, intermediate: &X509, what: &str) -> Result<(), ChainError> {
+pub fn check_revocation(
+    crl: &X509Crl,
+    ark: &X509,
+    intermediate: &X509,
+    what: &str,
+) -> Result<(), ChainError> {
     let crl_issuer = crl.issuer_name().to_der().map_err(|e| ossl("CRL", e))?;
     let ark_subject = ark.subject_name().to_der().map_err(|e| ossl("ARK", e))?;
     if crl_issuer != ark_subject {
@@ -368,7 +374,10 @@ pub fn crl_is_stale(crl: &X509Crl, at_unix: i64) -> bool {
         return true;
     };
     match crl.next_update() {
-        Some(next) => next.compare(&at).map(|o| o == Ordering::Less).unwrap_or(true),
+        Some(next) => next
+            .compare(&at)
+            .map(|o| o == Ordering::Less)
+            .unwrap_or(true),
         None => false,
     }
 }
@@ -425,9 +434,11 @@ impl VekExtensions {
     }
 
     pub fn from_der(cert_der: &[u8], what: &str) -> Result<Self, ChainError> {
-        let exts = der::certificate_extensions(cert_der).map_err(|source| ChainError::ParseExtensions {
-            what: what.to_string(),
-            source,
+        let exts = der::certificate_extensions(cert_der).map_err(|source| {
+            ChainError::ParseExtensions {
+                what: what.to_string(),
+                source,
+            }
         })?;
         let mut out = VekExtensions::default();
         for (oid, value) in exts {
@@ -439,14 +450,18 @@ impl VekExtensions {
                 oid: oid.clone(),
             };
             let int = || -> Result<u64, ChainError> {
-                let body = der::Reader::new(value).expect(der::TAG_INTEGER).map_err(|_| bad())?;
+                let body = der::Reader::new(value)
+                    .expect(der::TAG_INTEGER)
+                    .map_err(|_| bad())?;
                 der::integer_u64(body).map_err(|_| bad())
             };
             let spl = || -> Result<u8, ChainError> { u8::try_from(int()?).map_err(|_| bad()) };
             match suffix {
                 "1" => out.struct_version = Some(int()?),
                 "2" => {
-                    let body = der::Reader::new(value).expect(der::TAG_IA5_STRING).map_err(|_| bad())?;
+                    let body = der::Reader::new(value)
+                        .expect(der::TAG_IA5_STRING)
+                        .map_err(|_| bad())?;
                     out.product_name = Some(String::from_utf8_lossy(body).into_owned());
                 }
                 "3.1" => out.bl_spl = Some(spl()?),
@@ -462,7 +477,11 @@ impl VekExtensions {
                 "4" => {
                     let mut r = der::Reader::new(value);
                     let unwrapped = match r.next_tlv() {
-                        Ok(t) if t.tag == der::TAG_OCTET_STRING && r.is_empty() && value.len() != 64 => {
+                        Ok(t)
+                            if t.tag == der::TAG_OCTET_STRING
+                                && r.is_empty()
+                                && value.len() != 64 =>
+                        {
                             t.content.to_vec()
                         }
                         _ => value.to_vec(),
@@ -473,7 +492,9 @@ impl VekExtensions {
                     out.hw_id = Some(unwrapped);
                 }
                 "5" => {
-                    let body = der::Reader::new(value).expect(der::TAG_IA5_STRING).map_err(|_| bad())?;
+                    let body = der::Reader::new(value)
+                        .expect(der::TAG_IA5_STRING)
+                        .map_err(|_| bad())?;
                     out.csp_id = Some(String::from_utf8_lossy(body).into_owned());
                 }
                 _ => {}
@@ -492,19 +513,29 @@ mod tests {
     #[test]
     fn embedded_roots_have_amds_fingerprints() {
         let expected = [
-            (Product::Milan, "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
-             "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b",
-             "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5"),
-            (Product::Genoa, "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
-             "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
-             "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372"),
-            (Product::Turin, "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
-             "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
-             "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c"),
+            (
+                Product::Milan,
+                "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+                "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b",
+                "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
+            ),
+            (
+                Product::Genoa,
+                "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
+                "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
+                "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+            ),
+            (
+                Product::Turin,
+                "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+                "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+                "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
+            ),
         ];
         for (p, ark, ask, asvk) in expected {
             let r = builtin(p);
-            let fp = |pem: &str| fingerprint(&load_cert(pem.as_bytes(), "t").expect("embedded PEM"));
+            let fp =
+                |pem: &str| fingerprint(&load_cert(pem.as_bytes(), "t").expect("embedded PEM"));
             assert_eq!(fp(r.ark), ark, "{p} ARK");
             assert_eq!(fp(r.ask), ask, "{p} ASK");
             assert_eq!(fp(r.asvk), asvk, "{p} ASVK");
@@ -537,10 +568,19 @@ mod tests {
 
     #[test]
     fn pem_der_garbage() {
-        assert!(matches!(load_cert(b"", "x"), Err(ChainError::LoadEmpty { .. })));
-        assert!(matches!(load_cert(b"hello", "x"), Err(ChainError::ParseDer { .. })));
         assert!(matches!(
-            load_cert(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "x"),
+            load_cert(b"", "x"),
+            Err(ChainError::LoadEmpty { .. })
+        ));
+        assert!(matches!(
+            load_cert(b"hello", "x"),
+            Err(ChainError::ParseDer { .. })
+        ));
+        assert!(matches!(
+            load_cert(
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "x"
+            ),
             Err(ChainError::ParsePem { .. })
         ));
     }

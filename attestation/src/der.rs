@@ -122,7 +122,9 @@ pub fn integer_u64(content: &[u8]) -> Result<u64, DerError> {
     if digits.len() > 8 {
         return Err(DerError::DecodeInteger);
     }
-    Ok(digits.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    Ok(digits
+        .iter()
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
 }
 
 /// Renders an OBJECT IDENTIFIER body in dotted form.

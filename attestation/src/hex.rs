@@ -30,7 +30,7 @@ pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
         .strip_prefix("0x")
         .or_else(|| t.strip_prefix("0X"))
         .unwrap_or(t);
-    if t.len() % 2 != 0 {
+    if t.len() & 1 == 1 {
         return Err(HexError::DecodeOddLength(t.len()));
     }
     let nibble = |c: char| c.to_digit(16).ok_or(HexError::DecodeDigit(c));
@@ -62,7 +62,10 @@ mod tests {
         assert_eq!(decode("zz"), Err(HexError::DecodeDigit('z')));
         assert_eq!(
             decode_exact::<2>("01"),
-            Err(HexError::CheckLength { expected: 2, got: 1 })
+            Err(HexError::CheckLength {
+                expected: 2,
+                got: 1
+            })
         );
     }
 }

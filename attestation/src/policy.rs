@@ -15,7 +15,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::hex::{self, HexError};
-use crate::report::{AttestationReport, GuestPolicy, PlatformInfo, Product, SigningKey, TcbVersion};
+use crate::report::{
+    AttestationReport, GuestPolicy, PlatformInfo, Product, SigningKey, TcbVersion,
+};
 use crate::verify::{Check, CheckClass, Status};
 
 /// Why a policy could not be read.
@@ -120,7 +122,14 @@ pub struct PolicyFile {
 
 impl PolicyFile {
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        toml::from_str(text).map_err(|e| PolicyError::ParseToml(e.message().to_string()))
+        toml::from_str(text).map_err(|e| {
+            // toml's messages span lines; errors here are one line.
+            let at = e
+                .span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default();
+            PolicyError::ParseToml(format!("{}{at}", e.message().replace('\n', " ")))
+        })
     }
 
     /// Lays `other` over `self`: lists are extended, single values replaced.
@@ -175,24 +184,30 @@ impl PolicyFile {
                 .map(|s| hex::decode(s).map_err(|source| PolicyError::DecodeHex { field, source }))
                 .collect()
         };
-        let exact = |field: &'static str, v: &[String], n: usize| -> Result<Vec<Vec<u8>>, PolicyError> {
-            let out = many(field, v)?;
-            for x in &out {
-                if x.len() != n {
-                    return Err(PolicyError::DecodeHex {
-                        field,
-                        source: HexError::CheckLength {
-                            expected: n,
-                            got: x.len(),
-                        },
-                    });
+        let exact =
+            |field: &'static str, v: &[String], n: usize| -> Result<Vec<Vec<u8>>, PolicyError> {
+                let out = many(field, v)?;
+                for x in &out {
+                    if x.len() != n {
+                        return Err(PolicyError::DecodeHex {
+                            field,
+                            source: HexError::CheckLength {
+                                expected: n,
+                                got: x.len(),
+                            },
+                        });
+                    }
                 }
-            }
-            Ok(out)
-        };
-        let one = |field: &'static str, v: &Option<String>, n: usize, pad: bool| -> Result<Option<Vec<u8>>, PolicyError> {
+                Ok(out)
+            };
+        let one = |field: &'static str,
+                   v: &Option<String>,
+                   n: usize,
+                   pad: bool|
+         -> Result<Option<Vec<u8>>, PolicyError> {
             let Some(s) = v else { return Ok(None) };
-            let mut b = hex::decode(s).map_err(|source| PolicyError::DecodeHex { field, source })?;
+            let mut b =
+                hex::decode(s).map_err(|source| PolicyError::DecodeHex { field, source })?;
             if pad && b.len() < n {
                 b.resize(n, 0);
             }
@@ -228,7 +243,10 @@ impl PolicyFile {
         };
         let guest_bits = self.guest_policy.clone().unwrap_or_default();
         let platform_bits = self.platform_info.clone().unwrap_or_default();
-        let names = |field: &'static str, list: &[String], table: &[(&str, u32)]| -> Result<Vec<(String, u32)>, PolicyError> {
+        let names = |field: &'static str,
+                     list: &[String],
+                     table: &[(&str, u32)]|
+         -> Result<Vec<(String, u32)>, PolicyError> {
             list.iter()
                 .map(|n| {
                     let key = n.trim().to_ascii_lowercase().replace('-', "_");
@@ -272,10 +290,26 @@ impl PolicyFile {
                 .as_deref()
                 .map(|v| parse_major_minor("guest_policy.min_abi", v))
                 .transpose()?,
-            guest_require: names("guest_policy.require", &guest_bits.require, &GuestPolicy::FLAGS)?,
-            guest_forbid: names("guest_policy.forbid", &guest_bits.forbid, &GuestPolicy::FLAGS)?,
-            platform_require: names("platform_info.require", &platform_bits.require, &PlatformInfo::FLAGS)?,
-            platform_forbid: names("platform_info.forbid", &platform_bits.forbid, &PlatformInfo::FLAGS)?,
+            guest_require: names(
+                "guest_policy.require",
+                &guest_bits.require,
+                &GuestPolicy::FLAGS,
+            )?,
+            guest_forbid: names(
+                "guest_policy.forbid",
+                &guest_bits.forbid,
+                &GuestPolicy::FLAGS,
+            )?,
+            platform_require: names(
+                "platform_info.require",
+                &platform_bits.require,
+                &PlatformInfo::FLAGS,
+            )?,
+            platform_forbid: names(
+                "platform_info.forbid",
+                &platform_bits.forbid,
+                &PlatformInfo::FLAGS,
+            )?,
         })
     }
 }
@@ -386,30 +420,59 @@ impl Policy {
                 "nonce",
                 r.report_data.starts_with(n),
                 format!("report_data starts with {}", h(n)),
-                format!("report_data {} does not start with {}", h(&r.report_data), h(n)),
+                format!(
+                    "report_data {} does not start with {}",
+                    h(&r.report_data),
+                    h(n)
+                ),
             ));
         }
         let listed = |out: &mut Vec<Check>, name: &str, list: &[Vec<u8>], have: &[u8]| {
             if !list.is_empty() {
                 let ok = list.iter().any(|x| x[..] == *have);
-                out.push(check(name, ok, h(have), format!("{} is not in the allowed list", h(have))));
+                out.push(check(
+                    name,
+                    ok,
+                    h(have),
+                    format!("{} is not in the allowed list", h(have)),
+                ));
             }
         };
-        listed(&mut out, "id-key-digest", &self.id_key_digests, &r.id_key_digest);
-        listed(&mut out, "author-key-digest", &self.author_key_digests, &r.author_key_digest);
+        listed(
+            &mut out,
+            "id-key-digest",
+            &self.id_key_digests,
+            &r.id_key_digest,
+        );
+        listed(
+            &mut out,
+            "author-key-digest",
+            &self.author_key_digests,
+            &r.author_key_digest,
+        );
         if !self.chip_ids.is_empty() {
-            let ok = self
-                .chip_ids
-                .iter()
-                .any(|c| !c.is_empty() && c.len() <= 64 && r.chip_id.starts_with(c) && r.chip_id[c.len()..].iter().all(|&b| b == 0));
-            out.push(check("chip-id-allowed", ok, h(&r.chip_id), format!("{} is not an allowed chip", h(&r.chip_id))));
+            let ok = self.chip_ids.iter().any(|c| {
+                !c.is_empty()
+                    && c.len() <= 64
+                    && r.chip_id.starts_with(c)
+                    && r.chip_id[c.len()..].iter().all(|&b| b == 0)
+            });
+            out.push(check(
+                "chip-id-allowed",
+                ok,
+                h(&r.chip_id),
+                format!("{} is not an allowed chip", h(&r.chip_id)),
+            ));
         }
         if let Some(req) = self.require_author_key {
             out.push(check(
                 "author-key",
                 r.key_info.author_key_en == req,
                 format!("AUTHOR_KEY_EN = {}", r.key_info.author_key_en),
-                format!("AUTHOR_KEY_EN is {}, policy requires {req}", r.key_info.author_key_en),
+                format!(
+                    "AUTHOR_KEY_EN is {}, policy requires {req}",
+                    r.key_info.author_key_en
+                ),
             ));
         }
         if let Some(min) = self.min_guest_svn {
@@ -421,14 +484,22 @@ impl Policy {
             ));
         }
         if let Some(v) = self.vmpl {
-            out.push(check("vmpl", r.vmpl == v, format!("{}", r.vmpl), format!("is {}, expected {v}", r.vmpl)));
+            out.push(check(
+                "vmpl",
+                r.vmpl == v,
+                format!("{}", r.vmpl),
+                format!("is {}, expected {v}", r.vmpl),
+            ));
         }
         if let Some(k) = self.signing_key {
             out.push(check(
                 "signing-key-allowed",
                 r.key_info.signing_key == k,
                 format!("{}", r.key_info.signing_key),
-                format!("signed by the {}, policy allows only the {k}", r.key_info.signing_key),
+                format!(
+                    "signed by the {}, policy allows only the {k}",
+                    r.key_info.signing_key
+                ),
             ));
         }
         if let Some(p) = self.product {
@@ -436,7 +507,10 @@ impl Policy {
                 "product-allowed",
                 product == Some(p),
                 format!("{p}"),
-                format!("{}, policy requires {p}", product.map_or("unknown".to_string(), |x| x.to_string())),
+                format!(
+                    "{}, policy requires {p}",
+                    product.map_or("unknown".to_string(), |x| x.to_string())
+                ),
             ));
         }
         if let Some(min) = &self.min_tcb {
@@ -446,21 +520,41 @@ impl Policy {
                 ("min-tcb-reported", &r.reported_tcb),
             ] {
                 let below = tcb_below(min, tcb, product, r);
-                out.push(check(name, below.is_none(), tcb.raw_hex(), below.unwrap_or_default()));
+                out.push(check(
+                    name,
+                    below.is_none(),
+                    tcb.raw_hex(),
+                    below.unwrap_or_default(),
+                ));
             }
         }
         if let Some(min) = &self.min_launch_tcb {
             let below = tcb_below(min, &r.launch_tcb, product, r);
-            out.push(check("min-tcb-launch", below.is_none(), r.launch_tcb.raw_hex(), below.unwrap_or_default()));
+            out.push(check(
+                "min-tcb-launch",
+                below.is_none(),
+                r.launch_tcb.raw_hex(),
+                below.unwrap_or_default(),
+            ));
         }
         if let Some(b) = self.min_build {
             let have = r.current_version.build;
-            out.push(check("firmware-build", have >= b, format!("{have} >= {b}"), format!("{have} < minimum {b}")));
+            out.push(check(
+                "firmware-build",
+                have >= b,
+                format!("{have} >= {b}"),
+                format!("{have} < minimum {b}"),
+            ));
         }
         if let Some((maj, min)) = self.min_version {
             let v = r.current_version;
             let ok = (v.major, v.minor) >= (maj, min);
-            out.push(check("firmware-version", ok, format!("{v} >= {maj}.{min}"), format!("{v} < minimum {maj}.{min}")));
+            out.push(check(
+                "firmware-version",
+                ok,
+                format!("{v} >= {maj}.{min}"),
+                format!("{v} < minimum {maj}.{min}"),
+            ));
         }
         if let Some((maj, min)) = self.min_abi {
             let have = (r.policy.abi_major(), r.policy.abi_minor());
@@ -468,25 +562,56 @@ impl Policy {
                 "guest-policy-abi",
                 have >= (maj, min),
                 format!("{}.{} >= {maj}.{min}", have.0, have.1),
-                format!("guest policy ABI {}.{} < minimum {maj}.{min}", have.0, have.1),
+                format!(
+                    "guest policy ABI {}.{} < minimum {maj}.{min}",
+                    have.0, have.1
+                ),
             ));
         }
-        let bits = |out: &mut Vec<Check>, prefix: &str, list: &[(String, u32)], want: bool, value: u64| {
-            for (name, bit) in list {
-                let set = (value >> bit) & 1 == 1;
-                let verb = if want { "required" } else { "forbidden" };
-                out.push(check(
-                    &format!("{prefix}-{}", name.replace('_', "-")),
-                    set == want,
-                    format!("{name} = {set}"),
-                    format!("{name} is {}, policy says {verb}", if set { "set" } else { "clear" }),
-                ));
-            }
-        };
-        bits(&mut out, "guest-policy", &self.guest_require, true, r.policy.0);
-        bits(&mut out, "guest-policy", &self.guest_forbid, false, r.policy.0);
-        bits(&mut out, "platform-info", &self.platform_require, true, r.platform_info.0);
-        bits(&mut out, "platform-info", &self.platform_forbid, false, r.platform_info.0);
+        let bits =
+            |out: &mut Vec<Check>, prefix: &str, list: &[(String, u32)], want: bool, value: u64| {
+                for (name, bit) in list {
+                    let set = (value >> bit) & 1 == 1;
+                    let verb = if want { "required" } else { "forbidden" };
+                    out.push(check(
+                        &format!("{prefix}-{}", name.replace('_', "-")),
+                        set == want,
+                        format!("{name} = {set}"),
+                        format!(
+                            "{name} is {}, policy says {verb}",
+                            if set { "set" } else { "clear" }
+                        ),
+                    ));
+                }
+            };
+        bits(
+            &mut out,
+            "guest-policy",
+            &self.guest_require,
+            true,
+            r.policy.0,
+        );
+        bits(
+            &mut out,
+            "guest-policy",
+            &self.guest_forbid,
+            false,
+            r.policy.0,
+        );
+        bits(
+            &mut out,
+            "platform-info",
+            &self.platform_require,
+            true,
+            r.platform_info.0,
+        );
+        bits(
+            &mut out,
+            "platform-info",
+            &self.platform_forbid,
+            false,
+            r.platform_info.0,
+        );
         out
     }
 }
@@ -512,8 +637,17 @@ mod tests {
         .expect("parses");
         assert_eq!(p.vmpl, Some(0));
         assert_eq!(p.signing_key, Some(SigningKey::Vcek));
-        assert!(matches!(p.compile(), Err(PolicyError::DecodeHex { field: "measurements", .. })));
-        assert!(matches!(PolicyFile::from_toml("bogus = 1"), Err(PolicyError::ParseToml(_))));
+        assert!(matches!(
+            p.compile(),
+            Err(PolicyError::DecodeHex {
+                field: "measurements",
+                ..
+            })
+        ));
+        assert!(matches!(
+            PolicyFile::from_toml("bogus = 1"),
+            Err(PolicyError::ParseToml(_))
+        ));
         let bad_bit = PolicyFile {
             guest_policy: Some(BitRequirements {
                 forbid: vec!["debgu".into()],
@@ -521,7 +655,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(matches!(bad_bit.compile(), Err(PolicyError::FindBitName { .. })));
+        assert!(matches!(
+            bad_bit.compile(),
+            Err(PolicyError::FindBitName { .. })
+        ));
         assert_eq!(
             TcbMinimum::parse("t", "bl=3,tee=0,snp=8,ucode=115").map(|t| t.microcode),
             Ok(Some(115))

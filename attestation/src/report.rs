@@ -393,12 +393,20 @@ impl AttestationReport {
             zero(OFF_CPUID, OFF_CPUID + 3, "CPUID (version 2)")?;
         }
         if version < 5 {
-            zero(OFF_LAUNCH_MIT, OFF_CURRENT_MIT + 8, "MIT_VECTOR (before version 5)")?;
+            zero(
+                OFF_LAUNCH_MIT,
+                OFF_CURRENT_MIT + 8,
+                "MIT_VECTOR (before version 5)",
+            )?;
         }
         // Only the low 48 bytes of R and S carry the P-384 scalars; the rest
         // of the 512-byte signature field is reserved.
         zero(OFF_SIG_R + P384_LEN, OFF_SIG_S, "SIGNATURE.R high bytes")?;
-        zero(OFF_SIG_S + P384_LEN, OFF_SIG_S + SIG_COMPONENT_LEN, "SIGNATURE.S high bytes")?;
+        zero(
+            OFF_SIG_S + P384_LEN,
+            OFF_SIG_S + SIG_COMPONENT_LEN,
+            "SIGNATURE.S high bytes",
+        )?;
         zero(OFF_SIG_S + SIG_COMPONENT_LEN, REPORT_SIZE, "SIGNATURE tail")?;
 
         let key_info_raw = u32_at(b, OFF_KEY_INFO);
@@ -486,7 +494,10 @@ impl AttestationReport {
             .copied()
             .filter(|c| !c.is_ascii_whitespace())
             .collect();
-        if !text.is_empty() && text.len() == 2 * REPORT_SIZE && text.iter().all(u8::is_ascii_hexdigit) {
+        if !text.is_empty()
+            && text.len() == 2 * REPORT_SIZE
+            && text.iter().all(u8::is_ascii_hexdigit)
+        {
             let decoded = crate::hex::decode(&String::from_utf8_lossy(&text))
                 .map_err(|e| ReportError::DecodeHex(e.to_string()))?;
             return Self::from_bytes(&decoded);
@@ -506,7 +517,8 @@ impl AttestationReport {
 
     /// Product named by the report's CPUID fields (version 3+ only).
     pub fn product_from_cpuid(&self) -> Option<Product> {
-        self.cpuid.and_then(|c| Product::from_cpuid(c.family, c.model))
+        self.cpuid
+            .and_then(|c| Product::from_cpuid(c.family, c.model))
     }
 
     /// TCB layout: Turin's only when the report says family 1Ah (version 2
@@ -534,7 +546,10 @@ mod tests {
     #[test]
     fn accepts_every_published_version() {
         for v in 2..=5 {
-            assert_eq!(AttestationReport::from_bytes(&minimal(v)).map(|r| r.version), Ok(v));
+            assert_eq!(
+                AttestationReport::from_bytes(&minimal(v)).map(|r| r.version),
+                Ok(v)
+            );
         }
     }
 

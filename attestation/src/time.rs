@@ -77,7 +77,10 @@ mod tests {
     fn parses() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_rfc3339("2025-06-01T00:00:00Z"), Ok(1_748_736_000));
-        assert_eq!(parse_rfc3339("2025-06-01T02:00:00+02:00"), Ok(1_748_736_000));
+        assert_eq!(
+            parse_rfc3339("2025-06-01T02:00:00+02:00"),
+            Ok(1_748_736_000)
+        );
         assert_eq!(parse_rfc3339("2025-06-01"), Ok(1_748_736_000));
         assert!(parse_rfc3339("yesterday").is_err());
         assert!(parse_rfc3339("2025-13-01").is_err());

@@ -26,7 +26,10 @@ pub enum VerifyError {
     #[error("report is unsigned (KEY_INFO.SIGNING_KEY = 7)")]
     CheckReportSigned,
     #[error("report KEY_INFO names the {report} as signer, but a {given} was supplied")]
-    MatchSigningKey { report: SigningKey, given: &'static str },
+    MatchSigningKey {
+        report: SigningKey,
+        given: &'static str,
+    },
     #[error("report signature does not verify with the {0} public key")]
     VerifyReportSignature(&'static str),
     #[error("cannot tell the product: {0}")]
@@ -263,7 +266,10 @@ pub fn verify_chain(
     checks.push(Check::from_result(
         "product",
         A,
-        product.as_ref().map(|p| p.to_string()).map_err(Clone::clone),
+        product
+            .as_ref()
+            .map(|p| p.to_string())
+            .map_err(Clone::clone),
     ));
     let Ok(product) = product else {
         return (checks, None);
@@ -285,7 +291,13 @@ pub fn verify_chain(
             return (checks, None);
         }
     };
-    let describe = |c: &X509| format!("{} ({})", chain::common_name(c), &chain::fingerprint(c)[..16]);
+    let describe = |c: &X509| {
+        format!(
+            "{} ({})",
+            chain::common_name(c),
+            &chain::fingerprint(c)[..16]
+        )
+    };
 
     checks.push(Check::from_result(
         "ark-pinned",
@@ -323,7 +335,11 @@ pub fn verify_chain(
     ));
 
     // Validity at the verification time (historical evidence: `--at`).
-    for (cert, what) in [(&ark, "ARK"), (&inter, inter_name), (&certs.vek, kind.name())] {
+    for (cert, what) in [
+        (&ark, "ARK"),
+        (&inter, inter_name),
+        (&certs.vek, kind.name()),
+    ] {
         checks.push(Check::from_result(
             &format!("{}-validity", lname(what)),
             A,
@@ -382,7 +398,10 @@ pub fn verify_chain(
 }
 
 /// Verifies the ECDSA P-384 signature over bytes 0..0x2A0 of the report.
-pub fn verify_signature(report: &AttestationReport, key: &EcKey<Public>) -> Result<(), VerifyError> {
+pub fn verify_signature(
+    report: &AttestationReport,
+    key: &EcKey<Public>,
+) -> Result<(), VerifyError> {
     let run = |e: openssl::error::ErrorStack| VerifyError::RunEcdsa(e.to_string());
     let digest = sha384(report.signed_bytes());
     let r = BigNum::from_slice(&report.sig_r).map_err(run)?;
@@ -532,7 +551,10 @@ pub fn verify(report: &AttestationReport, certs: &Certificates, opts: &Options) 
             // the offered VEK, so every fault is reported, not just the first.
             let fallback = product.and_then(|p| {
                 let ext = VekExtensions::from_cert(&certs.vek, "VEK").ok()?;
-                let key = chain::vek_public_key(&certs.vek, "VEK").ok()?.ec_key().ok()?;
+                let key = chain::vek_public_key(&certs.vek, "VEK")
+                    .ok()?
+                    .ec_key()
+                    .ok()?;
                 let kind = match report.key_info.signing_key {
                     SigningKey::Vlek => VekKind::Vlek,
                     _ => VekKind::Vcek,

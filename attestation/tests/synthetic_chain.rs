@@ -45,7 +45,13 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-const PSS: [&str; 5] = ["-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:48"];
+const PSS: [&str; 5] = [
+    "-sha384",
+    "-sigopt",
+    "rsa_padding_mode:pss",
+    "-sigopt",
+    "rsa_pss_saltlen:48",
+];
 
 /// Makes ARK, ASK and a VCEK (optionally PKCS#1 v1.5-signed) in `dir`.
 fn make_chain(dir: &Path) {
@@ -70,24 +76,105 @@ fn make_chain(dir: &Path) {
         hex::encode(&CHIP)
     );
     std::fs::write(dir.join("vcek.ext"), ext).expect("write");
-    let mut a = vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ark.key"];
+    let mut a = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ark.key",
+    ];
     a.extend(["-subj", "/CN=ARK-Milan", "-days", "3650", "-out", "ark.pem"]);
     a.extend(PSS);
     openssl(dir, &a);
-    openssl(dir, &["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ask.key", "-subj", "/CN=SEV-Milan", "-out", "ask.csr"]);
-    let mut a = vec!["x509", "-req", "-in", "ask.csr", "-CA", "ark.pem", "-CAkey", "ark.key", "-set_serial", "2"];
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ask.key",
+            "-subj",
+            "/CN=SEV-Milan",
+            "-out",
+            "ask.csr",
+        ],
+    );
+    let mut a = vec![
+        "x509",
+        "-req",
+        "-in",
+        "ask.csr",
+        "-CA",
+        "ark.pem",
+        "-CAkey",
+        "ark.key",
+        "-set_serial",
+        "2",
+    ];
     a.extend(["-days", "3650", "-extfile", "ca.ext", "-out", "ask.pem"]);
     a.extend(PSS);
     openssl(dir, &a);
-    openssl(dir, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "vcek.key"]);
-    openssl(dir, &["req", "-new", "-key", "vcek.key", "-subj", "/CN=SEV-VCEK", "-out", "vcek.csr"]);
-    let mut a = vec!["x509", "-req", "-in", "vcek.csr", "-CA", "ask.pem", "-CAkey", "ask.key", "-set_serial", "0"];
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "vcek.key",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "vcek.key",
+            "-subj",
+            "/CN=SEV-VCEK",
+            "-out",
+            "vcek.csr",
+        ],
+    );
+    let mut a = vec![
+        "x509",
+        "-req",
+        "-in",
+        "vcek.csr",
+        "-CA",
+        "ask.pem",
+        "-CAkey",
+        "ask.key",
+        "-set_serial",
+        "0",
+    ];
     a.extend(["-days", "365", "-extfile", "vcek.ext", "-out", "vcek.pem"]);
     a.extend(PSS);
     openssl(dir, &a);
     // The same VCEK signed with PKCS#1 v1.5 instead of PSS.
-    let mut a = vec!["x509", "-req", "-in", "vcek.csr", "-CA", "ask.pem", "-CAkey", "ask.key", "-set_serial", "0"];
-    a.extend(["-days", "365", "-extfile", "vcek.ext", "-sha384", "-out", "vcek-pkcs1.pem"]);
+    let mut a = vec![
+        "x509",
+        "-req",
+        "-in",
+        "vcek.csr",
+        "-CA",
+        "ask.pem",
+        "-CAkey",
+        "ask.key",
+        "-set_serial",
+        "0",
+    ];
+    a.extend([
+        "-days",
+        "365",
+        "-extfile",
+        "vcek.ext",
+        "-sha384",
+        "-out",
+        "vcek-pkcs1.pem",
+    ]);
     openssl(dir, &a);
 }
 
@@ -108,7 +195,8 @@ fn make_report(dir: &Path, chip: &[u8; 64], tcb: [u8; 8], key_info: u32) -> Vec<
     b[0x1A0..0x1E0].copy_from_slice(chip);
     b[0x1E0..0x1E8].copy_from_slice(&tcb);
     b[0x1F0..0x1F8].copy_from_slice(&tcb);
-    let key = EcKey::private_key_from_pem(&std::fs::read(dir.join("vcek.key")).expect("key")).expect("ec key");
+    let key = EcKey::private_key_from_pem(&std::fs::read(dir.join("vcek.key")).expect("key"))
+        .expect("ec key");
     let digest = openssl::sha::sha384(&b[..0x2A0]);
     let sig = EcdsaSig::sign(&digest, &key).expect("sign");
     let mut r = sig.r().to_vec_padded(48).expect("r");
@@ -134,7 +222,14 @@ impl Synth {
     fn cert(&self, name: &str) -> openssl::x509::X509 {
         chain::load_cert(&std::fs::read(self.dir.join(name)).expect("read"), name).expect("cert")
     }
-    fn verify(&self, report: &[u8], vek: &str, trusted: bool, at: i64, crl: Option<X509Crl>) -> Verdict {
+    fn verify(
+        &self,
+        report: &[u8],
+        vek: &str,
+        trusted: bool,
+        at: i64,
+        crl: Option<X509Crl>,
+    ) -> Verdict {
         let report = AttestationReport::from_bytes(report).expect("report parses");
         let certs = Certificates {
             vek: self.cert(vek),
@@ -144,7 +239,11 @@ impl Synth {
         };
         let opts = Options {
             at_unix: at,
-            trust_roots: if trusted { vec![self.cert("ark.pem")] } else { vec![] },
+            trust_roots: if trusted {
+                vec![self.cert("ark.pem")]
+            } else {
+                vec![]
+            },
             crl,
             product: None,
         };
@@ -152,20 +251,28 @@ impl Synth {
     }
     fn crl(&self, revoke_ask: bool, signer: &str) -> X509Crl {
         let ark = self.cert("ark.pem");
-        let key = PKey::private_key_from_pem(&std::fs::read(self.dir.join(signer)).expect("key")).expect("key");
+        let key = PKey::private_key_from_pem(&std::fs::read(self.dir.join(signer)).expect("key"))
+            .expect("key");
         let mut b = X509CrlBuilder::new().expect("crl");
         b.set_issuer_name(ark.subject_name()).expect("issuer");
-        b.set_last_update(&Asn1Time::days_from_now(0).expect("t")).expect("last");
-        b.set_next_update(&Asn1Time::days_from_now(30).expect("t")).expect("next");
+        b.set_last_update(&Asn1Time::days_from_now(0).expect("t"))
+            .expect("last");
+        b.set_next_update(&Asn1Time::days_from_now(30).expect("t"))
+            .expect("next");
         if revoke_ask {
             let mut r = X509RevokedBuilder::new().expect("revoked");
             let serial = Asn1Integer::from_bn(&BigNum::from_u32(2).expect("bn")).expect("serial");
             r.set_serial_number(&serial).expect("serial");
-            r.set_revocation_date(&Asn1Time::days_from_now(0).expect("t")).expect("date");
+            r.set_revocation_date(&Asn1Time::days_from_now(0).expect("t"))
+                .expect("date");
             b.add_revoked(r.build()).expect("add");
         }
         // The builder insists on authorityKeyIdentifier and cRLNumber (RFC 5280 §5.2).
-        let ski = ark.subject_key_id().expect("ARK has a subject key id").as_slice().to_vec();
+        let ski = ark
+            .subject_key_id()
+            .expect("ARK has a subject key id")
+            .as_slice()
+            .to_vec();
         let mut aki = vec![0x30, (ski.len() + 2) as u8, 0x80, ski.len() as u8];
         aki.extend_from_slice(&ski);
         for (oid, der) in [("2.5.29.35", aki), ("2.5.29.20", vec![0x02, 0x01, 0x01])] {
@@ -217,13 +324,25 @@ fn each_check_fails_alone() {
     // Signed correctly, but for another chip: only the chip binding fails.
     let mut other = CHIP;
     other[5] ^= 1;
-    let v = s.verify(&make_report(&s.dir, &other, TCB, 0), "vcek.pem", true, now(), None);
+    let v = s.verify(
+        &make_report(&s.dir, &other, TCB, 0),
+        "vcek.pem",
+        true,
+        now(),
+        None,
+    );
     assert_eq!(failed(&v), ["chip-id"]);
 
     // Signed correctly, but at another TCB than the VCEK's: only TCB fails.
     let mut tcb = TCB;
     tcb[7] = 116;
-    let v = s.verify(&make_report(&s.dir, &CHIP, tcb, 0), "vcek.pem", true, now(), None);
+    let v = s.verify(
+        &make_report(&s.dir, &CHIP, tcb, 0),
+        "vcek.pem",
+        true,
+        now(),
+        None,
+    );
     assert_eq!(failed(&v), ["tcb"]);
 
     // Judged two years on: only the VCEK (365 days) has expired.
@@ -235,7 +354,13 @@ fn each_check_fails_alone() {
     assert_eq!(failed(&v), ["vcek-signature"]);
 
     // MASK_CHIP_KEY: CHIP_ID is zero; a warning, not a failure.
-    let v = s.verify(&make_report(&s.dir, &[0; 64], TCB, 2), "vcek.pem", true, now(), None);
+    let v = s.verify(
+        &make_report(&s.dir, &[0; 64], TCB, 2),
+        "vcek.pem",
+        true,
+        now(),
+        None,
+    );
     assert!(v.passed(), "{:#?}", v.checks);
     assert_eq!(v.check("chip-id").map(|c| c.status), Some(Status::Warn));
 }
@@ -244,20 +369,40 @@ fn each_check_fails_alone() {
 fn revocation_against_a_crl() {
     let s = Synth::new("crl");
     let good = make_report(&s.dir, &CHIP, TCB, 0);
-    let v = s.verify(&good, "vcek.pem", true, now(), Some(s.crl(false, "ark.key")));
+    let v = s.verify(
+        &good,
+        "vcek.pem",
+        true,
+        now(),
+        Some(s.crl(false, "ark.key")),
+    );
     assert!(v.passed(), "{:#?}", v.checks);
     assert_eq!(v.check("revocation").map(|c| c.status), Some(Status::Pass));
 
     let v = s.verify(&good, "vcek.pem", true, now(), Some(s.crl(true, "ark.key")));
     assert_eq!(failed(&v), ["revocation"]);
-    assert!(v.check("revocation").is_some_and(|c| c.detail.contains("revoked")));
+    assert!(v
+        .check("revocation")
+        .is_some_and(|c| c.detail.contains("revoked")));
 
     // A CRL not signed by the ARK is rejected, not trusted.
-    let v = s.verify(&good, "vcek.pem", true, now(), Some(s.crl(false, "ask.key")));
+    let v = s.verify(
+        &good,
+        "vcek.pem",
+        true,
+        now(),
+        Some(s.crl(false, "ask.key")),
+    );
     assert_eq!(failed(&v), ["revocation"]);
 
     // Stale CRL (past nextUpdate): a warning.
-    let v = s.verify(&good, "vcek.pem", true, now() + 60 * 86_400, Some(s.crl(false, "ark.key")));
+    let v = s.verify(
+        &good,
+        "vcek.pem",
+        true,
+        now() + 60 * 86_400,
+        Some(s.crl(false, "ark.key")),
+    );
     assert_eq!(v.check("revocation").map(|c| c.status), Some(Status::Warn));
 }
 
@@ -284,16 +429,31 @@ fn certs_dir_with_trust_root_contract() {
     let m = hex::encode(&MEASUREMENT);
     let rd = hex::encode(b"nonc");
     let base = ["verify", "--report", &report, "--certs", &d];
-    let (code, out, err) = cli(&[&base[..], &["--trust-root", &ark, "--measurement", &m, "--report-data", &rd]].concat());
+    let (code, out, err) = cli(&[
+        &base[..],
+        &[
+            "--trust-root",
+            &ark,
+            "--measurement",
+            &m,
+            "--report-data",
+            &rd,
+        ],
+    ]
+    .concat());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok   measurement") && out.contains("ok   report-data"), "{out}");
+    assert!(
+        out.contains("ok   measurement") && out.contains("ok   report-data"),
+        "{out}"
+    );
 
     let (code, out, _) = cli(&base);
     assert_eq!(code, 4, "untrusted root is an authenticity failure: {out}");
     assert!(out.contains("FAIL ark-pinned"), "{out}");
 
     let wrong = hex::encode(&[0u8; 48]);
-    let (code, out, _) = cli(&[&base[..], &["--trust-root", &ark, "--measurement", &wrong]].concat());
+    let (code, out, _) =
+        cli(&[&base[..], &["--trust-root", &ark, "--measurement", &wrong]].concat());
     assert_eq!(code, 1, "policy failure: {out}");
     assert!(out.contains("FAIL measurement"), "{out}");
 
@@ -301,5 +461,8 @@ fn certs_dir_with_trust_root_contract() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json output");
     assert_eq!(v["ok"], serde_json::Value::Bool(true));
-    assert_eq!(v["report"]["measurement"], serde_json::Value::String(m.clone()));
+    assert_eq!(
+        v["report"]["measurement"],
+        serde_json::Value::String(m.clone())
+    );
 }

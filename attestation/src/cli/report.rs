@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 use umbra_attestation::hex::encode as h;
-use umbra_attestation::report::{AttestationReport, GuestPolicy, PlatformInfo, TcbLayout, TcbVersion};
+use umbra_attestation::report::{
+    AttestationReport, GuestPolicy, PlatformInfo, TcbLayout, TcbVersion,
+};
 use umbra_attestation::verify::tcb_summary;
 
 use super::verify::{read_input, EXIT_MALFORMED};
@@ -55,7 +57,9 @@ pub fn run(args: ReportArgs) -> i32 {
             };
             let v = report_json(&r);
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                }
                 Format::Text => print_text(&v, 0),
             }
             0

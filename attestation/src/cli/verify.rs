@@ -15,7 +15,7 @@ use serde_json::json;
 use umbra_attestation::chain::{self, VekKind};
 use umbra_attestation::policy::{BitRequirements, PolicyFile, TcbMinimum};
 use umbra_attestation::report::{AttestationReport, Product, SigningKey};
-use umbra_attestation::verify::{self, CheckClass, Certificates, Options, Status, Verdict};
+use umbra_attestation::verify::{self, Certificates, CheckClass, Options, Status, Verdict};
 
 use super::report::Format;
 
@@ -24,8 +24,15 @@ pub const EXIT_POLICY: i32 = 1;
 pub const EXIT_MALFORMED: i32 = 3;
 pub const EXIT_AUTHENTICITY: i32 = 4;
 
+/// Boxed so that the subcommand enum stays small (the options are many).
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    opts: Box<VerifyOpts>,
+}
+
+#[derive(Args, Debug)]
+struct VerifyOpts {
     /// Attestation report (binary, hex text, or Azure HCL report).
     #[arg(long)]
     report: PathBuf,
@@ -167,7 +174,7 @@ struct Inputs {
     policy: Option<umbra_attestation::policy::Policy>,
 }
 
-fn gather(a: &VerifyArgs) -> Result<Inputs, String> {
+fn gather(a: &VerifyOpts) -> Result<Inputs, String> {
     let report_bytes = read_input(&a.report)?;
     let report = AttestationReport::from_any(&report_bytes)
         .map_err(|e| format!("{}: {e}", a.report.display()))?;
@@ -197,10 +204,13 @@ fn gather(a: &VerifyArgs) -> Result<Inputs, String> {
     let mut chain_bundle: Vec<openssl::x509::X509> = Vec::new();
     if let Some(p) = &a.chain {
         let bytes = read_input(p)?;
-        chain_bundle = chain::load_certs(&bytes, &p.display().to_string()).map_err(|e| e.to_string())?;
+        chain_bundle =
+            chain::load_certs(&bytes, &p.display().to_string()).map_err(|e| e.to_string())?;
     }
     let cache = a.cache_dir.clone().or_else(super::fetch::default_cache_dir);
-    let cached = cache.as_deref().map(|c| super::fetch::cached_evidence(c, &report));
+    let cached = cache
+        .as_deref()
+        .map(|c| super::fetch::cached_evidence(c, &report));
     let vek = match &vek_path {
         Some(p) => load_cert_file(p)?,
         None => match cached.as_ref().and_then(|c| c.vek.clone()) {
@@ -252,7 +262,8 @@ fn gather(a: &VerifyArgs) -> Result<Inputs, String> {
     let mut policy_file = match &a.policy {
         Some(p) => {
             let bytes = read_input(p)?;
-            let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", p.display()))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", p.display()))?;
             PolicyFile::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?
         }
         None => PolicyFile::default(),
@@ -283,7 +294,7 @@ fn gather(a: &VerifyArgs) -> Result<Inputs, String> {
 
 /// The policy flags as a [`PolicyFile`], so they mean exactly what the
 /// same keys mean in a file.
-fn flags_policy(a: &VerifyArgs) -> Result<PolicyFile, String> {
+fn flags_policy(a: &VerifyOpts) -> Result<PolicyFile, String> {
     let tcb = |field: &'static str, v: &Option<String>| {
         v.as_deref()
             .map(|s| TcbMinimum::parse(field, s))
@@ -322,11 +333,16 @@ fn flags_policy(a: &VerifyArgs) -> Result<PolicyFile, String> {
 }
 
 pub fn run(args: VerifyArgs) -> i32 {
+    let args = args.opts;
     let inputs = match gather(&args) {
         Ok(i) => i,
         Err(e) => {
+            let e = e.replace('\n', " ");
             if args.format == Format::Json {
-                println!("{}", json!({ "ok": false, "error": e, "exit_code": EXIT_MALFORMED }));
+                println!(
+                    "{}",
+                    json!({ "ok": false, "error": e, "exit_code": EXIT_MALFORMED })
+                );
             }
             eprintln!("umbra-attest: {e}");
             return EXIT_MALFORMED;
@@ -334,7 +350,9 @@ pub fn run(args: VerifyArgs) -> i32 {
     };
     let mut verdict: Verdict = verify::verify(&inputs.report, &inputs.certs, &inputs.opts);
     if let Some(policy) = &inputs.policy {
-        verdict.checks.extend(policy.check(&inputs.report, verdict.product));
+        verdict
+            .checks
+            .extend(policy.check(&inputs.report, verdict.product));
     }
     let code = if verdict.failed(CheckClass::Authenticity) {
         EXIT_AUTHENTICITY
