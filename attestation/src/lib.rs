@@ -14,3 +14,4 @@ pub mod report;
 pub mod time;
 pub mod verify;
 pub mod policy;
+pub mod kds;
