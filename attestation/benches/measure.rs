@@ -55,6 +55,7 @@ fn umbra_digest(path: &PathBuf) -> [u8; 48] {
         vmm_type: VmmType::Qemu,
         kernel_hashes: None,
         ovmf_hash: None,
+        firmware_page_digests: None,
     };
     measure::snp_launch_digest(&inp).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -93,6 +93,7 @@ fn library_digest(dir: &Path, c: &Value) -> Result<String, String> {
                 .try_into()
                 .unwrap_or_else(|_| panic!("ovmf hash length"))
         }),
+        firmware_page_digests: None,
     };
     let r = match mode {
         "snp" => measure::snp_launch_digest(&inp).map(|d| hex(&d)),

@@ -8,8 +8,8 @@ use base64::Engine as _;
 use clap::Args;
 
 use umbra_attestation::measure::{
-    self, vcpu_types, FirmwareImage, KernelHashes, MeasureInputs, SvsmInputs, VcpuSaveAreas,
-    VmmType, LD_SIZE,
+    self, ovmf::FOUR_GIB, vcpu_types, FirmwareImage, KernelHashes, MeasureInputs, SvsmInputs,
+    VcpuSaveAreas, VmmType, LD_SIZE, PAGE_SIZE,
 };
 
 #[derive(Args, Debug)]
@@ -66,6 +66,10 @@ pub struct MeasureArgs {
     /// Write measured VMSAs to vmsa<N>.bin (seves, snp, and snp:svsm modes only).
     #[arg(long)]
     dump_vmsa: bool,
+    /// Print the SNP launch plan (page type, GPA, length per step) instead of
+    /// the digest: the LAUNCH_UPDATE sequence a VMM must issue (snp mode).
+    #[arg(long)]
+    show_plan: bool,
     /// SVSM binary (snp:svsm mode).
     #[arg(long, value_name = "PATH")]
     svsm: Option<String>,
@@ -123,6 +127,66 @@ pub(crate) fn parse_auto_int(s: &str) -> Option<u64> {
     } else {
         lower.parse().ok()
     }
+}
+
+/// Bytes kept from the end of a streamed firmware file: the footer table (at
+/// most 64 KiB) and, in every OVMF-format image seen, the SEV metadata.
+const TAIL: usize = 128 * 1024;
+
+/// A firmware file read for SNP: the SHA-384 of every 4 KiB page, computed
+/// through one small reused buffer (no megabytes of fresh memory to fault
+/// in), and the file's tail for the footer table.
+struct Streamed {
+    tail: Vec<u8>,
+    size: usize,
+    digests: Vec<[u8; LD_SIZE]>,
+}
+
+fn read_streaming(path: &str) -> Result<Streamed, Fail> {
+    use std::io::Read as _;
+    let fail = |e: std::io::Error| runtime(format!("cannot read OVMF file '{path}': {e}"));
+    let mut f = std::fs::File::open(path).map_err(fail)?;
+    let size = usize::try_from(f.metadata().map_err(fail)?.len())
+        .map_err(|_| runtime(format!("OVMF file '{path}' is too large")))?;
+    let tail_start = size.saturating_sub(TAIL);
+    let mut tail = Vec::with_capacity(size - tail_start);
+    let mut digests = Vec::with_capacity(size / PAGE_SIZE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = 0usize;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        let chunk = &buf[..filled];
+        digests.extend(chunk.chunks_exact(PAGE_SIZE).map(measure::page_digest));
+        let end = pos + filled;
+        if end > tail_start {
+            tail.extend_from_slice(&chunk[tail_start.saturating_sub(pos)..]);
+        }
+        pos = end;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    if pos != size {
+        return Err(runtime(format!(
+            "OVMF file '{path}' changed while being read"
+        )));
+    }
+    Ok(Streamed {
+        tail,
+        size,
+        digests,
+    })
 }
 
 fn read(what: &str, path: &str) -> Result<Vec<u8>, Fail> {
@@ -335,8 +399,30 @@ fn execute(a: &MeasureArgs) -> Result<(), Fail> {
         return Ok(());
     }
 
-    let data = read("OVMF", ovmf_path)?;
-    let fw = FirmwareImage::parse(&data).map_err(|e| measure_err(e.into()))?;
+    // SNP hashes the firmware page by page while reading it; the other
+    // modes hash the whole image with SHA-256 and read it whole.
+    let streamed = if mode == Mode::Snp {
+        read_streaming(ovmf_path)?
+    } else {
+        let tail = read("OVMF", ovmf_path)?;
+        let size = tail.len();
+        Streamed {
+            tail,
+            size,
+            digests: Vec::new(),
+        }
+    };
+    let full: Vec<u8>;
+    let fw = match FirmwareImage::parse_tail(&streamed.tail, streamed.size, FOUR_GIB) {
+        Ok(fw) => fw,
+        // Metadata outside the tail (or a damaged image): parse it whole,
+        // which also yields the exact error.
+        Err(_) if streamed.tail.len() < streamed.size => {
+            full = read("OVMF", ovmf_path)?;
+            FirmwareImage::parse(&full).map_err(|e| measure_err(e.into()))?
+        }
+        Err(e) => return Err(measure_err(e.into())),
+    };
     let kernel_hashes = match given(&a.kernel) {
         None => None,
         Some(k) => {
@@ -357,7 +443,23 @@ fn execute(a: &MeasureArgs) -> Result<(), Fail> {
         vmm_type: vmm,
         kernel_hashes,
         ovmf_hash,
+        firmware_page_digests: (mode == Mode::Snp).then_some(streamed.digests.as_slice()),
     };
+    if a.show_plan {
+        if mode != Mode::Snp {
+            return Err(usage("--show-plan is only available in snp mode"));
+        }
+        let opts = measure::PlanOptions {
+            vmm_type: vmm,
+            kernel_hashes: inp.kernel_hashes.is_some(),
+            include_firmware: inp.ovmf_hash.is_none(),
+            vcpus,
+        };
+        for s in measure::snp_launch_steps(&fw, &opts).map_err(measure_err)? {
+            println!("{:?} {:#x} {:#x}", s.page_type, s.gpa, s.len);
+        }
+        return Ok(());
+    }
     let ld: Vec<u8> = match mode {
         Mode::Snp => measure::snp_launch_digest(&inp)
             .map_err(measure_err)?

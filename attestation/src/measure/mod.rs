@@ -67,9 +67,19 @@ pub enum MeasureError {
     /// The SVSM image has no SVSM info entry.
     #[error("Can't find SVSM_INFO_GUID entry in SVSM table")]
     SvsmInfo,
+    /// The image was parsed from its tail only and no page digests were given.
+    #[error("firmware pages are needed but only the image tail was read")]
+    ImageBytes,
     /// The OVMF-hash seed was given for a mode other than SNP.
     #[error("SNP OVMF hash only works with SNP")]
     OvmfHashMode,
+}
+
+/// SHA-384 of one 4 KiB page, with the backend the digest code uses; for
+/// callers that hash pages while streaming a file
+/// ([`MeasureInputs::firmware_page_digests`]).
+pub fn page_digest(page: &[u8]) -> [u8; LD_SIZE] {
+    sha384(page)
 }
 
 /// Which image a [`StepSource::Image`] step reads from.
@@ -293,6 +303,10 @@ pub struct MeasureInputs<'a> {
     pub kernel_hashes: Option<KernelHashes>,
     /// Precomputed digest of the firmware pages (sev-snp-measure `--snp-ovmf-hash`).
     pub ovmf_hash: Option<[u8; LD_SIZE]>,
+    /// SHA-384 of each 4 KiB firmware page, when the caller hashed them while
+    /// reading the file (then `firmware` may come from
+    /// [`FirmwareImage::parse_tail`]). `None`: hash `firmware.data()`.
+    pub firmware_page_digests: Option<&'a [[u8; LD_SIZE]]>,
 }
 
 /// The BSP and AP save areas of an OVMF-style guest.
@@ -331,6 +345,7 @@ impl VcpuSaveAreas {
 
 struct Walk<'a> {
     firmware: &'a FirmwareImage<'a>,
+    firmware_digests: Option<&'a [[u8; LD_SIZE]]>,
     svsm: Option<&'a FirmwareImage<'a>>,
     kernel_hashes: Option<&'a KernelHashes>,
     bsp: &'a SevEsSaveArea,
@@ -343,12 +358,28 @@ fn walk(ld: &mut LaunchDigest, steps: &[LaunchStep], w: &Walk<'_>) -> Result<(),
     for step in steps {
         match step.source {
             StepSource::Image { slot, offset } => {
-                let img = match slot {
-                    ImageSlot::Firmware => w.firmware,
-                    ImageSlot::Svsm => w.svsm.unwrap_or(w.firmware),
+                let (img, digests) = match slot {
+                    ImageSlot::Firmware => (w.firmware, w.firmware_digests),
+                    ImageSlot::Svsm => (w.svsm.unwrap_or(w.firmware), None),
                 };
-                let data = &img.data()[offset..offset + step.len as usize];
-                hash_pages(ld, step.gpa, data);
+                let (first, count) = (offset / PAGE_SIZE, step.len as usize / PAGE_SIZE);
+                match digests.and_then(|d| d.get(first..first + count)) {
+                    Some(d) => {
+                        let mut gpa = step.gpa;
+                        for page in d {
+                            ld.update_with_digest(PageType::Normal, gpa, page);
+                            gpa += PAGE_SIZE as u64;
+                        }
+                    }
+                    None => {
+                        let data = img
+                            .data()
+                            .get(offset..offset + step.len as usize)
+                            .filter(|_| img.is_complete())
+                            .ok_or(MeasureError::ImageBytes)?;
+                        hash_pages(ld, step.gpa, data);
+                    }
+                }
             }
             StepSource::KernelHashes { offset } => {
                 let page = w.kernel_hashes.and_then(|k| k.page(offset)).ok_or(
@@ -388,6 +419,9 @@ fn hash_pages(ld: &mut LaunchDigest, gpa: u64, data: &[u8]) {
 /// The digest of the firmware pages alone (sev-snp-measure `snp:ovmf-hash`).
 pub fn snp_ovmf_hash(fw: &FirmwareImage<'_>) -> Result<[u8; LD_SIZE], MeasureError> {
     check_aligned("firmware image", fw.size() as u64)?;
+    if !fw.is_complete() {
+        return Err(MeasureError::ImageBytes);
+    }
     let mut ld = LaunchDigest::new();
     hash_pages(&mut ld, fw.gpa(), fw.data());
     Ok(ld.digest())
@@ -411,6 +445,7 @@ pub fn snp_launch_digest(inp: &MeasureInputs<'_>) -> Result<[u8; LD_SIZE], Measu
         &steps,
         &Walk {
             firmware: inp.firmware,
+            firmware_digests: inp.firmware_page_digests,
             svsm: None,
             kernel_hashes: inp.kernel_hashes.as_ref(),
             bsp: &areas.bsp,
@@ -455,6 +490,7 @@ pub fn svsm_launch_digest(inp: &SvsmInputs<'_>) -> Result<[u8; LD_SIZE], Measure
         &steps,
         &Walk {
             firmware: inp.firmware,
+            firmware_digests: None,
             svsm: Some(inp.svsm),
             kernel_hashes: None,
             bsp: &area,
@@ -468,6 +504,9 @@ fn sev_common(
     fw: &FirmwareImage<'_>,
     kernel_hashes: Option<&KernelHashes>,
 ) -> Result<Sha256, MeasureError> {
+    if !fw.is_complete() {
+        return Err(MeasureError::ImageBytes);
+    }
     let mut h = Sha256::new();
     h.update(fw.data());
     if let Some(k) = kernel_hashes {

@@ -189,12 +189,14 @@ pub struct TableEntry<'a> {
 #[derive(Debug, Clone)]
 pub struct FirmwareImage<'a> {
     data: &'a [u8],
+    size: usize,
     gpa: u64,
     table: Vec<TableEntry<'a>>,
     sections: Vec<MetadataSection>,
 }
 
-const FOUR_GIB: u64 = 1 << 32;
+/// Where QEMU maps the end of the firmware: 4 GiB.
+pub const FOUR_GIB: u64 = 1 << 32;
 const ENTRY_HEADER: usize = 18;
 
 fn le_u16(b: &[u8], at: usize) -> Option<u16> {
@@ -218,15 +220,27 @@ impl<'a> FirmwareImage<'a> {
     /// Parses an image mapped to end at `end_gpa` (SVSM images end below the
     /// firmware and its variable store).
     pub fn parse_at(data: &'a [u8], end_gpa: u64) -> Result<Self, OvmfError> {
+        Self::parse_tail(data, data.len(), end_gpa)
+    }
+
+    /// Parses an image of `image_size` bytes from its last `tail.len()` bytes
+    /// only: the footer table and the SEV metadata sit near the end, so a
+    /// caller that hashes the pages while streaming the file (see
+    /// [`MeasureInputs::firmware_page_digests`](super::MeasureInputs)) need
+    /// not hold the whole image. Fails when the metadata lies outside `tail`.
+    pub fn parse_tail(tail: &'a [u8], image_size: usize, end_gpa: u64) -> Result<Self, OvmfError> {
+        let data = tail;
         let gpa = end_gpa
-            .checked_sub(data.len() as u64)
+            .checked_sub(image_size as u64)
+            .filter(|_| tail.len() <= image_size)
             .ok_or(OvmfError::Place {
-                size: data.len(),
+                size: image_size,
                 end_gpa,
             })?;
         let table = parse_footer_table(data)?;
         let mut image = FirmwareImage {
             data,
+            size: image_size,
             gpa,
             table,
             sections: Vec::new(),
@@ -235,9 +249,15 @@ impl<'a> FirmwareImage<'a> {
         Ok(image)
     }
 
-    /// The image bytes.
+    /// The image bytes held: the whole image, or only its tail when parsed
+    /// with [`FirmwareImage::parse_tail`].
     pub fn data(&self) -> &'a [u8] {
         self.data
+    }
+
+    /// Whether [`FirmwareImage::data`] holds the whole image.
+    pub fn is_complete(&self) -> bool {
+        self.data.len() == self.size
     }
 
     /// Guest-physical address of the first byte of the image.
@@ -247,7 +267,7 @@ impl<'a> FirmwareImage<'a> {
 
     /// Image size in bytes.
     pub fn size(&self) -> usize {
-        self.data.len()
+        self.size
     }
 
     /// Whether the image carries a footer GUID table.
