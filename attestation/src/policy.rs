@@ -620,6 +620,71 @@ impl Policy {
 mod tests {
     use super::*;
 
+    /// A v3 report of the given CPUID family with TCB bytes `tcb`.
+    fn report(family: u8, tcb: [u8; 8]) -> AttestationReport {
+        let mut b = vec![0u8; crate::report::REPORT_SIZE];
+        b[0] = 3;
+        b[8..16].copy_from_slice(&0xb0000u64.to_le_bytes());
+        b[0x34] = 1;
+        b[0x188] = family;
+        for off in [0x38, 0x180, 0x1E0, 0x1F0] {
+            b[off..off + 8].copy_from_slice(&tcb);
+        }
+        b[0x1E8..0x1EB].copy_from_slice(&[20, 55, 1]);
+        AttestationReport::from_bytes(&b).expect("parses")
+    }
+
+    fn failed(p: &PolicyFile, r: &AttestationReport, product: Option<Product>) -> Vec<String> {
+        p.compile()
+            .expect("compiles")
+            .check(r, product)
+            .into_iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn tcb_minimums_use_the_products_layout() {
+        // Turin: [fmc, bl, tee, snp, 0, 0, 0, ucode].
+        let r = report(0x1A, [1, 2, 3, 4, 0, 0, 0, 81]);
+        let p = |t: TcbMinimum| PolicyFile {
+            min_tcb: Some(t),
+            ..Default::default()
+        };
+        let ok = TcbMinimum::parse("t", "fmc=1,bl=2,tee=3,snp=4,ucode=81").expect("tcb");
+        assert!(failed(&p(ok), &r, Some(Product::Turin)).is_empty());
+        let fmc = TcbMinimum::parse("t", "fmc=2").expect("tcb");
+        assert_eq!(
+            failed(&p(fmc.clone()), &r, Some(Product::Turin)),
+            ["min-tcb-current", "min-tcb-committed", "min-tcb-reported"]
+        );
+        // Milan has no FMC: a minimum for it cannot be met.
+        let m = report(0x19, [2, 0, 0, 0, 0, 0, 5, 68]);
+        assert_eq!(failed(&p(fmc), &m, Some(Product::Milan)).len(), 3);
+        let snp = TcbMinimum::parse("t", "snp=6").expect("tcb");
+        assert_eq!(failed(&p(snp), &m, Some(Product::Milan)).len(), 3);
+    }
+
+    #[test]
+    fn bits_versions_and_abi() {
+        let r = report(0x19, [2, 0, 0, 0, 0, 0, 5, 68]);
+        let p = PolicyFile {
+            guest_policy: Some(BitRequirements {
+                require: vec!["smt".into()],
+                forbid: vec!["debug".into(), "migrate-ma".into()],
+                min_abi: Some("0.0".into()),
+            }),
+            min_version: Some("1.55".into()),
+            min_build: Some(21),
+            ..Default::default()
+        };
+        assert_eq!(
+            failed(&p, &r, Some(Product::Milan)),
+            ["firmware-build", "guest-policy-debug"]
+        );
+    }
+
     #[test]
     fn toml_round_trip_and_errors() {
         let p = PolicyFile::from_toml(

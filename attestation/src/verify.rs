@@ -276,9 +276,17 @@ pub fn verify_chain(
     };
 
     let inter_name = kind.intermediate_name();
-    let ark = match &certs.ark {
-        Some(a) => Ok(a.clone()),
-        None => chain::builtin_ark(product),
+    // Without an ARK in the evidence, a `--trust-root` that issued the
+    // offered intermediate is the root; otherwise AMD's embedded ARK.
+    let issuing_root = certs.intermediate.as_ref().and_then(|i| {
+        opts.trust_roots
+            .iter()
+            .find(|r| r.issued(i) == openssl::x509::X509VerifyResult::OK)
+    });
+    let ark = match (&certs.ark, issuing_root) {
+        (Some(a), _) => Ok(a.clone()),
+        (None, Some(r)) => Ok(r.clone()),
+        (None, None) => chain::builtin_ark(product),
     };
     let inter = match &certs.intermediate {
         Some(i) => Ok(i.clone()),

@@ -317,6 +317,22 @@ fn each_check_fails_alone() {
     let v = s.verify(&good, "vcek.pem", true, now(), None);
     assert!(v.passed(), "{:#?}", v.checks);
 
+    // The trust root alone, without an ARK in the evidence, is the root.
+    let report = AttestationReport::from_bytes(&good).expect("parses");
+    let certs = Certificates {
+        vek: s.cert("vcek.pem"),
+        vek_kind: None,
+        intermediate: Some(s.cert("ask.pem")),
+        ark: None,
+    };
+    let opts = Options {
+        at_unix: now(),
+        trust_roots: vec![s.cert("ark.pem")],
+        ..Default::default()
+    };
+    let v = verify::verify(&report, &certs, &opts);
+    assert!(v.passed(), "{:#?}", v.checks);
+
     // Not one of AMD's roots and not named: only pinning fails.
     let v = s.verify(&good, "vcek.pem", false, now(), None);
     assert_eq!(failed(&v), ["ark-pinned"]);
