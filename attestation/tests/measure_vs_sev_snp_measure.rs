@@ -282,3 +282,93 @@ fn randomised_inputs_match_sev_snp_measure() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A ROM laid out as umbra's firmware lays it out (its footer table and SEV
+/// metadata from the `umbra-firmware` crate, code bytes random), measured by
+/// both tools in every VMM model, SNP and SEV-ES.
+#[test]
+fn umbra_firmware_layout_matches_sev_snp_measure() {
+    use umbra_attestation::measure::{FirmwareImage, SectionType};
+    use umbra_firmware::{footer, layout};
+
+    let rom_size = layout::ROM_SIZE as usize;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rom = rng.bytes(rom_size);
+    let meta_at = (layout::SEV_METADATA_GPA - layout::ROM_BASE) as usize;
+    let meta = footer::sev_metadata();
+    rom[meta_at..meta_at + meta.len()].copy_from_slice(&meta);
+    let foot_at = (layout::FOOTER_GPA - layout::ROM_BASE) as usize;
+    let ap_eip = (layout::ROM_BOOT_PAGE as u32) + 0x10;
+    rom[foot_at..foot_at + footer::FOOTER_BLOB_LEN].copy_from_slice(&footer::footer_blob(ap_eip));
+
+    // Our parser sees what the firmware crate declares.
+    let fw = FirmwareImage::parse(&rom).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fw.gpa(), layout::ROM_BASE);
+    assert_eq!(fw.sev_es_reset_eip(), Ok(Some(ap_eip)));
+    let declared: Vec<(u32, u32, u32)> = footer::SEV_SECTIONS
+        .iter()
+        .map(|s| (s.gpa, s.len, s.kind as u32))
+        .collect();
+    let parsed: Vec<(u32, u32, u32)> = fw
+        .sections()
+        .iter()
+        .map(|s| {
+            let t = match s.section_type {
+                SectionType::SnpSecMem => 1,
+                SectionType::SnpSecrets => 2,
+                SectionType::Cpuid => 3,
+                other => panic!("unexpected section {other:?}"),
+            };
+            (s.gpa, s.size, t)
+        })
+        .collect();
+    assert_eq!(parsed, declared);
+
+    if !ssm_available() {
+        return skip("sev-snp-measure is not installed (pip install sev-snp-measure)");
+    }
+    let work = std::env::temp_dir().join(format!("umbra-fw-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
+    let rom_path = work.join("umbra-firmware.bin");
+    std::fs::write(&rom_path, &rom).unwrap_or_else(|e| panic!("{e}"));
+    let rom_s = rom_path.to_string_lossy().into_owned();
+    let umbra = env!("CARGO_BIN_EXE_umbra-attest");
+    for (mode, vmm, vcpus) in [
+        ("snp", "QEMU", "1"),
+        ("snp", "QEMU", "8"),
+        ("snp", "ec2", "3"),
+        ("snp", "gce", "2"),
+        ("seves", "QEMU", "4"),
+        ("sev", "QEMU", "1"),
+        ("snp:ovmf-hash", "QEMU", "1"),
+    ] {
+        let args: Vec<String> = [
+            "--mode",
+            mode,
+            "--vmm-type",
+            vmm,
+            "--vcpus",
+            vcpus,
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf",
+            &rom_s,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let theirs = run_in(&work, SSM, &[], &args);
+        let ours = run_in(&work, umbra, &["measure"], &args);
+        assert!(
+            theirs.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&theirs.stdout),
+            String::from_utf8_lossy(&ours.stdout),
+            "{args:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
