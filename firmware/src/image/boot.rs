@@ -71,9 +71,9 @@ global_asm!(
     "    loop 2b",
     "    movl ${pml4}, %eax",
     "    movl %eax, %cr3",
-    // CR4: PAE | OSFXSR | OSXMMEXCPT (compiled code may use SSE).
+    // CR4: PAE. The image is built without SSE (see vmm/build.rs).
     "    movl %cr4, %eax",
-    "    orl $0x620, %eax",
+    "    orl $0x20, %eax",
     "    movl %eax, %cr4",
     // EFER.LME
     "    movl $0xC0000080, %ecx",
@@ -108,12 +108,16 @@ global_asm!(
     "    hlt",
     "    jmp 4b",
     //
+    // The GDT lives in ROM, so every descriptor has its Accessed bit set
+    // already: loading a segment would otherwise make the CPU write that
+    // bit back into read-only memory (a refused write; some KVM
+    // implementations retry it forever).
     ".balign 8",
     "gdt:",
     "    .quad 0",
-    "    .quad 0x00CF9A000000FFFF", // 0x08: 32-bit code
-    "    .quad 0x00CF92000000FFFF", // 0x10: data
-    "    .quad 0x00AF9A000000FFFF", // 0x18: 64-bit code
+    "    .quad 0x00CF9B000000FFFF", // 0x08: 32-bit code
+    "    .quad 0x00CF93000000FFFF", // 0x10: data
+    "    .quad 0x00AF9B000000FFFF", // 0x18: 64-bit code
     "gdt_end:",
     "gdt_desc:",
     "    .word gdt_end - gdt - 1",

@@ -1,0 +1,250 @@
+//! Plain KVM: no memory encryption. The reference for device and boot
+//! behaviour that the confidential backends build on.
+
+use super::{BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm};
+use kvm_bindings::{
+    kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+
+/// Where KVM puts the real-mode TSS and identity page on Intel hosts; the
+/// same addresses as QEMU so no guest-visible range differs.
+const IDENTITY_MAP_ADDR: u64 = 0xFEFF_C000;
+const TSS_ADDR: usize = 0xFEFF_D000;
+/// Hypervisor CPUID leaf announcing umbra ("UmbraUmbraVM").
+const HYPERVISOR_LEAF: u32 = 0x4000_0000;
+
+/// The plain KVM backend.
+pub struct KvmHypervisor {
+    kvm: Kvm,
+}
+
+impl KvmHypervisor {
+    /// Opens /dev/kvm.
+    pub fn new() -> Result<Self, BackendError> {
+        let kvm = Kvm::new().map_err(BackendError::OpenKvm)?;
+        let version = kvm.get_api_version();
+        if version != 12 {
+            return Err(BackendError::ApiVersion(version));
+        }
+        Ok(KvmHypervisor { kvm })
+    }
+}
+
+impl Hypervisor for KvmHypervisor {
+    type Vm = KvmVm;
+
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn max_vcpus(&self) -> u32 {
+        self.kvm.get_max_vcpus() as u32
+    }
+
+    fn create_vm(&self) -> Result<KvmVm, BackendError> {
+        let vm = self.kvm.create_vm().map_err(BackendError::CreateVm)?;
+        vm.set_identity_map_address(IDENTITY_MAP_ADDR)
+            .map_err(|e| BackendError::VmSetup("KVM_SET_IDENTITY_MAP_ADDR", e))?;
+        vm.set_tss_address(TSS_ADDR).map_err(|e| BackendError::VmSetup("KVM_SET_TSS_ADDR", e))?;
+        let cpuid = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| BackendError::VmSetup("KVM_GET_SUPPORTED_CPUID", e))?;
+        let readonly_mem = self.kvm.check_extension(Cap::ReadonlyMem);
+        Ok(KvmVm { vm, cpuid, readonly_mem })
+    }
+}
+
+/// A plain KVM VM.
+pub struct KvmVm {
+    vm: VmFd,
+    cpuid: CpuId,
+    readonly_mem: bool,
+}
+
+impl Vm for KvmVm {
+    type Vcpu = KvmVcpu;
+
+    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError> {
+        let flags = match slot.access {
+            SlotAccess::ReadWrite => 0,
+            SlotAccess::ReadOnly if self.readonly_mem => KVM_MEM_READONLY,
+            SlotAccess::ReadOnly => {
+                return Err(BackendError::VmSetup(
+                    "KVM_CAP_READONLY_MEM (needed for ROM)",
+                    kvm_ioctls::Error::new(libc::ENOTSUP),
+                ))
+            }
+        };
+        let region = kvm_userspace_memory_region {
+            slot: slot.slot,
+            flags,
+            guest_phys_addr: slot.gpa,
+            memory_size: slot.size,
+            userspace_addr: slot.host_addr,
+        };
+        // SAFETY: the caller guarantees the host range is a live mapping that
+        // outlives the VM (this function's contract).
+        unsafe { self.vm.set_user_memory_region(region) }.map_err(|source| BackendError::MapMemory {
+            slot: slot.slot,
+            gpa: slot.gpa,
+            source,
+        })
+    }
+
+    fn create_vcpu(&self, index: u32, vcpu_count: u32, start: VcpuStart) -> Result<KvmVcpu, BackendError> {
+        let fd = self.vm.create_vcpu(u64::from(index)).map_err(|e| BackendError::CreateVcpu(index, e))?;
+        let setup = |what: &'static str| move |source| BackendError::VcpuSetup { index, what, source };
+        let cpuid = vcpu_cpuid(&self.cpuid, index, vcpu_count);
+        fd.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
+        let signature = cpuid.as_slice().iter().find(|e| e.function == 1).map_or(0x600, |e| e.eax);
+        match start {
+            VcpuStart::Reset => {
+                // KVM's vCPU reset state is the architectural one; QEMU also
+                // puts the CPUID signature in RDX (the SNP measurement of the
+                // VMSA depends on it), so set it explicitly.
+                // Segment state exactly as QEMU's x86_cpu_reset writes it,
+                // rather than trusting every KVM implementation's default.
+                let mut sregs = fd.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
+                let real_mode = |selector: u16, base: u64, type_: u8, s: u8| kvm_segment {
+                    base,
+                    limit: 0xFFFF,
+                    selector,
+                    type_,
+                    present: 1,
+                    dpl: 0,
+                    db: 0,
+                    s,
+                    l: 0,
+                    g: 0,
+                    avl: 0,
+                    unusable: 0,
+                    padding: 0,
+                };
+                sregs.cs = real_mode(0xF000, 0xFFFF_0000, 0xB, 1);
+                let data = real_mode(0, 0, 0x3, 1);
+                (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+                sregs.ldt = real_mode(0, 0, 0x2, 0);
+                sregs.tr = real_mode(0, 0, 0xB, 0);
+                sregs.gdt.base = 0;
+                sregs.gdt.limit = 0xFFFF;
+                sregs.idt.base = 0;
+                sregs.idt.limit = 0xFFFF;
+                sregs.cr0 = 0x6000_0010;
+                sregs.cr2 = 0;
+                sregs.cr3 = 0;
+                sregs.cr4 = 0;
+                sregs.efer = 0;
+                fd.set_sregs(&sregs).map_err(setup("KVM_SET_SREGS"))?;
+                let mut regs = fd.get_regs().map_err(setup("KVM_GET_REGS"))?;
+                regs.rdx = u64::from(signature);
+                regs.rflags = 2;
+                regs.rip = 0xFFF0;
+                fd.set_regs(&regs).map_err(setup("KVM_SET_REGS"))?;
+            }
+            VcpuStart::Linux64 { entry, boot_params, page_table, gdt } => {
+                let mut sregs = fd.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
+                let code = kvm_segment {
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    selector: 0x10,
+                    type_: 0xB,
+                    present: 1,
+                    dpl: 0,
+                    db: 0,
+                    s: 1,
+                    l: 1,
+                    g: 1,
+                    avl: 0,
+                    unusable: 0,
+                    padding: 0,
+                };
+                let data = kvm_segment { selector: 0x18, type_: 0x3, l: 0, db: 1, ..code };
+                sregs.cs = code;
+                sregs.ds = data;
+                sregs.es = data;
+                sregs.fs = data;
+                sregs.gs = data;
+                sregs.ss = data;
+                sregs.gdt.base = gdt;
+                sregs.gdt.limit = 4 * 8 - 1;
+                sregs.cr3 = page_table;
+                sregs.cr4 |= 0x20; // PAE
+                sregs.cr0 |= 0x8000_0001; // PG | PE
+                sregs.efer |= 0x500; // LME | LMA
+                fd.set_sregs(&sregs).map_err(setup("KVM_SET_SREGS"))?;
+                let regs = kvm_regs { rip: entry, rsi: boot_params, rflags: 2, ..Default::default() };
+                fd.set_regs(&regs).map_err(setup("KVM_SET_REGS"))?;
+            }
+        }
+        Ok(KvmVcpu { fd, index })
+    }
+
+    fn create_legacy_irqchip(&self) -> Result<(), BackendError> {
+        self.vm.create_irq_chip().map_err(|e| BackendError::VmSetup("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        self.vm.create_pit2(pit).map_err(|e| BackendError::VmSetup("KVM_CREATE_PIT2", e))
+    }
+}
+
+/// The CPUID table for one vCPU: what KVM supports, with this vCPU's APIC
+/// ID and topology, and umbra's hypervisor leaf.
+fn vcpu_cpuid(supported: &CpuId, index: u32, vcpu_count: u32) -> CpuId {
+    let mut cpuid = supported.clone();
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            1 => {
+                // EBX[31:24] initial APIC ID, EBX[23:16] logical processors.
+                entry.ebx = (entry.ebx & 0xFFFF) | (index << 24) | (vcpu_count.min(255) << 16);
+            }
+            0xB | 0x1F => entry.edx = index,
+            HYPERVISOR_LEAF => {
+                entry.ebx = u32::from_le_bytes(*b"Umbr");
+                entry.ecx = u32::from_le_bytes(*b"aUmb");
+                entry.edx = u32::from_le_bytes(*b"raVM");
+            }
+            _ => {}
+        }
+    }
+    cpuid
+}
+
+/// A plain KVM vCPU.
+pub struct KvmVcpu {
+    fd: VcpuFd,
+    index: u32,
+}
+
+impl Vcpu for KvmVcpu {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    fn describe_state(&self) -> String {
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(r), Ok(s)) => format!(
+                "rip={:#x} cs={:#x}/base {:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} rsp={:#x} rax={:#x}",
+                r.rip, s.cs.selector, s.cs.base, s.cr0, s.cr3, s.cr4, s.efer, r.rsp, r.rax
+            ),
+            (Err(e), _) | (_, Err(e)) => format!("registers unavailable: {e}"),
+        }
+    }
+
+    fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
+        use kvm_ioctls::VcpuExit as K;
+        match self.fd.run() {
+            Ok(K::IoIn(port, data)) => Ok(VcpuExit::PioIn(port, data)),
+            Ok(K::IoOut(port, data)) => Ok(VcpuExit::PioOut(port, data)),
+            Ok(K::MmioRead(addr, data)) => Ok(VcpuExit::MmioRead(addr, data)),
+            Ok(K::MmioWrite(addr, data)) => Ok(VcpuExit::MmioWrite(addr, data)),
+            Ok(K::Hlt) => Ok(VcpuExit::Halt),
+            Ok(K::Shutdown) => Ok(VcpuExit::Shutdown),
+            Ok(K::Intr) => Ok(VcpuExit::Interrupted),
+            Ok(other) => Ok(VcpuExit::Unhandled(format!("{other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(VcpuExit::Interrupted),
+            Err(e) => Err(BackendError::Run(self.index, e)),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The backend boundary: everything the launch code needs from a hypervisor.
+//!
+//! The launch and device code is written once against these traits (as
+//! cloud-hypervisor's `hypervisor` crate and crosvm's `Hypervisor`/`Vm`/
+//! `Vcpu` traits are). `kvm` is plain KVM; the SEV/SNP backends and the SNP
+//! firmware model implement the same traits and add a confidential-launch
+//! interface on top.
+
+pub mod kvm;
+
+use thiserror::Error;
+
+/// Errors from a backend operation.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// /dev/kvm could not be opened.
+    #[error("cannot open /dev/kvm (is KVM available and accessible?)")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// The KVM API version is not the stable one.
+    #[error("unsupported KVM API version {0}")]
+    ApiVersion(i32),
+    /// KVM_CREATE_VM failed.
+    #[error("KVM_CREATE_VM failed")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// A VM-wide setup ioctl failed.
+    #[error("{0} failed")]
+    VmSetup(&'static str, #[source] kvm_ioctls::Error),
+    /// KVM_SET_USER_MEMORY_REGION failed.
+    #[error("mapping guest memory at {gpa:#x} (slot {slot}) failed")]
+    MapMemory {
+        /// Memslot number.
+        slot: u32,
+        /// Guest-physical base.
+        gpa: u64,
+        /// errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// KVM_CREATE_VCPU failed.
+    #[error("creating vCPU {0} failed")]
+    CreateVcpu(u32, #[source] kvm_ioctls::Error),
+    /// A vCPU register setup ioctl failed.
+    #[error("setting up vCPU {index}: {what} failed")]
+    VcpuSetup {
+        /// vCPU index.
+        index: u32,
+        /// The ioctl.
+        what: &'static str,
+        /// errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// KVM_RUN failed.
+    #[error("KVM_RUN on vCPU {0} failed")]
+    Run(u32, #[source] kvm_ioctls::Error),
+}
+
+/// How the guest may access a memslot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotAccess {
+    /// Reads and writes go to memory.
+    ReadWrite,
+    /// Reads go to memory; writes exit to the VMM as MMIO writes.
+    ReadOnly,
+}
+
+/// One memslot: guest-physical range backed by host memory.
+#[derive(Clone, Copy, Debug)]
+pub struct MemorySlot {
+    /// Slot number, unique per VM.
+    pub slot: u32,
+    /// Guest-physical base.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Host virtual address of the backing memory.
+    pub host_addr: u64,
+    /// Guest permissions.
+    pub access: SlotAccess,
+}
+
+/// The register state a vCPU starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuStart {
+    /// The architectural reset state, as QEMU sets it: real mode at
+    /// 0xFFFF_FFF0 (CS 0xF000, base 0xFFFF_0000), RDX = CPUID signature.
+    Reset,
+    /// 64-bit Linux boot protocol entry.
+    Linux64 {
+        /// Entry point (the 64-bit entry of the bzImage).
+        entry: u64,
+        /// Guest-physical address of `boot_params` (RSI).
+        boot_params: u64,
+        /// Guest-physical address of the PML4 the loader built.
+        page_table: u64,
+        /// Guest-physical address of the GDT the loader built.
+        gdt: u64,
+    },
+}
+
+/// Why a vCPU stopped running guest code.
+#[derive(Debug)]
+pub enum VcpuExit<'a> {
+    /// `in` from a port: fill the buffer.
+    PioIn(u16, &'a mut [u8]),
+    /// `out` to a port.
+    PioOut(u16, &'a [u8]),
+    /// Read from an address without a writable memslot: fill the buffer.
+    MmioRead(u64, &'a mut [u8]),
+    /// Write to an address without a writable memslot (incl. ROM).
+    MmioWrite(u64, &'a [u8]),
+    /// HLT with interrupts off or no interrupt source.
+    Halt,
+    /// Triple fault or similar: the guest is dead.
+    Shutdown,
+    /// KVM_RUN was interrupted by a signal (a kick).
+    Interrupted,
+    /// Anything else, named for the log.
+    Unhandled(String),
+}
+
+/// One virtual CPU, owned by one thread.
+pub trait Vcpu: Send {
+    /// The vCPU's index (and initial APIC ID).
+    fn index(&self) -> u32;
+    /// Runs guest code until the next exit.
+    fn run(&mut self) -> Result<VcpuExit<'_>, BackendError>;
+    /// A one-line summary of the register state, for diagnosing a stuck guest.
+    fn describe_state(&self) -> String;
+}
+
+/// One virtual machine.
+pub trait Vm: Send + Sync {
+    /// The vCPU type of this backend.
+    type Vcpu: Vcpu;
+
+    /// Maps host memory into the guest.
+    ///
+    /// # Safety
+    /// `slot.host_addr .. + slot.size` must be a live mapping owned by the
+    /// caller that outlives the VM.
+    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError>;
+
+    /// Creates vCPU `index` in the given start state, with `vcpu_count` used
+    /// for its CPU topology.
+    fn create_vcpu(&self, index: u32, vcpu_count: u32, start: VcpuStart) -> Result<Self::Vcpu, BackendError>;
+
+    /// Creates the legacy interrupt controllers (PIC, IOAPIC, LAPIC, PIT)
+    /// that an operating system expects. Firmware runs without them.
+    fn create_legacy_irqchip(&self) -> Result<(), BackendError>;
+}
+
+/// A hypervisor that can create VMs.
+pub trait Hypervisor {
+    /// The VM type of this backend.
+    type Vm: Vm;
+    /// Short name for logs and metrics.
+    fn name(&self) -> &'static str;
+    /// Most vCPUs one VM may have.
+    fn max_vcpus(&self) -> u32;
+    /// Creates an empty VM.
+    fn create_vm(&self) -> Result<Self::Vm, BackendError>;
+}

@@ -1,0 +1,148 @@
+//! The `umbra` command line.
+
+use crate::config::{
+    parse_size, BootSource, MemoryBacking, Platform, SerialOutput, ViolationPolicy, VmConfig,
+};
+use crate::exit_code;
+use crate::vmm;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// umbra: a confidential-computing VMM for AMD SEV-SNP on KVM.
+#[derive(Parser, Debug)]
+#[command(name = "umbra", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a VM: umbra's embedded firmware unless --firmware or --kernel is given.
+    Run(RunArgs),
+}
+
+/// Options of `umbra run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Confidential-computing platform.
+    #[arg(long, value_enum, default_value = "none")]
+    platform: Platform,
+    /// Guest RAM: a number of MiB, or with a K/M/G/T suffix.
+    #[arg(long, short = 'm', default_value = "128M", value_parser = parse_size)]
+    memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Command line for the firmware (e.g. `scenario=smp`) or the kernel.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// A ROM image (e.g. OVMF.fd) to map so that it ends at 4 GiB.
+    #[arg(long, conflicts_with = "kernel")]
+    firmware: Option<PathBuf>,
+    /// A Linux bzImage for direct boot.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// An initramfs for direct boot.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Serial console: `stdout`, `null` or a file path.
+    #[arg(long, default_value = "stdout")]
+    serial: String,
+    /// What to do on a refused memory access.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_violation: ViolationPolicy,
+    /// Write a JSON summary of the run here at exit.
+    #[arg(long)]
+    metrics_json: Option<PathBuf>,
+    /// Host backing of guest RAM.
+    #[arg(long, value_enum, default_value = "anon")]
+    memory_backing: MemoryBacking,
+    /// Let KSM merge identical guest pages (plain guests only).
+    #[arg(long)]
+    ksm: bool,
+    /// Stop the VM after this many seconds (exit code 124).
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+impl RunArgs {
+    fn to_config(&self) -> Result<VmConfig, String> {
+        if self.ksm && self.platform != Platform::None {
+            return Err("--ksm is refused for confidential guests: page merging leaks contents across VMs".into());
+        }
+        let boot = match (&self.firmware, &self.kernel) {
+            (Some(fw), _) => BootSource::Firmware(fw.clone()),
+            (None, Some(kernel)) => BootSource::Kernel { kernel: kernel.clone(), initrd: self.initrd.clone() },
+            (None, None) => BootSource::EmbeddedFirmware,
+        };
+        let serial = match self.serial.as_str() {
+            "stdout" => SerialOutput::Stdout,
+            "null" | "none" => SerialOutput::Null,
+            path => SerialOutput::File(PathBuf::from(path)),
+        };
+        Ok(VmConfig {
+            platform: self.platform,
+            memory: self.memory,
+            vcpus: self.vcpus,
+            cmdline: self.cmdline.clone(),
+            boot,
+            serial,
+            on_violation: self.on_violation,
+            memory_backing: self.memory_backing,
+            ksm: self.ksm,
+            timeout: match self.timeout {
+                None => None,
+                Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+                Some(s) => return Err(format!("--timeout {s} must be a positive number of seconds")),
+            },
+        })
+    }
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli, process_start: Instant) -> i32 {
+    match cli.command {
+        Command::Run(args) => run_vm(&args, process_start),
+    }
+}
+
+fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
+    let config = match args.to_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("umbra: {message}");
+            return exit_code::VMM_ERROR;
+        }
+    };
+    let outcome = match vmm::run(&config, process_start) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            eprintln!("umbra: {}", error_chain(&err));
+            return exit_code::VMM_ERROR;
+        }
+    };
+    if !matches!(outcome.reason, crate::run_control::StopReason::GuestExit(_)) {
+        eprintln!("umbra: {}", vmm::describe(&outcome.reason));
+    }
+    if let Some(path) = &args.metrics_json {
+        if let Err(err) = outcome.metrics.write_to(path) {
+            eprintln!("umbra: cannot write metrics to {}: {err}", path.display());
+            return exit_code::VMM_ERROR;
+        }
+    }
+    outcome.exit_code
+}
+
+/// An error and its sources on one line: `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,340 @@
+//! The guest-physical memory map and the host memory behind it.
+//!
+//! Every guest-physical range umbra knows about has a role. RAM is a
+//! writable memslot; ROM is a read-only memslot (guest writes exit to the VMM
+//! and are refused); MMIO is left unmapped so that accesses reach device
+//! models; guard ranges are never mapped and every access to them is a
+//! violation. Anything not in the map is *unbacked* and handled like a guard.
+
+use crate::config::MemoryBacking;
+use serde::Serialize;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use thiserror::Error;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+/// Errors while laying out or allocating guest memory.
+#[derive(Debug, Error)]
+pub enum MemoryError {
+    /// The ROM image does not fit its window below 4 GiB.
+    #[error("firmware image of {0} bytes does not fit the {max} MiB ROM window below 4 GiB", max = MAX_ROM_SIZE >> 20)]
+    RomSize(u64),
+    /// The ROM image size is not a multiple of 4 KiB.
+    #[error("firmware image size {0} is not a multiple of 4 KiB")]
+    RomAlignment(u64),
+    /// mmap of guest memory failed.
+    #[error("cannot map {size} bytes of guest memory")]
+    Map {
+        /// Bytes requested.
+        size: u64,
+        /// What mmap said.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The hugetlb pool is too small or absent.
+    #[error("the host has {free} free huge pages of 2 MiB but the guest needs {needed}; reserve them in /proc/sys/vm/nr_hugepages")]
+    HugePages {
+        /// Free pages in the pool.
+        free: u64,
+        /// Pages required.
+        needed: u64,
+    },
+    /// memfd_create or ftruncate failed for the hugetlb backing.
+    #[error("cannot create the hugetlb memory file")]
+    HugetlbFile(#[source] std::io::Error),
+    /// Regions overlap (a bug in the layout).
+    #[error("guest memory regions overlap")]
+    Overlap(#[source] vm_memory::GuestRegionCollectionError),
+    /// madvise failed.
+    #[error("madvise({advice}) on guest memory failed")]
+    Advise {
+        /// Which advice.
+        advice: &'static str,
+        /// errno.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Largest ROM image (OVMF.fd is 2 or 4 MiB; QEMU's pflash window is 8 MiB).
+pub const MAX_ROM_SIZE: u64 = 8 << 20;
+/// RAM below this address stays below 4 GiB; the rest goes above.
+pub const LOW_RAM_LIMIT: u64 = 3 << 30;
+/// Start of the 32-bit MMIO window (devices; nothing is there yet).
+pub const MMIO_BASE: u64 = 0xD000_0000;
+/// End of the 32-bit MMIO window.
+pub const MMIO_END: u64 = 0xE000_0000;
+/// Size of the guard range placed right after low RAM.
+pub const RAM_GUARD_SIZE: u64 = 2 << 20;
+/// Size of the guard range placed right below the ROM.
+pub const ROM_GUARD_SIZE: u64 = 64 << 10;
+/// Start of high RAM.
+pub const HIGH_RAM_BASE: u64 = 1 << 32;
+
+/// What a guest-physical range is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionRole {
+    /// Read-write memory.
+    Ram,
+    /// Read-only memory: writes are violations.
+    Rom,
+    /// Device window: accesses go to device models.
+    Mmio,
+    /// Never mapped: every access is a violation.
+    Guard,
+}
+
+impl RegionRole {
+    /// The guest's permissions on the range, as `rwx` flags.
+    pub fn permissions(self) -> &'static str {
+        match self {
+            RegionRole::Ram => "rwx",
+            RegionRole::Rom => "r-x",
+            RegionRole::Mmio => "rw-",
+            RegionRole::Guard => "---",
+        }
+    }
+
+    /// Whether the range is backed by host memory in a memslot.
+    pub fn is_mapped(self) -> bool {
+        matches!(self, RegionRole::Ram | RegionRole::Rom)
+    }
+}
+
+/// One range of the memory map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// Short name for logs and metrics.
+    pub name: &'static str,
+    /// What it is.
+    pub role: RegionRole,
+    /// Guest-physical base.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Guest permissions (`rwx`).
+    pub permissions: &'static str,
+}
+
+impl Region {
+    fn new(name: &'static str, role: RegionRole, gpa: u64, size: u64) -> Self {
+        Region { name, role, gpa, size, permissions: role.permissions() }
+    }
+
+    /// Whether `gpa` lies inside.
+    pub fn contains(&self, gpa: u64) -> bool {
+        gpa >= self.gpa && gpa - self.gpa < self.size
+    }
+
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.gpa + self.size
+    }
+}
+
+/// The guest-physical memory map, sorted by address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryMap {
+    regions: Vec<Region>,
+}
+
+impl MemoryMap {
+    /// The map for `ram` bytes of RAM and a ROM of `rom_size` bytes ending at
+    /// 4 GiB: low RAM up to 3 GiB, a guard after it, the MMIO window, a guard
+    /// below the ROM, the ROM, then high RAM at 4 GiB for the rest.
+    pub fn new(ram: u64, rom_size: u64) -> Result<Self, MemoryError> {
+        if rom_size == 0 || rom_size > MAX_ROM_SIZE {
+            return Err(MemoryError::RomSize(rom_size));
+        }
+        if rom_size % 4096 != 0 {
+            return Err(MemoryError::RomAlignment(rom_size));
+        }
+        let low = ram.min(LOW_RAM_LIMIT);
+        let rom_base = HIGH_RAM_BASE - rom_size;
+        let mut regions = vec![
+            Region::new("ram-low", RegionRole::Ram, 0, low),
+            Region::new("guard-after-ram", RegionRole::Guard, low, RAM_GUARD_SIZE),
+            Region::new("mmio", RegionRole::Mmio, MMIO_BASE, MMIO_END - MMIO_BASE),
+            Region::new("guard-below-rom", RegionRole::Guard, rom_base - ROM_GUARD_SIZE, ROM_GUARD_SIZE),
+            Region::new("rom", RegionRole::Rom, rom_base, rom_size),
+        ];
+        if ram > low {
+            regions.push(Region::new("ram-high", RegionRole::Ram, HIGH_RAM_BASE, ram - low));
+        }
+        regions.sort_by_key(|r| r.gpa);
+        Ok(MemoryMap { regions })
+    }
+
+    /// All regions in address order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The region containing `gpa`, if any.
+    pub fn find(&self, gpa: u64) -> Option<&Region> {
+        self.regions.iter().find(|r| r.contains(gpa))
+    }
+
+    /// The first guard range (the one the firmware's `guard` scenario uses).
+    pub fn first_guard(&self) -> Option<&Region> {
+        self.regions.iter().find(|r| r.role == RegionRole::Guard)
+    }
+
+    /// The ROM region.
+    pub fn rom(&self) -> Option<&Region> {
+        self.regions.iter().find(|r| r.role == RegionRole::Rom)
+    }
+
+    /// Bytes of RAM below 4 GiB.
+    pub fn low_ram(&self) -> u64 {
+        self.regions.iter().find(|r| r.name == "ram-low").map_or(0, |r| r.size)
+    }
+}
+
+/// Host memory for every mapped region, as one vm-memory collection.
+pub struct GuestRam {
+    /// All RAM and ROM regions, addressable by GPA.
+    pub memory: GuestMemoryMmap,
+}
+
+impl GuestRam {
+    /// Maps host memory for every RAM and ROM region of `map`.
+    pub fn allocate(map: &MemoryMap, backing: MemoryBacking, ksm: bool) -> Result<Self, MemoryError> {
+        let ram_bytes: u64 = map.regions().iter().filter(|r| r.role == RegionRole::Ram).map(|r| r.size).sum();
+        if backing == MemoryBacking::Hugetlb {
+            check_huge_pages(ram_bytes)?;
+        }
+        let mut regions = Vec::new();
+        for region in map.regions().iter().filter(|r| r.role.is_mapped()) {
+            // The ROM stays on small anonymous pages: it is tiny and copied once.
+            let backing = if region.role == RegionRole::Rom { MemoryBacking::Anon } else { backing };
+            let mapping = map_backing(region.size, backing)?;
+            if region.role == RegionRole::Ram {
+                advise(&mapping, backing, ksm)?;
+            }
+            let region = GuestRegionMmap::new(mapping, GuestAddress(region.gpa))
+                .ok_or(MemoryError::RomSize(region.size))?;
+            regions.push(region);
+        }
+        let memory = GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Overlap)?;
+        Ok(GuestRam { memory })
+    }
+}
+
+fn map_backing(size: u64, backing: MemoryBacking) -> Result<MmapRegion, MemoryError> {
+    let map_err = |source| MemoryError::Map { size, source };
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    match backing {
+        MemoryBacking::Anon | MemoryBacking::Thp => MmapRegion::build(
+            None,
+            size as usize,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        )
+        .map_err(map_err),
+        MemoryBacking::Hugetlb => {
+            let file = hugetlb_file(size)?;
+            vm_memory::mmap::MmapRegionBuilder::new(size as usize)
+                .with_mmap_prot(prot)
+                .with_mmap_flags(libc::MAP_SHARED)
+                .with_file_offset(FileOffset::new(file, 0))
+                .with_hugetlbfs(true)
+                .build()
+                .map_err(map_err)
+        }
+    }
+}
+
+fn hugetlb_file(size: u64) -> Result<File, MemoryError> {
+    let name = c"umbra-guest-ram";
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns
+    // a new descriptor or -1 and touches no memory of ours.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB) };
+    if fd < 0 {
+        return Err(MemoryError::HugetlbFile(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a descriptor we just created and own exclusively.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).map_err(MemoryError::HugetlbFile)?;
+    Ok(file)
+}
+
+/// Reads HugePages_Free from /proc/meminfo and checks it covers `bytes`.
+fn check_huge_pages(bytes: u64) -> Result<(), MemoryError> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let free = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let needed = bytes.div_ceil(2 << 20);
+    if free < needed {
+        return Err(MemoryError::HugePages { free, needed });
+    }
+    Ok(())
+}
+
+fn advise(mapping: &MmapRegion, backing: MemoryBacking, ksm: bool) -> Result<(), MemoryError> {
+    let mut advices = Vec::new();
+    if backing == MemoryBacking::Thp {
+        advices.push((libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"));
+    }
+    if ksm {
+        advices.push((libc::MADV_MERGEABLE, "MADV_MERGEABLE"));
+    }
+    for (advice, name) in advices {
+        // SAFETY: the range is exactly one mapping owned by `mapping`;
+        // madvise with these advices changes paging policy, not contents.
+        let rc = unsafe { libc::madvise(mapping.as_ptr().cast(), mapping.size(), advice) };
+        if rc != 0 {
+            return Err(MemoryError::Advise { advice: name, source: std::io::Error::last_os_error() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestMemory};
+
+    #[test]
+    fn small_guest_layout() {
+        let map = MemoryMap::new(1 << 30, 64 << 10).unwrap();
+        let names: Vec<_> = map.regions().iter().map(|r| r.name).collect();
+        assert_eq!(names, ["ram-low", "guard-after-ram", "mmio", "guard-below-rom", "rom"]);
+        assert_eq!(map.find(0x1000).unwrap().role, RegionRole::Ram);
+        assert_eq!(map.find(1 << 30).unwrap().role, RegionRole::Guard);
+        assert_eq!(map.find(0xFFFF_FFF0).unwrap().role, RegionRole::Rom);
+        assert_eq!(map.find(0xFFFE_0000).unwrap().role, RegionRole::Guard);
+        assert!(map.find(0x8000_0000).is_none(), "a hole between guard and MMIO is unbacked");
+        assert_eq!(map.rom().unwrap().gpa, 0xFFFF_0000);
+    }
+
+    #[test]
+    fn large_guest_splits_ram_around_the_hole() {
+        let map = MemoryMap::new(8 << 30, 2 << 20).unwrap();
+        assert_eq!(map.low_ram(), 3 << 30);
+        let high = map.find(HIGH_RAM_BASE).unwrap();
+        assert_eq!((high.name, high.size), ("ram-high", 5 << 30));
+        assert_eq!(map.rom().unwrap().gpa, 0xFFE0_0000);
+    }
+
+    #[test]
+    fn rejects_bad_rom_sizes() {
+        assert!(matches!(MemoryMap::new(1 << 30, 0), Err(MemoryError::RomSize(0))));
+        assert!(matches!(MemoryMap::new(1 << 30, 16 << 20), Err(MemoryError::RomSize(_))));
+        assert!(matches!(MemoryMap::new(1 << 30, 1000), Err(MemoryError::RomAlignment(1000))));
+    }
+
+    #[test]
+    fn allocates_sparse_ram() {
+        let map = MemoryMap::new(64 << 20, 64 << 10).unwrap();
+        let ram = GuestRam::allocate(&map, MemoryBacking::Thp, false).unwrap();
+        ram.memory.write_obj(0xdead_beef_u32, GuestAddress(0x1000)).unwrap();
+        assert_eq!(ram.memory.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xdead_beef);
+        assert!(ram.memory.check_address(GuestAddress(0xFFFF_0000)).is_some());
+        assert!(ram.memory.check_address(GuestAddress(64 << 20)).is_none());
+    }
+}

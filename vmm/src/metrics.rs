@@ -1,0 +1,72 @@
+//! The JSON summary `--metrics-json` writes at exit.
+
+use crate::memory::Region;
+use crate::violation::Violation;
+use serde::Serialize;
+
+/// Exit counts of one vCPU.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct VcpuExitCounts {
+    /// vCPU index.
+    pub vcpu: u32,
+    /// All exits.
+    pub total: u64,
+    /// Port reads.
+    pub pio_in: u64,
+    /// Port writes.
+    pub pio_out: u64,
+    /// MMIO reads.
+    pub mmio_read: u64,
+    /// MMIO writes.
+    pub mmio_write: u64,
+    /// HLT exits.
+    pub halt: u64,
+    /// Signal kicks.
+    pub interrupted: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+/// Milliseconds since process start for the run's milestones.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    /// Until the bootstrap vCPU entered the guest for the first time.
+    pub to_first_instruction_ms: Option<f64>,
+    /// Until the first byte left the serial port.
+    pub to_first_serial_byte_ms: Option<f64>,
+    /// Until the VM stopped.
+    pub to_exit_ms: f64,
+}
+
+/// The summary of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunMetrics {
+    /// The process exit code.
+    pub exit_code: i32,
+    /// Why the VM stopped, in words.
+    pub stop_reason: String,
+    /// Platform name.
+    pub platform: String,
+    /// vCPU count.
+    pub vcpus: u32,
+    /// Bytes of guest RAM.
+    pub memory_bytes: u64,
+    /// The memory map.
+    pub memory_regions: Vec<Region>,
+    /// Violations seen (all of them are counted, the first 1024 listed).
+    pub violation_count: u64,
+    /// The recorded violations.
+    pub violations: Vec<Violation>,
+    /// Exit counts per vCPU.
+    pub vcpu_exits: Vec<VcpuExitCounts>,
+    /// Milestones.
+    pub timings: Timings,
+}
+
+impl RunMetrics {
+    /// Writes the summary as pretty JSON.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text + "\n")
+    }
+}

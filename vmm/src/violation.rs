@@ -1,0 +1,136 @@
+//! Refused guest memory accesses: recorded, logged and handled per policy.
+
+use crate::config::ViolationPolicy;
+use crate::memory::{MemoryMap, RegionRole};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Kind of access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// A load.
+    Read,
+    /// A store.
+    Write,
+}
+
+/// Why the access was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViolationKind {
+    /// A write to read-only memory.
+    RomWrite,
+    /// Any access to a guard range.
+    Guard,
+    /// An access to an address nothing backs.
+    Unbacked,
+    /// An access to the MMIO window where no device answers.
+    UnclaimedMmio,
+}
+
+/// One refused access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Guest-physical address.
+    pub gpa: u64,
+    /// Read or write.
+    pub access: Access,
+    /// Access size in bytes.
+    pub size: usize,
+    /// Why it was refused.
+    pub kind: ViolationKind,
+    /// vCPU that made it.
+    pub vcpu: u32,
+    /// Name of the region it hit, if any.
+    pub region: Option<&'static str>,
+}
+
+/// Most violations kept for the metrics; the count keeps going.
+const MAX_RECORDED: usize = 1024;
+
+/// The violation log of one run.
+pub struct ViolationLog {
+    policy: ViolationPolicy,
+    count: AtomicU64,
+    recorded: Mutex<Vec<Violation>>,
+}
+
+impl ViolationLog {
+    /// An empty log applying `policy`.
+    pub fn new(policy: ViolationPolicy) -> Self {
+        ViolationLog { policy, count: AtomicU64::new(0), recorded: Mutex::new(Vec::new()) }
+    }
+
+    /// Classifies an access that exited to the VMM as MMIO. Returns `None`
+    /// when the access is legitimate device traffic.
+    pub fn classify(map: &MemoryMap, gpa: u64, access: Access) -> Option<(ViolationKind, Option<&'static str>)> {
+        match map.find(gpa) {
+            Some(r) if r.role == RegionRole::Rom && access == Access::Write => Some((ViolationKind::RomWrite, Some(r.name))),
+            Some(r) if r.role == RegionRole::Guard => Some((ViolationKind::Guard, Some(r.name))),
+            Some(r) if r.role == RegionRole::Mmio => Some((ViolationKind::UnclaimedMmio, Some(r.name))),
+            Some(r) if r.role == RegionRole::Ram || r.role == RegionRole::Rom => None,
+            _ => Some((ViolationKind::Unbacked, None)),
+        }
+    }
+
+    /// Records and logs a violation; returns true when the VM must stop.
+    pub fn record(&self, violation: Violation) -> bool {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let region = violation.region.map(|r| format!(" ({r})")).unwrap_or_default();
+        log::warn!(
+            "violation #{n}: {:?} {} of {} bytes at {:#x}{} by vCPU {}",
+            violation.kind,
+            match violation.access {
+                Access::Read => "read",
+                Access::Write => "write",
+            },
+            violation.size,
+            violation.gpa,
+            region,
+            violation.vcpu
+        );
+        let mut recorded = crate::devices::lock(&self.recorded);
+        if recorded.len() < MAX_RECORDED {
+            recorded.push(violation);
+        }
+        self.policy == ViolationPolicy::Stop
+    }
+
+    /// Number of violations seen.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The recorded violations (the first [`MAX_RECORDED`]).
+    pub fn recorded(&self) -> Vec<Violation> {
+        crate::devices::lock(&self.recorded).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_region_role() {
+        let map = MemoryMap::new(64 << 20, 64 << 10).unwrap();
+        assert_eq!(ViolationLog::classify(&map, 0xFFFF_0010, Access::Write), Some((ViolationKind::RomWrite, Some("rom"))));
+        assert_eq!(ViolationLog::classify(&map, 0xFFFF_0010, Access::Read), None);
+        assert_eq!(ViolationLog::classify(&map, 64 << 20, Access::Read), Some((ViolationKind::Guard, Some("guard-after-ram"))));
+        assert_eq!(ViolationLog::classify(&map, 0x8000_0000, Access::Read), Some((ViolationKind::Unbacked, None)));
+        assert_eq!(ViolationLog::classify(&map, 0xD000_0000, Access::Write), Some((ViolationKind::UnclaimedMmio, Some("mmio"))));
+    }
+
+    #[test]
+    fn policy_decides_stop_and_log_counts() {
+        let v = Violation { gpa: 1, access: Access::Read, size: 4, kind: ViolationKind::Guard, vcpu: 0, region: None };
+        let log = ViolationLog::new(ViolationPolicy::Log);
+        assert!(!log.record(v.clone()));
+        assert!(!log.record(v.clone()));
+        assert_eq!(log.count(), 2);
+        assert_eq!(log.recorded().len(), 2);
+        assert!(ViolationLog::new(ViolationPolicy::Stop).record(v));
+    }
+}

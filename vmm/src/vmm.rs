@@ -1,0 +1,363 @@
+//! One VM run: lay out memory, load the guest, run the vCPUs on their own
+//! threads, handle their exits, stop cleanly, report.
+
+use crate::backend::kvm::KvmHypervisor;
+use crate::backend::{BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm};
+use crate::config::{BootSource, ConfigError, Platform, SerialOutput, VmConfig};
+use crate::devices::debug_exit::DebugExit;
+use crate::devices::serial::{ConsoleWriter, SerialPort, COM1};
+use crate::devices::PioBus;
+use crate::exit_code;
+use crate::firmware::EMBEDDED_FIRMWARE;
+use crate::loader::{self, LoadError};
+use crate::memory::{GuestRam, MemoryError, MemoryMap, RegionRole};
+use crate::metrics::{RunMetrics, Timings, VcpuExitCounts};
+use crate::run_control::{RunControl, StopReason};
+use crate::violation::{Access, Violation, ViolationLog};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use umbra_firmware::layout::{DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, MAX_VCPUS};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Errors that prevent a run from starting or finishing.
+#[derive(Debug, Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The platform cannot be used on this host.
+    #[error("platform '{platform}' is not available on this host: {reason}")]
+    PlatformUnavailable {
+        /// The platform name.
+        platform: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// More vCPUs than the host or the firmware supports.
+    #[error("{requested} vCPUs requested but at most {max} are supported ({limit})")]
+    TooManyVcpus {
+        /// vCPUs asked for.
+        requested: u32,
+        /// The limit.
+        max: u32,
+        /// Who sets the limit.
+        limit: &'static str,
+    },
+    /// A hypervisor call failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Guest images could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The serial output file could not be opened.
+    #[error("cannot open serial output {path}")]
+    OpenSerial {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An eventfd or signal handler could not be created.
+    #[error("cannot set up {0}")]
+    HostSetup(&'static str, #[source] std::io::Error),
+    /// A vCPU thread could not be spawned.
+    #[error("cannot spawn a vCPU thread")]
+    SpawnVcpu(#[source] std::io::Error),
+}
+
+/// The result of a run.
+pub struct RunOutcome {
+    /// Exit code for the process.
+    pub exit_code: i32,
+    /// Why the VM stopped.
+    pub reason: StopReason,
+    /// The summary for `--metrics-json`.
+    pub metrics: RunMetrics,
+}
+
+/// What every vCPU thread shares.
+struct ExitContext {
+    bus: PioBus,
+    map: MemoryMap,
+    violations: ViolationLog,
+    control: Arc<RunControl>,
+    halted: std::sync::atomic::AtomicU32,
+    vcpu_count: u32,
+    first_instruction: OnceLock<Instant>,
+}
+
+/// Reasons a platform other than `none` cannot run here yet.
+fn platform_unavailable(platform: Platform) -> Option<VmmError> {
+    let (name, reason) = match platform {
+        Platform::None => return None,
+        Platform::SnpModel => ("snp-model", "the SNP firmware model is not part of this build yet".to_string()),
+        Platform::Snp | Platform::SevEs | Platform::Sev => {
+            let name = match platform {
+                Platform::Snp => "snp",
+                Platform::SevEs => "sev-es",
+                _ => "sev",
+            };
+            let reason = if std::path::Path::new("/dev/sev").exists() {
+                "the SEV launch backends are not part of this build yet".to_string()
+            } else {
+                "/dev/sev does not exist (no AMD SEV firmware on this host)".to_string()
+            };
+            (name, reason)
+        }
+    };
+    Some(VmmError::PlatformUnavailable { platform: name, reason })
+}
+
+/// Runs one VM to completion. `process_start` anchors the timings.
+pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmError> {
+    config.validate()?;
+    if let Some(err) = platform_unavailable(config.platform) {
+        return Err(err);
+    }
+    // Read images before touching KVM so that a bad path fails fast.
+    let firmware = match &config.boot {
+        BootSource::EmbeddedFirmware => Some(EMBEDDED_FIRMWARE.to_vec()),
+        BootSource::Firmware(path) => Some(loader::read_image(path)?),
+        BootSource::Kernel { .. } => None,
+    };
+    let firmware_limit = matches!(config.boot, BootSource::EmbeddedFirmware).then_some(MAX_VCPUS);
+    if let Some(max) = firmware_limit.filter(|max| config.vcpus > *max) {
+        return Err(VmmError::TooManyVcpus { requested: config.vcpus, max, limit: "umbra firmware" });
+    }
+    let rom_size = firmware.as_ref().map_or(umbra_firmware::layout::ROM_SIZE, |f| f.len() as u64);
+    let map = MemoryMap::new(config.memory, rom_size)?;
+
+    let hypervisor = KvmHypervisor::new()?;
+    let max = hypervisor.max_vcpus();
+    if config.vcpus > max {
+        return Err(VmmError::TooManyVcpus { requested: config.vcpus, max, limit: "KVM on this host" });
+    }
+    let vm = hypervisor.create_vm()?;
+    let ram = GuestRam::allocate(&map, config.memory_backing, config.ksm)?;
+    for (slot, region) in ram.memory.iter().enumerate() {
+        let gpa = region.start_addr().0;
+        let role = map.find(gpa).map_or(RegionRole::Ram, |r| r.role);
+        let access = if role == RegionRole::Rom { SlotAccess::ReadOnly } else { SlotAccess::ReadWrite };
+        let host_addr = region.get_host_address(MemoryRegionAddress(0)).map_or(0, |p| p as u64);
+        let slot = MemorySlot { slot: slot as u32, gpa, size: region.len(), host_addr, access };
+        // SAFETY: the mapping is owned by `ram`, which lives until this
+        // function returns, after every vCPU thread has been joined and
+        // dropped along with the VM.
+        unsafe { vm.map_memory(&slot)? };
+    }
+
+    let start = match (&config.boot, &firmware) {
+        (BootSource::Kernel { kernel, initrd }, _) => {
+            vm.create_legacy_irqchip()?;
+            let entry = loader::load_linux(&ram.memory, &map, kernel, initrd.as_deref(), &config.cmdline)?;
+            VcpuStart::Linux64 {
+                entry: entry.entry,
+                boot_params: entry.boot_params,
+                page_table: entry.page_table,
+                gdt: entry.gdt,
+            }
+        }
+        (_, Some(image)) => {
+            loader::load_firmware(&ram.memory, &map, image, config.vcpus, &config.cmdline)?;
+            VcpuStart::Reset
+        }
+        (_, None) => VcpuStart::Reset,
+    };
+
+    let control = Arc::new(RunControl::default());
+    let first_serial_byte = Arc::new(OnceLock::new());
+    let mut bus = PioBus::default();
+    let serial_out: Box<dyn std::io::Write + Send> = match &config.serial {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::Null => Box::new(std::io::sink()),
+        SerialOutput::File(path) => Box::new(
+            std::fs::File::create(path).map_err(|source| VmmError::OpenSerial { path: path.clone(), source })?,
+        ),
+    };
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::HostSetup("serial eventfd", e))?;
+    let serial = SerialPort::new(serial_irq, ConsoleWriter::new(serial_out, first_serial_byte.clone()));
+    bus.insert(COM1, 8, Arc::new(Mutex::new(serial)));
+    bus.insert(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, Arc::new(Mutex::new(DebugExit::new(control.clone()))));
+
+    let context = Arc::new(ExitContext {
+        bus,
+        map,
+        violations: ViolationLog::new(config.on_violation),
+        control: control.clone(),
+        halted: Default::default(),
+        vcpu_count: config.vcpus,
+        first_instruction: OnceLock::new(),
+    });
+
+    extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    register_signal_handler(SIGRTMIN(), kick_handler)
+        .map_err(|e| VmmError::HostSetup("the vCPU kick signal", std::io::Error::from_raw_os_error(e.errno())))?;
+
+    let mut threads: Vec<JoinHandle<VcpuExitCounts>> = Vec::new();
+    for index in 0..config.vcpus {
+        let vcpu = vm.create_vcpu(index, config.vcpus, start)?;
+        let ctx = context.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || vcpu_loop(vcpu, &ctx));
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                control.request_stop(StopReason::VmmError("vCPU thread spawn failed".into()));
+                stop_threads(&mut threads);
+                return Err(VmmError::SpawnVcpu(e));
+            }
+        }
+    }
+
+    let deadline = config.timeout.map(|t| Instant::now() + t);
+    while !control.is_stopping() && !threads.iter().all(|t| t.is_finished()) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            control.request_stop(StopReason::Timeout);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let exited = Instant::now();
+    let vcpu_exits = stop_threads(&mut threads);
+    drop(vm);
+
+    let reason = control.reason().unwrap_or(StopReason::AllHalted);
+    let exit_code = match &reason {
+        StopReason::GuestExit(code) => (*code & 0xFF) as i32,
+        StopReason::Violation => exit_code::VIOLATION,
+        StopReason::GuestCrash(_) => exit_code::GUEST_CRASH,
+        StopReason::AllHalted => exit_code::ALL_HALTED,
+        StopReason::VmmError(_) => exit_code::VMM_ERROR,
+        StopReason::Timeout => exit_code::TIMEOUT,
+    };
+    let ms = |t: Instant| t.saturating_duration_since(process_start).as_secs_f64() * 1000.0;
+    let metrics = RunMetrics {
+        exit_code,
+        stop_reason: describe(&reason),
+        platform: hypervisor.name().to_string(),
+        vcpus: config.vcpus,
+        memory_bytes: config.memory,
+        memory_regions: context.map.regions().to_vec(),
+        violation_count: context.violations.count(),
+        violations: context.violations.recorded(),
+        vcpu_exits,
+        timings: Timings {
+            to_first_instruction_ms: context.first_instruction.get().copied().map(ms),
+            to_first_serial_byte_ms: first_serial_byte.get().copied().map(ms),
+            to_exit_ms: ms(exited),
+        },
+    };
+    Ok(RunOutcome { exit_code, reason, metrics })
+}
+
+/// Words for a stop reason, for the log and the metrics.
+pub fn describe(reason: &StopReason) -> String {
+    match reason {
+        StopReason::GuestExit(code) => format!("guest exited with code {code}"),
+        StopReason::Violation => "stopped on a memory violation".into(),
+        StopReason::GuestCrash(why) => format!("guest crashed: {why}"),
+        StopReason::AllHalted => "every vCPU halted without an exit code".into(),
+        StopReason::VmmError(why) => format!("VMM error: {why}"),
+        StopReason::Timeout => "stopped after the --timeout expired".into(),
+    }
+}
+
+/// Kicks every vCPU thread out of KVM_RUN until it has exited, then joins.
+fn stop_threads(threads: &mut Vec<JoinHandle<VcpuExitCounts>>) -> Vec<VcpuExitCounts> {
+    // A kick can land just before a thread enters KVM_RUN and be lost, so
+    // keep kicking until each thread is gone.
+    while threads.iter().any(|t| !t.is_finished()) {
+        for t in threads.iter().filter(|t| !t.is_finished()) {
+            let _ = t.kill(SIGRTMIN());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    threads
+        .drain(..)
+        .enumerate()
+        .map(|(i, t)| t.join().unwrap_or(VcpuExitCounts { vcpu: i as u32, ..Default::default() }))
+        .collect()
+}
+
+fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
+    let index = vcpu.index();
+    let mut counts = VcpuExitCounts { vcpu: index, ..Default::default() };
+    while !ctx.control.is_stopping() {
+        if index == 0 {
+            ctx.first_instruction.get_or_init(Instant::now);
+        }
+        let exit = match vcpu.run() {
+            Ok(exit) => exit,
+            Err(e) => {
+                log::error!("{e}");
+                ctx.control.request_stop(StopReason::VmmError(e.to_string()));
+                break;
+            }
+        };
+        counts.total += 1;
+        match exit {
+            VcpuExit::PioIn(port, data) => {
+                counts.pio_in += 1;
+                ctx.bus.read(port, data);
+            }
+            VcpuExit::PioOut(port, data) => {
+                counts.pio_out += 1;
+                ctx.bus.write(port, data);
+            }
+            VcpuExit::MmioRead(gpa, data) => {
+                counts.mmio_read += 1;
+                // Nothing answers: reads see open bus, as on real hardware.
+                data.fill(0xFF);
+                refuse(ctx, index, gpa, data.len(), Access::Read);
+            }
+            VcpuExit::MmioWrite(gpa, data) => {
+                counts.mmio_write += 1;
+                refuse(ctx, index, gpa, data.len(), Access::Write);
+            }
+            VcpuExit::Halt => {
+                counts.halt += 1;
+                let halted = ctx.halted.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+                if halted == ctx.vcpu_count {
+                    ctx.control.request_stop(StopReason::AllHalted);
+                }
+                break;
+            }
+            VcpuExit::Shutdown => {
+                counts.other += 1;
+                ctx.control.request_stop(StopReason::GuestCrash(format!("vCPU {index} shut down (triple fault)")));
+            }
+            VcpuExit::Interrupted => {
+                counts.interrupted += 1;
+                if ctx.control.reason() == Some(StopReason::Timeout) {
+                    log::warn!("vCPU {index} at timeout: {}", vcpu.describe_state());
+                }
+            }
+            VcpuExit::Unhandled(what) => {
+                counts.other += 1;
+                log::error!("vCPU {index}: unhandled exit {what}");
+                ctx.control.request_stop(StopReason::GuestCrash(format!("unhandled exit {what} on vCPU {index}")));
+            }
+        }
+    }
+    counts
+}
+
+/// Handles an access that reached the VMM without a device behind it.
+fn refuse(ctx: &ExitContext, vcpu: u32, gpa: u64, size: usize, access: Access) {
+    let Some((kind, region)) = ViolationLog::classify(&ctx.map, gpa, access) else {
+        return;
+    };
+    let violation = Violation { gpa, access, size, kind, vcpu, region };
+    if ctx.violations.record(violation) {
+        ctx.control.request_stop(StopReason::Violation);
+    }
+}
