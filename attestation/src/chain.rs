@@ -34,7 +34,7 @@ pub enum ChainError {
     ParseDer { what: String, detail: String },
     #[error("{what}: not a CRL ({detail})")]
     ParseCrl { what: String, detail: String },
-    #[error("{what}: cannot read AMD extensions: {source}")]
+    #[error("{what}: cannot read AMD extensions")]
     ParseExtensions {
         what: String,
         #[source]

@@ -56,7 +56,7 @@ pub enum KdsError {
     },
     #[error("{url}: response exceeds {MAX_BODY} bytes")]
     CheckSize { url: String },
-    #[error("cannot write cache file {path}: {source}")]
+    #[error("cannot write cache file {path}")]
     WriteCache {
         path: PathBuf,
         #[source]

@@ -25,7 +25,7 @@ use crate::verify::{Check, CheckClass, Status};
 pub enum PolicyError {
     #[error("policy file is not valid TOML for this format: {0}")]
     ParseToml(String),
-    #[error("policy {field}: {source}")]
+    #[error("policy {field}")]
     DecodeHex {
         field: &'static str,
         #[source]

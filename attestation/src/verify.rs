@@ -94,16 +94,29 @@ impl Check {
             detail: detail.into(),
         }
     }
-    pub fn from_result<E: std::fmt::Display>(
+    pub fn from_result<E: std::error::Error + 'static>(
         name: &str,
         class: CheckClass,
         r: Result<String, E>,
     ) -> Self {
         match r {
             Ok(detail) => Check::new(name, class, Status::Pass, detail),
-            Err(e) => Check::new(name, class, Status::Fail, e.to_string()),
+            Err(e) => Check::new(name, class, Status::Fail, describe(&e)),
         }
     }
+}
+
+/// An error and its sources on one line, `outer: inner: innermost`
+/// (messages do not repeat their source, so this is where they are joined).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// Certificates offered with the report. Absent ARK/intermediate are taken
@@ -259,7 +272,10 @@ pub fn verify_chain(
     let kind = report_kind.or(certs.vek_kind).unwrap_or(VekKind::Vcek);
     checks.push(Check::from_result("signing-key", A, key_check));
 
-    let ext_check = ext.as_ref().map(|_| "AMD extensions present".to_string());
+    let ext_check = ext
+        .as_ref()
+        .map(|_| "AMD extensions present".to_string())
+        .map_err(Clone::clone);
     checks.push(Check::from_result("vek-extensions", A, ext_check));
 
     let product = determine_product(report, ext_ok, certs.intermediate.as_ref(), opts.product);

@@ -204,7 +204,7 @@ fn client(t: &Target) -> Client {
 }
 
 fn store(t: &Target, cache: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    kds::cache_store(cache, bytes).map_err(|e| fail(EXIT_MALFORMED, e))?;
+    kds::cache_store(cache, bytes).map_err(|e| fail(EXIT_MALFORMED, verify::describe(&e)))?;
     if let Some(out) = &t.out {
         std::fs::write(out, bytes).map_err(|e| {
             fail(
@@ -277,7 +277,9 @@ fn fetch(what: What) -> Result<(), Failure> {
         println!("{}", path.display());
         return Ok(());
     }
-    let bytes = client(t).get(&url).map_err(|e| fail(EXIT_NETWORK, e))?;
+    let bytes = client(t)
+        .get(&url)
+        .map_err(|e| fail(EXIT_NETWORK, verify::describe(&e)))?;
     let ark = chain::builtin_ark(product).map_err(|e| fail(EXIT_MALFORMED, e))?;
     let reject = |why: String| fail(EXIT_AUTHENTICITY, format!("{url}: {why}; not cached"));
     if is_crl {
@@ -291,8 +293,8 @@ fn fetch(what: What) -> Result<(), Failure> {
         let ask = chain::builtin_intermediate(product, VekKind::Vcek)
             .map_err(|e| reject(e.to_string()))?;
         chain::check_link(&vcek, &ask, "ASK -> VCEK").map_err(|e| reject(e.to_string()))?;
-        let ext =
-            chain::VekExtensions::from_cert(&vcek, "VCEK").map_err(|e| reject(e.to_string()))?;
+        let ext = chain::VekExtensions::from_cert(&vcek, "VCEK")
+            .map_err(|e| reject(verify::describe(&e)))?;
         verify::check_chip_id(r, product, &ext).map_err(|e| reject(e.to_string()))?;
         verify::check_tcb(r, product, VekKind::Vcek, &ext).map_err(|e| reject(e.to_string()))?;
     } else {

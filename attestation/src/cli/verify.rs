@@ -264,7 +264,8 @@ fn gather(a: &VerifyOpts) -> Result<Inputs, String> {
             let bytes = read_input(p)?;
             let text =
                 String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", p.display()))?;
-            PolicyFile::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            PolicyFile::from_toml(&text)
+                .map_err(|e| format!("{}: {}", p.display(), verify::describe(&e)))?
         }
         None => PolicyFile::default(),
     };
@@ -272,7 +273,7 @@ fn gather(a: &VerifyOpts) -> Result<Inputs, String> {
     let policy = if policy_file.is_empty() {
         None
     } else {
-        Some(policy_file.compile().map_err(|e| e.to_string())?)
+        Some(policy_file.compile().map_err(|e| verify::describe(&e))?)
     };
     Ok(Inputs {
         report,
