@@ -372,3 +372,128 @@ fn umbra_firmware_layout_matches_sev_snp_measure() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// GUID text → EFI byte order (first three fields little-endian).
+fn guid_le(text: &str) -> Vec<u8> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    let mut out = vec![b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]];
+    out.extend_from_slice(&b[8..]);
+    out
+}
+
+/// `size` random bytes ending with an OVMF footer table holding `entries`
+/// (reference doc §3), and an `ASEV` metadata block with `sections`.
+fn synthetic_image(
+    rng: &mut Rng,
+    size: usize,
+    entries: &[(&str, Vec<u8>)],
+    sections: &[(u32, u32, u32)],
+) -> Vec<u8> {
+    let mut img = rng.bytes(size);
+    let meta_off_from_end = 0x800usize;
+    let meta_at = size - meta_off_from_end;
+    let mut meta = b"ASEV".to_vec();
+    meta.extend_from_slice(&((16 + 12 * sections.len()) as u32).to_le_bytes());
+    meta.extend_from_slice(&1u32.to_le_bytes());
+    meta.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (gpa, len, t) in sections {
+        for v in [gpa, len, t] {
+            meta.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    img[meta_at..meta_at + meta.len()].copy_from_slice(&meta);
+    let mut table = Vec::new();
+    let mut all: Vec<(&str, Vec<u8>)> = entries.to_vec();
+    all.push((
+        "dc886566-984a-4798-a75e-5585a7bf67cc",
+        (meta_off_from_end as u32).to_le_bytes().to_vec(),
+    ));
+    for (guid, data) in &all {
+        table.extend_from_slice(data);
+        table.extend_from_slice(&((data.len() + 18) as u16).to_le_bytes());
+        table.extend_from_slice(&guid_le(guid));
+    }
+    table.extend_from_slice(&((table.len() + 18) as u16).to_le_bytes());
+    table.extend_from_slice(&guid_le("96b582de-1fb2-45f7-baea-a366c55a082d"));
+    let end = size - 0x20;
+    img[end - table.len()..end].copy_from_slice(&table);
+    img
+}
+
+/// `snp:svsm` against sev-snp-measure with a generated SVSM image (the
+/// vectors lack upstream's svsm.bin): Debian OVMF.fd, an image carrying the
+/// SVSM info entry and SEC_MEM / SECRETS / CPUID / SVSM_CAA sections.
+#[test]
+fn svsm_mode_matches_sev_snp_measure() {
+    if !ssm_available() {
+        return skip("sev-snp-measure is not installed (pip install sev-snp-measure)");
+    }
+    if !Path::new(DEBIAN_OVMF).exists() {
+        return skip("/usr/share/ovmf/OVMF.fd is absent (apt-get install ovmf)");
+    }
+    let mut rng = Rng(0x5eed_5f5f_0123_4567);
+    let sections = [
+        (0x80_0000, 0x3000, 1),
+        (0x80_3000, 0x1000, 2),
+        (0x80_4000, 0x1000, 3),
+        (0x80_5000, 0x2000, 4),
+        (0x80_7000, 0x9000, 1),
+    ];
+    let svsm = synthetic_image(
+        &mut rng,
+        0x4_0000,
+        &[(
+            "a789a612-0597-4c4b-a49f-cbb1fe9d1ddd",
+            0x1000u32.to_le_bytes().to_vec(),
+        )],
+        &sections,
+    );
+    let work = std::env::temp_dir().join(format!("umbra-svsm-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
+    let svsm_path = work.join("svsm.bin");
+    std::fs::write(&svsm_path, &svsm).unwrap_or_else(|e| panic!("{e}"));
+    let vars_path = work.join("vars.fd");
+    std::fs::write(&vars_path, vec![0u8; 0x2_0000]).unwrap_or_else(|e| panic!("{e}"));
+    let umbra = env!("CARGO_BIN_EXE_umbra-attest");
+    for (vcpus, vars) in [
+        ("1", "--vars-size=540672"),
+        ("4", "--vars-size=540672"),
+        ("3", "VARS_FILE"),
+    ] {
+        let vars_arg = if vars == "VARS_FILE" {
+            format!("--vars-file={}", vars_path.display())
+        } else {
+            vars.to_string()
+        };
+        let args: Vec<String> = vec![
+            "--mode".into(),
+            "snp:svsm".into(),
+            "--vcpus".into(),
+            vcpus.into(),
+            "--vcpu-type".into(),
+            "EPYC-Genoa".into(),
+            "--ovmf".into(),
+            DEBIAN_OVMF.into(),
+            "--svsm".into(),
+            svsm_path.to_string_lossy().into_owned(),
+            vars_arg,
+        ];
+        let theirs = run_in(&work, SSM, &[], &args);
+        let ours = run_in(&work, umbra, &["measure"], &args);
+        assert!(
+            theirs.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&theirs.stdout),
+            String::from_utf8_lossy(&ours.stdout),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
