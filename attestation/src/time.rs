@@ -26,7 +26,8 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, TimeError> {
     let err = || TimeError::ParseRfc3339(text.to_string());
     let t = text.trim();
     let num = |s: &str| -> Result<i64, TimeError> {
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        // At most four digits per field keeps every product below in range.
+        if s.is_empty() || s.len() > 4 || !s.bytes().all(|c| c.is_ascii_digit()) {
             return Err(err());
         }
         s.parse::<i64>().map_err(|_| err())
@@ -84,5 +85,9 @@ mod tests {
         assert_eq!(parse_rfc3339("2025-06-01"), Ok(1_748_736_000));
         assert!(parse_rfc3339("yesterday").is_err());
         assert!(parse_rfc3339("2025-13-01").is_err());
+        assert!(parse_rfc3339("99999999999999999-01-01").is_err());
+        assert!(parse_rfc3339("2025-01-01T00:00:00+9999999999:00").is_err());
+        assert!(parse_rfc3339("2025-01-01T00:00:00+").is_err());
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Ok(253_402_300_799));
     }
 }

@@ -316,10 +316,11 @@ pub fn verify_chain(
         }
     };
     let describe = |c: &X509| {
+        let fp = chain::fingerprint(c);
         format!(
             "{} ({})",
             chain::common_name(c),
-            &chain::fingerprint(c)[..16]
+            fp.get(..16).unwrap_or(&fp)
         )
     };
 
