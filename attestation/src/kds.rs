@@ -244,7 +244,7 @@ impl Client {
                         );
                     }
                     std::thread::sleep(delay);
-                    wait = (wait * 2).min(MAX_BACKOFF);
+                    wait = wait.saturating_mul(2).min(MAX_BACKOFF);
                 }
                 429 | 503 => {
                     return Err(KdsError::RateLimited {
@@ -424,7 +424,7 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         if size == 0 {
             return Some(out);
         }
-        if b.len() < size + 2 {
+        if b.len() < size.checked_add(2)? {
             return None;
         }
         out.extend_from_slice(&b[..size]);
@@ -469,6 +469,8 @@ mod tests {
             (429, Some(Duration::from_secs(7)))
         );
         assert!(parse_response(b"garbage", "h").is_err());
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert!(parse_response(huge, "h").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", "h").is_err());
     }
 }
