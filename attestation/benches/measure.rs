@@ -10,7 +10,7 @@
 //! `UMBRA_BENCH_OVMF` overrides the OVMF path.
 
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
@@ -44,7 +44,7 @@ fn ms(d: Duration) -> String {
     format!("{:8.3} ms", d.as_secs_f64() * 1e3)
 }
 
-fn umbra_digest(path: &PathBuf) -> [u8; 48] {
+fn umbra_digest(path: &Path) -> [u8; 48] {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fw = FirmwareImage::parse(&data).unwrap_or_else(|e| panic!("{e}"));
     let inp = MeasureInputs {
@@ -62,7 +62,7 @@ fn umbra_digest(path: &PathBuf) -> [u8; 48] {
 
 /// The same digest through the public step plan on one thread (what the
 /// VMM's launch loop does), to show what the two-thread page hashing buys.
-fn umbra_digest_one_thread(path: &PathBuf) -> [u8; 48] {
+fn umbra_digest_one_thread(path: &Path) -> [u8; 48] {
     use measure::{LaunchDigest, StepSource, VcpuSaveAreas};
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fw = FirmwareImage::parse(&data).unwrap_or_else(|e| panic!("{e}"));
@@ -93,14 +93,14 @@ fn umbra_digest_one_thread(path: &PathBuf) -> [u8; 48] {
     ld.digest()
 }
 
-fn sev_crate_digest(path: &PathBuf) -> Vec<u8> {
+fn sev_crate_digest(path: &Path) -> Vec<u8> {
     use sev::measurement::snp::{snp_calc_launch_digest, SnpMeasurementArgs};
     use sev::measurement::vcpu_types::CpuType;
     use sev::measurement::vmsa::GuestFeatures;
     let ld = snp_calc_launch_digest(SnpMeasurementArgs {
         vcpus: VCPUS,
         vcpu_type: CpuType::EpycV4,
-        ovmf_file: path.clone(),
+        ovmf_file: path.to_path_buf(),
         guest_features: GuestFeatures::default(), // 0x1
         kernel_file: None,
         initrd_file: None,
