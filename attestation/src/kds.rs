@@ -473,4 +473,16 @@ mod tests {
         assert!(parse_response(huge, "h").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", "h").is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn response_parser_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            raw.extend_from_slice(&body);
+            let _ = parse_response(&raw, "h");
+            let _ = parse_response(&body, "h");
+            let _ = Url::parse(&String::from_utf8_lossy(&body));
+        }
+    }
 }

@@ -90,4 +90,12 @@ mod tests {
         assert!(parse_rfc3339("2025-01-01T00:00:00+").is_err());
         assert_eq!(parse_rfc3339("9999-12-31T23:59:59Z"), Ok(253_402_300_799));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn never_panics(s in "[0-9TZ:+.-]{0,40}") {
+            let _ = parse_rfc3339(&s);
+        }
+    }
 }
