@@ -297,7 +297,18 @@ fn bad_input_gives_one_error_line() {
             "xen",
         ],
     ];
-    for args in bad {
+    let huge: &[&str] = &[
+        "--mode",
+        "snp",
+        "--vcpus",
+        "4294967295",
+        "--vcpu-type",
+        "EPYC",
+        "--ovmf",
+        &ovmf,
+    ];
+    let bad: Vec<&[&str]> = bad.iter().copied().chain([huge]).collect();
+    for args in &bad {
         let out = Command::new(env!("CARGO_BIN_EXE_umbra-attest"))
             .arg("measure")
             .args(*args)

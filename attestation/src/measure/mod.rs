@@ -70,6 +70,9 @@ pub enum MeasureError {
     /// The image was parsed from its tail only and no page digests were given.
     #[error("firmware pages are needed but only the image tail was read")]
     ImageBytes,
+    /// More vCPUs than any SNP guest can have.
+    #[error("{0} vCPUs is more than the supported maximum of {MAX_VCPUS}")]
+    Vcpus(u32),
     /// The OVMF-hash seed was given for a mode other than SNP.
     #[error("SNP OVMF hash only works with SNP")]
     OvmfHashMode,
@@ -81,6 +84,9 @@ pub enum MeasureError {
 pub fn page_digest(page: &[u8]) -> [u8; LD_SIZE] {
     sha384(page)
 }
+
+/// Largest vCPU count accepted (KVM's x86 limit is 4096; this leaves room).
+pub const MAX_VCPUS: u32 = 65536;
 
 /// Which image a [`StepSource::Image`] step reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,13 +171,17 @@ fn image_step(slot: ImageSlot, img: &FirmwareImage<'_>) -> Result<LaunchStep, Me
     })
 }
 
-fn vmsa_steps(steps: &mut Vec<LaunchStep>, vcpus: u32) {
+fn vmsa_steps(steps: &mut Vec<LaunchStep>, vcpus: u32) -> Result<(), MeasureError> {
+    if vcpus > MAX_VCPUS {
+        return Err(MeasureError::Vcpus(vcpus));
+    }
     steps.extend((0..vcpus).map(|vcpu| LaunchStep {
         page_type: PageType::Vmsa,
         gpa: VMSA_GPA,
         len: PAGE_SIZE as u64,
         source: StepSource::Vmsa { vcpu },
     }));
+    Ok(())
 }
 
 /// The metadata sections of `img` as launch steps (QEMU
@@ -261,12 +271,12 @@ pub fn snp_launch_steps(
     fw: &FirmwareImage<'_>,
     opts: &PlanOptions,
 ) -> Result<Vec<LaunchStep>, MeasureError> {
-    let mut steps = Vec::with_capacity(fw.sections().len() + opts.vcpus as usize + 1);
+    let mut steps = Vec::with_capacity(fw.sections().len() + 1);
     if opts.include_firmware {
         steps.push(image_step(ImageSlot::Firmware, fw)?);
     }
     metadata_steps(&mut steps, fw, opts.kernel_hashes, opts.vmm_type)?;
-    vmsa_steps(&mut steps, opts.vcpus);
+    vmsa_steps(&mut steps, opts.vcpus)?;
     Ok(steps)
 }
 
@@ -282,7 +292,7 @@ pub fn svsm_launch_steps(
         image_step(ImageSlot::Svsm, svsm)?,
     ];
     metadata_steps(&mut steps, svsm, false, VmmType::Qemu)?;
-    vmsa_steps(&mut steps, vcpus);
+    vmsa_steps(&mut steps, vcpus)?;
     Ok(steps)
 }
 
@@ -523,6 +533,9 @@ fn sev_common(
 pub fn seves_digest(inp: &MeasureInputs<'_>) -> Result<[u8; 32], MeasureError> {
     if inp.ovmf_hash.is_some() {
         return Err(MeasureError::OvmfHashMode);
+    }
+    if inp.vcpus > MAX_VCPUS {
+        return Err(MeasureError::Vcpus(inp.vcpus));
     }
     let mut h = sev_common(inp.firmware, inp.kernel_hashes.as_ref())?;
     let areas = VcpuSaveAreas::new(inp.firmware, 0, inp.vcpu_sig, inp.vmm_type)?;
