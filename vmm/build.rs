@@ -14,17 +14,28 @@ const ROM_BASE: u64 = 0xFFFF_0000;
 const ROM_SIZE: usize = 0x1_0000;
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let firmware_dir = manifest_dir.join("../firmware");
     for path in ["src", "layout.ld", "build.rs", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", firmware_dir.join(path).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            firmware_dir.join(path).display()
+        );
     }
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = out_dir.join("firmware-target");
     let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "umbra-firmware", "--features", "image"])
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "umbra-firmware",
+            "--features",
+            "image",
+        ])
         .arg("--manifest-path")
         .arg(firmware_dir.join("Cargo.toml"))
         .arg("--target-dir")
@@ -37,7 +48,10 @@ fn main() {
         // Guest code on the CI machines runs under KVM's instruction
         // emulator, which cannot execute SSE: keep the compiler off the
         // vector registers entirely.
-        .env("RUSTFLAGS", "-C target-feature=+soft-float,-sse,-sse2,-avx,-avx2 -C target-cpu=x86-64")
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+soft-float,-sse,-sse2,-avx,-avx2 -C target-cpu=x86-64",
+        )
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
@@ -74,9 +88,15 @@ fn flatten(elf: &[u8]) -> Vec<u8> {
         if filesz == 0 {
             continue;
         }
-        assert!(paddr >= ROM_BASE, "firmware segment at {paddr:#x} lies below the ROM");
+        assert!(
+            paddr >= ROM_BASE,
+            "firmware segment at {paddr:#x} lies below the ROM"
+        );
         let at = (paddr - ROM_BASE) as usize;
-        assert!(at + filesz <= ROM_SIZE, "firmware segment at {paddr:#x} overflows the ROM");
+        assert!(
+            at + filesz <= ROM_SIZE,
+            "firmware segment at {paddr:#x} overflows the ROM"
+        );
         rom[at..at + filesz].copy_from_slice(&elf[offset..offset + filesz]);
     }
     rom

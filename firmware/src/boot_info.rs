@@ -108,7 +108,10 @@ mod tests {
         let bytes = info.as_bytes();
         assert_eq!(&bytes[0..8], b"UMBRABI1");
         assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 4);
-        assert_eq!(u64::from_le_bytes(bytes[16..24].try_into().unwrap()), 1 << 30);
+        assert_eq!(
+            u64::from_le_bytes(bytes[16..24].try_into().unwrap()),
+            1 << 30
+        );
         assert_eq!(&bytes[64..76], b"scenario=smp");
     }
 

@@ -46,10 +46,10 @@ impl<'a> Cmdline<'a> {
     pub fn get(&self, key: &str) -> Option<&'a str> {
         self.text
             .split_ascii_whitespace()
+            .rev()
             .filter_map(|word| word.split_once('='))
-            .filter(|(k, _)| *k == key)
+            .find(|(k, _)| *k == key)
             .map(|(_, v)| v)
-            .last()
     }
 
     /// The selected scenario: `Ok(Hello)` when none is named, `Err(name)`
@@ -86,7 +86,10 @@ pub fn parse_number(text: &str) -> Option<u64> {
         b'G' | b'g' => (&text[..text.len() - 1], 30),
         _ => (text, 0),
     };
-    let value = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let value = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         Some(hex) => u64::from_str_radix(hex, 16).ok()?,
         None => digits.parse::<u64>().ok()?,
     };
@@ -100,8 +103,14 @@ mod tests {
     #[test]
     fn picks_scenarios() {
         assert_eq!(Cmdline::new("").scenario(), Ok(Scenario::Hello));
-        assert_eq!(Cmdline::new("  scenario=smp ").scenario(), Ok(Scenario::Smp));
-        assert_eq!(Cmdline::new("scenario=rom-write x=1").scenario(), Ok(Scenario::RomWrite));
+        assert_eq!(
+            Cmdline::new("  scenario=smp ").scenario(),
+            Ok(Scenario::Smp)
+        );
+        assert_eq!(
+            Cmdline::new("scenario=rom-write x=1").scenario(),
+            Ok(Scenario::RomWrite)
+        );
         assert_eq!(Cmdline::new("scenario=nope").scenario(), Err("nope"));
     }
 

@@ -17,19 +17,32 @@ const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
     let b = b.to_le_bytes();
     let c = c.to_le_bytes();
     [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
     ]
 }
 
 /// `96b582de-1fb2-45f7-baea-a366c55a082d`: the table footer.
-pub const FOOTER_GUID: [u8; 16] =
-    guid(0x96b582de, 0x1fb2, 0x45f7, [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]);
+pub const FOOTER_GUID: [u8; 16] = guid(
+    0x96b582de,
+    0x1fb2,
+    0x45f7,
+    [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
+);
 /// `00f771de-1a7e-4fcb-890e-68c77e2fb44e`: SEV-ES AP reset block.
-pub const SEV_ES_RESET_BLOCK_GUID: [u8; 16] =
-    guid(0x00f771de, 0x1a7e, 0x4fcb, [0x89, 0x0e, 0x68, 0xc7, 0x7e, 0x2f, 0xb4, 0x4e]);
+pub const SEV_ES_RESET_BLOCK_GUID: [u8; 16] = guid(
+    0x00f771de,
+    0x1a7e,
+    0x4fcb,
+    [0x89, 0x0e, 0x68, 0xc7, 0x7e, 0x2f, 0xb4, 0x4e],
+);
 /// `dc886566-984a-4798-a75e-5585a7bf67cc`: offset of the SEV metadata.
-pub const SEV_METADATA_GUID: [u8; 16] =
-    guid(0xdc886566, 0x984a, 0x4798, [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc]);
+pub const SEV_METADATA_GUID: [u8; 16] = guid(
+    0xdc886566,
+    0x984a,
+    0x4798,
+    [0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc],
+);
 
 /// SEV metadata section types (OVMF `OvmfPkg/ResetVector`, QEMU `sev.c`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +69,26 @@ pub struct Section {
 
 /// The SEV metadata sections, in the order a launch adds them.
 pub const SEV_SECTIONS: [Section; 5] = [
-    Section { gpa: layout::PAGE_TABLES_GPA as u32, len: 0x8000, kind: SectionType::SnpSecMem },
-    Section { gpa: layout::SECRETS_PAGE_GPA as u32, len: 0x1000, kind: SectionType::SnpSecrets },
-    Section { gpa: layout::CPUID_PAGE_GPA as u32, len: 0x1000, kind: SectionType::Cpuid },
-    Section { gpa: layout::BSS_GPA as u32, len: layout::BSS_SIZE as u32, kind: SectionType::SnpSecMem },
+    Section {
+        gpa: layout::PAGE_TABLES_GPA as u32,
+        len: 0x8000,
+        kind: SectionType::SnpSecMem,
+    },
+    Section {
+        gpa: layout::SECRETS_PAGE_GPA as u32,
+        len: 0x1000,
+        kind: SectionType::SnpSecrets,
+    },
+    Section {
+        gpa: layout::CPUID_PAGE_GPA as u32,
+        len: 0x1000,
+        kind: SectionType::Cpuid,
+    },
+    Section {
+        gpa: layout::BSS_GPA as u32,
+        len: layout::BSS_SIZE as u32,
+        kind: SectionType::SnpSecMem,
+    },
     Section {
         gpa: (layout::STACKS_TOP - layout::MAX_VCPUS as u64 * layout::STACK_SIZE) as u32,
         len: (layout::MAX_VCPUS as u64 * layout::STACK_SIZE) as u32,
@@ -82,7 +111,11 @@ pub const fn sev_metadata() -> [u8; SEV_METADATA_LEN] {
         let at = 16 + 12 * i;
         put(&mut out, at, &SEV_SECTIONS[i].gpa.to_le_bytes());
         put(&mut out, at + 4, &SEV_SECTIONS[i].len.to_le_bytes());
-        put(&mut out, at + 8, &(SEV_SECTIONS[i].kind as u32).to_le_bytes());
+        put(
+            &mut out,
+            at + 8,
+            &(SEV_SECTIONS[i].kind as u32).to_le_bytes(),
+        );
         i += 1;
     }
     out
@@ -101,13 +134,21 @@ pub const fn footer_blob(ap_reset_eip: u32) -> [u8; FOOTER_BLOB_LEN] {
     let mut at = FOOTER_BLOB_LEN - TABLE_LEN;
     // SEV-ES reset block: u32 AP reset EIP.
     put(&mut out, at, &ap_reset_eip.to_le_bytes());
-    put(&mut out, at + 4, &((4 + ENTRY_TRAILER) as u16).to_le_bytes());
+    put(
+        &mut out,
+        at + 4,
+        &((4 + ENTRY_TRAILER) as u16).to_le_bytes(),
+    );
     put(&mut out, at + 6, &SEV_ES_RESET_BLOCK_GUID);
     at += 4 + ENTRY_TRAILER;
     // SEV metadata: u32 offset of the header from the image end.
     let offset = ((1u64 << 32) - layout::SEV_METADATA_GPA) as u32;
     put(&mut out, at, &offset.to_le_bytes());
-    put(&mut out, at + 4, &((4 + ENTRY_TRAILER) as u16).to_le_bytes());
+    put(
+        &mut out,
+        at + 4,
+        &((4 + ENTRY_TRAILER) as u16).to_le_bytes(),
+    );
     put(&mut out, at + 6, &SEV_METADATA_GUID);
     at += 4 + ENTRY_TRAILER;
     // Footer: u16 size of the whole table including this entry.
@@ -152,7 +193,10 @@ mod tests {
         // The footer GUID as it appears in OVMF.fd (uuid.bytes_le).
         assert_eq!(FOOTER_GUID[..4], [0xde, 0x82, 0xb5, 0x96]);
         assert_eq!(FOOTER_GUID[4..8], [0xb2, 0x1f, 0xf7, 0x45]);
-        assert_eq!(FOOTER_GUID[8..], [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]);
+        assert_eq!(
+            FOOTER_GUID[8..],
+            [0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d]
+        );
     }
 
     #[test]
@@ -165,7 +209,10 @@ mod tests {
 
         let entries = parse_table(&image);
         assert_eq!(entries.len(), 2);
-        let reset = entries.iter().find(|e| e.0 == SEV_ES_RESET_BLOCK_GUID).unwrap();
+        let reset = entries
+            .iter()
+            .find(|e| e.0 == SEV_ES_RESET_BLOCK_GUID)
+            .unwrap();
         assert_eq!(reset.1, 0xFFFF_F000u32.to_le_bytes());
         let meta = entries.iter().find(|e| e.0 == SEV_METADATA_GUID).unwrap();
         let offset = u32::from_le_bytes(meta.1[..4].try_into().unwrap()) as usize;
@@ -175,13 +222,19 @@ mod tests {
         let count = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
         assert_eq!(count, 5);
         let secrets = &header[16 + 12..16 + 24];
-        assert_eq!(u32::from_le_bytes(secrets[..4].try_into().unwrap()), 0x18000);
+        assert_eq!(
+            u32::from_le_bytes(secrets[..4].try_into().unwrap()),
+            0x18000
+        );
         assert_eq!(u32::from_le_bytes(secrets[8..12].try_into().unwrap()), 2);
     }
 
     #[test]
     fn sections_are_page_aligned_and_disjoint() {
-        let mut ranges: Vec<(u32, u32)> = SEV_SECTIONS.iter().map(|s| (s.gpa, s.gpa + s.len)).collect();
+        let mut ranges: Vec<(u32, u32)> = SEV_SECTIONS
+            .iter()
+            .map(|s| (s.gpa, s.gpa + s.len))
+            .collect();
         ranges.sort();
         for s in &ranges {
             assert_eq!(s.0 % 0x1000, 0);

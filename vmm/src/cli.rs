@@ -70,11 +70,17 @@ pub struct RunArgs {
 impl RunArgs {
     fn to_config(&self) -> Result<VmConfig, String> {
         if self.ksm && self.platform != Platform::None {
-            return Err("--ksm is refused for confidential guests: page merging leaks contents across VMs".into());
+            return Err(
+                "--ksm is refused for confidential guests: page merging leaks contents across VMs"
+                    .into(),
+            );
         }
         let boot = match (&self.firmware, &self.kernel) {
             (Some(fw), _) => BootSource::Firmware(fw.clone()),
-            (None, Some(kernel)) => BootSource::Kernel { kernel: kernel.clone(), initrd: self.initrd.clone() },
+            (None, Some(kernel)) => BootSource::Kernel {
+                kernel: kernel.clone(),
+                initrd: self.initrd.clone(),
+            },
             (None, None) => BootSource::EmbeddedFirmware,
         };
         let serial = match self.serial.as_str() {
@@ -95,7 +101,11 @@ impl RunArgs {
             timeout: match self.timeout {
                 None => None,
                 Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-                Some(s) => return Err(format!("--timeout {s} must be a positive number of seconds")),
+                Some(s) => {
+                    return Err(format!(
+                        "--timeout {s} must be a positive number of seconds"
+                    ))
+                }
             },
         })
     }
@@ -145,4 +155,22 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Prints help and version as clap does; a usage error becomes one line on
+/// stderr and exit code 2.
+pub fn exit_on_usage_error(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    eprintln!("umbra: {}", first.trim_start_matches("error: "));
+    std::process::exit(2);
 }

@@ -136,7 +136,7 @@ impl VmConfig {
         if self.memory < MIN_MEMORY || self.memory > MAX_MEMORY {
             return Err(ConfigError::MemorySize(self.memory));
         }
-        if self.memory % 4096 != 0 {
+        if !self.memory.is_multiple_of(4096) {
             return Err(ConfigError::MemoryAlignment(self.memory));
         }
         if self.vcpus == 0 {
@@ -152,7 +152,9 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     let err = || ConfigError::ParseSize(text.to_string());
     let trimmed = text.trim();
     let lower = trimmed.to_ascii_lowercase();
-    let unit_start = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let unit_start = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
     let (digits, unit) = lower.split_at(unit_start);
     let number: u64 = digits.parse().map_err(|_| err())?;
     let shift = match unit.trim() {
@@ -190,9 +192,15 @@ mod tests {
         let mut c = VmConfig::embedded(0, 1, "");
         assert_eq!(c.validate(), Err(ConfigError::MemorySize(0)));
         c.memory = MAX_MEMORY + 4096;
-        assert_eq!(c.validate(), Err(ConfigError::MemorySize(MAX_MEMORY + 4096)));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::MemorySize(MAX_MEMORY + 4096))
+        );
         c.memory = (64 << 20) + 1;
-        assert_eq!(c.validate(), Err(ConfigError::MemoryAlignment((64 << 20) + 1)));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::MemoryAlignment((64 << 20) + 1))
+        );
         c.memory = 64 << 20;
         c.vcpus = 0;
         assert_eq!(c.validate(), Err(ConfigError::NoVcpus));

@@ -2,7 +2,8 @@
 //! from the `umbra-firmware` crate).
 
 /// The 64 KiB ROM image of umbra's own firmware.
-pub static EMBEDDED_FIRMWARE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/umbra-firmware.bin"));
+pub static EMBEDDED_FIRMWARE: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/umbra-firmware.bin"));
 
 #[cfg(test)]
 mod tests {
@@ -20,6 +21,9 @@ mod tests {
         let target = (0xFFF3u16).wrapping_add(rel as u16);
         assert_eq!(target, 0xF000, "reset vector jumps to the 16-bit entry");
         // The OVMF footer GUID ends 0x20 bytes before the end of the image.
-        assert_eq!(&EMBEDDED_FIRMWARE[end - 0x20 - 16..end - 0x20], &FOOTER_GUID);
+        assert_eq!(
+            &EMBEDDED_FIRMWARE[end - 0x20 - 16..end - 0x20],
+            &FOOTER_GUID
+        );
     }
 }

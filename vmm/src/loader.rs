@@ -67,15 +67,24 @@ pub enum LoadError {
 
 /// Reads a whole image file, refusing empty files.
 pub fn read_image(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::ReadImage { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::ReadImage {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if bytes.is_empty() {
         return Err(LoadError::EmptyImage(path.to_path_buf()));
     }
     Ok(bytes)
 }
 
-fn write(mem: &GuestMemoryMmap, what: &'static str, bytes: &[u8], gpa: u64) -> Result<(), LoadError> {
-    mem.write_slice(bytes, GuestAddress(gpa)).map_err(|source| LoadError::WriteGuest { what, source })
+fn write(
+    mem: &GuestMemoryMmap,
+    what: &'static str,
+    bytes: &[u8],
+    gpa: u64,
+) -> Result<(), LoadError> {
+    mem.write_slice(bytes, GuestAddress(gpa))
+        .map_err(|source| LoadError::WriteGuest { what, source })
 }
 
 /// Copies a ROM image into the ROM region and writes the boot-information
@@ -90,10 +99,11 @@ pub fn load_firmware(
     let rom_base = map.rom().map_or(0, |r| r.gpa);
     write(mem, "firmware image", image, rom_base)?;
     let guard = map.first_guard().map_or((0, 0), |g| (g.gpa, g.size));
-    let info = BootInfo::new(vcpus, map.low_ram(), guard, cmdline).ok_or(LoadError::CmdlineTooLong {
-        len: cmdline.len(),
-        max: umbra_firmware::boot_info::CMDLINE_CAPACITY,
-    })?;
+    let info =
+        BootInfo::new(vcpus, map.low_ram(), guard, cmdline).ok_or(LoadError::CmdlineTooLong {
+            len: cmdline.len(),
+            max: umbra_firmware::boot_info::CMDLINE_CAPACITY,
+        })?;
     write(mem, "boot information", info.as_bytes(), BOOT_INFO_GPA)
 }
 
@@ -140,11 +150,22 @@ pub fn load_linux(
 ) -> Result<KernelEntry, LoadError> {
     use linux_layout::*;
     if cmdline.len() >= CMDLINE_MAX {
-        return Err(LoadError::CmdlineTooLong { len: cmdline.len(), max: CMDLINE_MAX - 1 });
+        return Err(LoadError::CmdlineTooLong {
+            len: cmdline.len(),
+            max: CMDLINE_MAX - 1,
+        });
     }
-    let mut file = File::open(kernel).map_err(|source| LoadError::ReadImage { path: kernel.to_path_buf(), source })?;
-    let loaded = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-        .map_err(|source| LoadError::Kernel { path: kernel.to_path_buf(), source })?;
+    let mut file = File::open(kernel).map_err(|source| LoadError::ReadImage {
+        path: kernel.to_path_buf(),
+        source,
+    })?;
+    let loaded =
+        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|source| {
+            LoadError::Kernel {
+                path: kernel.to_path_buf(),
+                source,
+            }
+        })?;
 
     let mut params = boot_params::default();
     if let Some(header) = loaded.setup_header {
@@ -163,8 +184,13 @@ pub fn load_linux(
     if let Some(path) = initrd {
         let image = read_image(path)?;
         let size = image.len() as u64;
-        let limit = map.low_ram().min(u64::from(params.hdr.initrd_addr_max).saturating_add(1));
-        let addr = limit.checked_sub(size).map(|a| a & !0xFFF).filter(|a| *a >= loaded.kernel_end);
+        let limit = map
+            .low_ram()
+            .min(u64::from(params.hdr.initrd_addr_max).saturating_add(1));
+        let addr = limit
+            .checked_sub(size)
+            .map(|a| a & !0xFFF)
+            .filter(|a| *a >= loaded.kernel_end);
         let addr = addr.ok_or(LoadError::InitrdTooLarge { size })?;
         write(mem, "initrd", &image, addr)?;
         params.hdr.ramdisk_image = addr as u32;
@@ -179,7 +205,11 @@ pub fn load_linux(
         }
     }
     for (i, (addr, size)) in e820.iter().enumerate() {
-        params.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: 1 };
+        params.e820_table[i] = boot_e820_entry {
+            addr: *addr,
+            size: *size,
+            r#type: 1,
+        };
     }
     params.e820_entries = e820.len() as u8;
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
@@ -197,7 +227,9 @@ pub fn load_linux(
     let pd = PML4 + 0x2000;
     write(mem, "page tables", &(pdpt | 3).to_le_bytes(), PML4)?;
     write(mem, "page tables", &(pd | 3).to_le_bytes(), pdpt)?;
-    let pd_entries: Vec<u8> = (0..512u64).flat_map(|i| ((i << 21) | 0x83).to_le_bytes()).collect();
+    let pd_entries: Vec<u8> = (0..512u64)
+        .flat_map(|i| ((i << 21) | 0x83).to_le_bytes())
+        .collect();
     write(mem, "page tables", &pd_entries, pd)?;
 
     Ok(KernelEntry {
@@ -227,15 +259,25 @@ mod tests {
         let image: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
         load_firmware(&ram.memory, &map, &image, 3, "scenario=smp").unwrap();
         let mut back = vec![0u8; image.len()];
-        ram.memory.read_slice(&mut back, GuestAddress(0xFFFF_0000)).unwrap();
+        ram.memory
+            .read_slice(&mut back, GuestAddress(0xFFFF_0000))
+            .unwrap();
         assert_eq!(back, image);
         let mut page = [0u8; 4096];
-        ram.memory.read_slice(&mut page, GuestAddress(BOOT_INFO_GPA)).unwrap();
+        ram.memory
+            .read_slice(&mut page, GuestAddress(BOOT_INFO_GPA))
+            .unwrap();
         assert_eq!(&page[..8], b"UMBRABI1");
         assert_eq!(u32::from_le_bytes(page[12..16].try_into().unwrap()), 3);
-        assert_eq!(u64::from_le_bytes(page[16..24].try_into().unwrap()), 16 << 20);
+        assert_eq!(
+            u64::from_le_bytes(page[16..24].try_into().unwrap()),
+            16 << 20
+        );
         // The guard range the firmware gets is the one right after RAM.
-        assert_eq!(u64::from_le_bytes(page[24..32].try_into().unwrap()), 16 << 20);
+        assert_eq!(
+            u64::from_le_bytes(page[24..32].try_into().unwrap()),
+            16 << 20
+        );
         assert_eq!(&page[64..76], b"scenario=smp");
     }
 
@@ -278,7 +320,14 @@ mod tests {
         let initrd = dir.join("initrd");
         std::fs::write(&initrd, vec![0x5A; 10_000]).unwrap();
 
-        let entry = load_linux(&ram.memory, &map, &kernel, Some(&initrd), "console=ttyS0 quiet").unwrap();
+        let entry = load_linux(
+            &ram.memory,
+            &map,
+            &kernel,
+            Some(&initrd),
+            "console=ttyS0 quiet",
+        )
+        .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(entry.entry, 0x10_0000 + 0x200);
         assert_eq!(entry.boot_params, 0x7000);
@@ -288,25 +337,46 @@ mod tests {
         assert_eq!({ params.hdr.type_of_loader }, 0xFF);
         assert_eq!({ params.hdr.cmd_line_ptr }, 0x20000);
         let mut cmdline = [0u8; 20];
-        ram.memory.read_slice(&mut cmdline, GuestAddress(0x20000)).unwrap();
+        ram.memory
+            .read_slice(&mut cmdline, GuestAddress(0x20000))
+            .unwrap();
         assert_eq!(&cmdline, b"console=ttyS0 quiet\0");
         // The payload sits at 1 MiB, the initrd page-aligned at the top of RAM.
         let mut loaded = vec![0u8; payload.len()];
-        ram.memory.read_slice(&mut loaded, GuestAddress(0x10_0000)).unwrap();
+        ram.memory
+            .read_slice(&mut loaded, GuestAddress(0x10_0000))
+            .unwrap();
         assert_eq!(loaded, payload);
         let (rd_addr, rd_size) = ({ params.hdr.ramdisk_image }, { params.hdr.ramdisk_size });
         assert_eq!(rd_size, 10_000);
         assert_eq!(rd_addr % 4096, 0);
         assert!(u64::from(rd_addr) + 10_000 <= 64 << 20);
-        assert_eq!(ram.memory.read_obj::<u8>(GuestAddress(u64::from(rd_addr))).unwrap(), 0x5A);
+        assert_eq!(
+            ram.memory
+                .read_obj::<u8>(GuestAddress(u64::from(rd_addr)))
+                .unwrap(),
+            0x5A
+        );
         // e820: low memory below the EBDA, then RAM from 1 MiB to the end.
         assert_eq!(params.e820_entries, 2);
         let e = params.e820_table;
-        assert_eq!(({ e[0].addr }, { e[0].size }, { e[0].r#type }), (0, 0x9FC00, 1));
-        assert_eq!(({ e[1].addr }, { e[1].size }), (0x10_0000, (64 << 20) - 0x10_0000));
+        assert_eq!(
+            ({ e[0].addr }, { e[0].size }, { e[0].r#type }),
+            (0, 0x9FC00, 1)
+        );
+        assert_eq!(
+            ({ e[1].addr }, { e[1].size }),
+            (0x10_0000, (64 << 20) - 0x10_0000)
+        );
         // The identity map's first PDE maps 2 MiB at 0 as a large page.
-        assert_eq!(ram.memory.read_obj::<u64>(GuestAddress(0xB000)).unwrap(), 0x83);
-        assert_eq!(ram.memory.read_obj::<u64>(GuestAddress(0xB008)).unwrap(), 0x20_0083);
+        assert_eq!(
+            ram.memory.read_obj::<u64>(GuestAddress(0xB000)).unwrap(),
+            0x83
+        );
+        assert_eq!(
+            ram.memory.read_obj::<u64>(GuestAddress(0xB008)).unwrap(),
+            0x20_0083
+        );
     }
 
     #[test]

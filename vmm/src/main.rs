@@ -8,6 +8,7 @@ fn main() {
         .format_timestamp(None)
         .format_target(false)
         .init();
-    let cli = umbra_vmm::cli::Cli::parse();
+    let cli = umbra_vmm::cli::Cli::try_parse()
+        .unwrap_or_else(|err| umbra_vmm::cli::exit_on_usage_error(err));
     std::process::exit(umbra_vmm::cli::run(cli, process_start));
 }

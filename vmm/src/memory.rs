@@ -119,7 +119,13 @@ pub struct Region {
 
 impl Region {
     fn new(name: &'static str, role: RegionRole, gpa: u64, size: u64) -> Self {
-        Region { name, role, gpa, size, permissions: role.permissions() }
+        Region {
+            name,
+            role,
+            gpa,
+            size,
+            permissions: role.permissions(),
+        }
     }
 
     /// Whether `gpa` lies inside.
@@ -147,7 +153,7 @@ impl MemoryMap {
         if rom_size == 0 || rom_size > MAX_ROM_SIZE {
             return Err(MemoryError::RomSize(rom_size));
         }
-        if rom_size % 4096 != 0 {
+        if !rom_size.is_multiple_of(4096) {
             return Err(MemoryError::RomAlignment(rom_size));
         }
         let low = ram.min(LOW_RAM_LIMIT);
@@ -156,11 +162,21 @@ impl MemoryMap {
             Region::new("ram-low", RegionRole::Ram, 0, low),
             Region::new("guard-after-ram", RegionRole::Guard, low, RAM_GUARD_SIZE),
             Region::new("mmio", RegionRole::Mmio, MMIO_BASE, MMIO_END - MMIO_BASE),
-            Region::new("guard-below-rom", RegionRole::Guard, rom_base - ROM_GUARD_SIZE, ROM_GUARD_SIZE),
+            Region::new(
+                "guard-below-rom",
+                RegionRole::Guard,
+                rom_base - ROM_GUARD_SIZE,
+                ROM_GUARD_SIZE,
+            ),
             Region::new("rom", RegionRole::Rom, rom_base, rom_size),
         ];
         if ram > low {
-            regions.push(Region::new("ram-high", RegionRole::Ram, HIGH_RAM_BASE, ram - low));
+            regions.push(Region::new(
+                "ram-high",
+                RegionRole::Ram,
+                HIGH_RAM_BASE,
+                ram - low,
+            ));
         }
         regions.sort_by_key(|r| r.gpa);
         Ok(MemoryMap { regions })
@@ -188,7 +204,10 @@ impl MemoryMap {
 
     /// Bytes of RAM below 4 GiB.
     pub fn low_ram(&self) -> u64 {
-        self.regions.iter().find(|r| r.name == "ram-low").map_or(0, |r| r.size)
+        self.regions
+            .iter()
+            .find(|r| r.name == "ram-low")
+            .map_or(0, |r| r.size)
     }
 }
 
@@ -200,15 +219,28 @@ pub struct GuestRam {
 
 impl GuestRam {
     /// Maps host memory for every RAM and ROM region of `map`.
-    pub fn allocate(map: &MemoryMap, backing: MemoryBacking, ksm: bool) -> Result<Self, MemoryError> {
-        let ram_bytes: u64 = map.regions().iter().filter(|r| r.role == RegionRole::Ram).map(|r| r.size).sum();
+    pub fn allocate(
+        map: &MemoryMap,
+        backing: MemoryBacking,
+        ksm: bool,
+    ) -> Result<Self, MemoryError> {
+        let ram_bytes: u64 = map
+            .regions()
+            .iter()
+            .filter(|r| r.role == RegionRole::Ram)
+            .map(|r| r.size)
+            .sum();
         if backing == MemoryBacking::Hugetlb {
             check_huge_pages(ram_bytes)?;
         }
         let mut regions = Vec::new();
         for region in map.regions().iter().filter(|r| r.role.is_mapped()) {
             // The ROM stays on small anonymous pages: it is tiny and copied once.
-            let backing = if region.role == RegionRole::Rom { MemoryBacking::Anon } else { backing };
+            let backing = if region.role == RegionRole::Rom {
+                MemoryBacking::Anon
+            } else {
+                backing
+            };
             let mapping = map_backing(region.size, backing)?;
             if region.role == RegionRole::Ram {
                 advise(&mapping, backing, ksm)?;
@@ -288,7 +320,10 @@ fn advise(mapping: &MmapRegion, backing: MemoryBacking, ksm: bool) -> Result<(),
         // madvise with these advices changes paging policy, not contents.
         let rc = unsafe { libc::madvise(mapping.as_ptr().cast(), mapping.size(), advice) };
         if rc != 0 {
-            return Err(MemoryError::Advise { advice: name, source: std::io::Error::last_os_error() });
+            return Err(MemoryError::Advise {
+                advice: name,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     Ok(())
@@ -297,18 +332,30 @@ fn advise(mapping: &MmapRegion, backing: MemoryBacking, ksm: bool) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemory};
+    use vm_memory::{Bytes, GuestMemoryBackend};
 
     #[test]
     fn small_guest_layout() {
         let map = MemoryMap::new(1 << 30, 64 << 10).unwrap();
         let names: Vec<_> = map.regions().iter().map(|r| r.name).collect();
-        assert_eq!(names, ["ram-low", "guard-after-ram", "mmio", "guard-below-rom", "rom"]);
+        assert_eq!(
+            names,
+            [
+                "ram-low",
+                "guard-after-ram",
+                "mmio",
+                "guard-below-rom",
+                "rom"
+            ]
+        );
         assert_eq!(map.find(0x1000).unwrap().role, RegionRole::Ram);
         assert_eq!(map.find(1 << 30).unwrap().role, RegionRole::Guard);
         assert_eq!(map.find(0xFFFF_FFF0).unwrap().role, RegionRole::Rom);
         assert_eq!(map.find(0xFFFE_0000).unwrap().role, RegionRole::Guard);
-        assert!(map.find(0x8000_0000).is_none(), "a hole between guard and MMIO is unbacked");
+        assert!(
+            map.find(0x8000_0000).is_none(),
+            "a hole between guard and MMIO is unbacked"
+        );
         assert_eq!(map.rom().unwrap().gpa, 0xFFFF_0000);
     }
 
@@ -323,18 +370,35 @@ mod tests {
 
     #[test]
     fn rejects_bad_rom_sizes() {
-        assert!(matches!(MemoryMap::new(1 << 30, 0), Err(MemoryError::RomSize(0))));
-        assert!(matches!(MemoryMap::new(1 << 30, 16 << 20), Err(MemoryError::RomSize(_))));
-        assert!(matches!(MemoryMap::new(1 << 30, 1000), Err(MemoryError::RomAlignment(1000))));
+        assert!(matches!(
+            MemoryMap::new(1 << 30, 0),
+            Err(MemoryError::RomSize(0))
+        ));
+        assert!(matches!(
+            MemoryMap::new(1 << 30, 16 << 20),
+            Err(MemoryError::RomSize(_))
+        ));
+        assert!(matches!(
+            MemoryMap::new(1 << 30, 1000),
+            Err(MemoryError::RomAlignment(1000))
+        ));
     }
 
     #[test]
     fn allocates_sparse_ram() {
         let map = MemoryMap::new(64 << 20, 64 << 10).unwrap();
         let ram = GuestRam::allocate(&map, MemoryBacking::Thp, false).unwrap();
-        ram.memory.write_obj(0xdead_beef_u32, GuestAddress(0x1000)).unwrap();
-        assert_eq!(ram.memory.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xdead_beef);
-        assert!(ram.memory.check_address(GuestAddress(0xFFFF_0000)).is_some());
+        ram.memory
+            .write_obj(0xdead_beef_u32, GuestAddress(0x1000))
+            .unwrap();
+        assert_eq!(
+            ram.memory.read_obj::<u32>(GuestAddress(0x1000)).unwrap(),
+            0xdead_beef
+        );
+        assert!(ram
+            .memory
+            .check_address(GuestAddress(0xFFFF_0000))
+            .is_some());
         assert!(ram.memory.check_address(GuestAddress(64 << 20)).is_none());
     }
 }

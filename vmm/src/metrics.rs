@@ -25,6 +25,9 @@ pub struct VcpuExitCounts {
     pub interrupted: u64,
     /// Anything else.
     pub other: u64,
+    /// Port writes by port number (how far a guest got, e.g. which UART
+    /// registers a kernel programmed).
+    pub pio_out_ports: std::collections::BTreeMap<u16, u64>,
 }
 
 /// Milliseconds since process start for the run's milestones.

@@ -60,16 +60,28 @@ pub struct ViolationLog {
 impl ViolationLog {
     /// An empty log applying `policy`.
     pub fn new(policy: ViolationPolicy) -> Self {
-        ViolationLog { policy, count: AtomicU64::new(0), recorded: Mutex::new(Vec::new()) }
+        ViolationLog {
+            policy,
+            count: AtomicU64::new(0),
+            recorded: Mutex::new(Vec::new()),
+        }
     }
 
     /// Classifies an access that exited to the VMM as MMIO. Returns `None`
     /// when the access is legitimate device traffic.
-    pub fn classify(map: &MemoryMap, gpa: u64, access: Access) -> Option<(ViolationKind, Option<&'static str>)> {
+    pub fn classify(
+        map: &MemoryMap,
+        gpa: u64,
+        access: Access,
+    ) -> Option<(ViolationKind, Option<&'static str>)> {
         match map.find(gpa) {
-            Some(r) if r.role == RegionRole::Rom && access == Access::Write => Some((ViolationKind::RomWrite, Some(r.name))),
+            Some(r) if r.role == RegionRole::Rom && access == Access::Write => {
+                Some((ViolationKind::RomWrite, Some(r.name)))
+            }
             Some(r) if r.role == RegionRole::Guard => Some((ViolationKind::Guard, Some(r.name))),
-            Some(r) if r.role == RegionRole::Mmio => Some((ViolationKind::UnclaimedMmio, Some(r.name))),
+            Some(r) if r.role == RegionRole::Mmio => {
+                Some((ViolationKind::UnclaimedMmio, Some(r.name)))
+            }
             Some(r) if r.role == RegionRole::Ram || r.role == RegionRole::Rom => None,
             _ => Some((ViolationKind::Unbacked, None)),
         }
@@ -78,7 +90,10 @@ impl ViolationLog {
     /// Records and logs a violation; returns true when the VM must stop.
     pub fn record(&self, violation: Violation) -> bool {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let region = violation.region.map(|r| format!(" ({r})")).unwrap_or_default();
+        let region = violation
+            .region
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         log::warn!(
             "violation #{n}: {:?} {} of {} bytes at {:#x}{} by vCPU {}",
             violation.kind,
@@ -116,16 +131,38 @@ mod tests {
     #[test]
     fn classifies_by_region_role() {
         let map = MemoryMap::new(64 << 20, 64 << 10).unwrap();
-        assert_eq!(ViolationLog::classify(&map, 0xFFFF_0010, Access::Write), Some((ViolationKind::RomWrite, Some("rom"))));
-        assert_eq!(ViolationLog::classify(&map, 0xFFFF_0010, Access::Read), None);
-        assert_eq!(ViolationLog::classify(&map, 64 << 20, Access::Read), Some((ViolationKind::Guard, Some("guard-after-ram"))));
-        assert_eq!(ViolationLog::classify(&map, 0x8000_0000, Access::Read), Some((ViolationKind::Unbacked, None)));
-        assert_eq!(ViolationLog::classify(&map, 0xD000_0000, Access::Write), Some((ViolationKind::UnclaimedMmio, Some("mmio"))));
+        assert_eq!(
+            ViolationLog::classify(&map, 0xFFFF_0010, Access::Write),
+            Some((ViolationKind::RomWrite, Some("rom")))
+        );
+        assert_eq!(
+            ViolationLog::classify(&map, 0xFFFF_0010, Access::Read),
+            None
+        );
+        assert_eq!(
+            ViolationLog::classify(&map, 64 << 20, Access::Read),
+            Some((ViolationKind::Guard, Some("guard-after-ram")))
+        );
+        assert_eq!(
+            ViolationLog::classify(&map, 0x8000_0000, Access::Read),
+            Some((ViolationKind::Unbacked, None))
+        );
+        assert_eq!(
+            ViolationLog::classify(&map, 0xD000_0000, Access::Write),
+            Some((ViolationKind::UnclaimedMmio, Some("mmio")))
+        );
     }
 
     #[test]
     fn policy_decides_stop_and_log_counts() {
-        let v = Violation { gpa: 1, access: Access::Read, size: 4, kind: ViolationKind::Guard, vcpu: 0, region: None };
+        let v = Violation {
+            gpa: 1,
+            access: Access::Read,
+            size: 4,
+            kind: ViolationKind::Guard,
+            vcpu: 0,
+            region: None,
+        };
         let log = ViolationLog::new(ViolationPolicy::Log);
         assert!(!log.record(v.clone()));
         assert!(!log.record(v.clone()));

@@ -2,7 +2,9 @@
 //! threads, handle their exits, stop cleanly, report.
 
 use crate::backend::kvm::KvmHypervisor;
-use crate::backend::{BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm};
+use crate::backend::{
+    BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm,
+};
 use crate::config::{BootSource, ConfigError, Platform, SerialOutput, VmConfig};
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::serial::{ConsoleWriter, SerialPort, COM1};
@@ -98,7 +100,10 @@ struct ExitContext {
 fn platform_unavailable(platform: Platform) -> Option<VmmError> {
     let (name, reason) = match platform {
         Platform::None => return None,
-        Platform::SnpModel => ("snp-model", "the SNP firmware model is not part of this build yet".to_string()),
+        Platform::SnpModel => (
+            "snp-model",
+            "the SNP firmware model is not part of this build yet".to_string(),
+        ),
         Platform::Snp | Platform::SevEs | Platform::Sev => {
             let name = match platform {
                 Platform::Snp => "snp",
@@ -113,7 +118,10 @@ fn platform_unavailable(platform: Platform) -> Option<VmmError> {
             (name, reason)
         }
     };
-    Some(VmmError::PlatformUnavailable { platform: name, reason })
+    Some(VmmError::PlatformUnavailable {
+        platform: name,
+        reason,
+    })
 }
 
 /// Runs one VM to completion. `process_start` anchors the timings.
@@ -130,24 +138,46 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     };
     let firmware_limit = matches!(config.boot, BootSource::EmbeddedFirmware).then_some(MAX_VCPUS);
     if let Some(max) = firmware_limit.filter(|max| config.vcpus > *max) {
-        return Err(VmmError::TooManyVcpus { requested: config.vcpus, max, limit: "umbra firmware" });
+        return Err(VmmError::TooManyVcpus {
+            requested: config.vcpus,
+            max,
+            limit: "umbra firmware",
+        });
     }
-    let rom_size = firmware.as_ref().map_or(umbra_firmware::layout::ROM_SIZE, |f| f.len() as u64);
+    let rom_size = firmware
+        .as_ref()
+        .map_or(umbra_firmware::layout::ROM_SIZE, |f| f.len() as u64);
     let map = MemoryMap::new(config.memory, rom_size)?;
 
     let hypervisor = KvmHypervisor::new()?;
     let max = hypervisor.max_vcpus();
     if config.vcpus > max {
-        return Err(VmmError::TooManyVcpus { requested: config.vcpus, max, limit: "KVM on this host" });
+        return Err(VmmError::TooManyVcpus {
+            requested: config.vcpus,
+            max,
+            limit: "KVM on this host",
+        });
     }
     let vm = hypervisor.create_vm()?;
     let ram = GuestRam::allocate(&map, config.memory_backing, config.ksm)?;
     for (slot, region) in ram.memory.iter().enumerate() {
         let gpa = region.start_addr().0;
         let role = map.find(gpa).map_or(RegionRole::Ram, |r| r.role);
-        let access = if role == RegionRole::Rom { SlotAccess::ReadOnly } else { SlotAccess::ReadWrite };
-        let host_addr = region.get_host_address(MemoryRegionAddress(0)).map_or(0, |p| p as u64);
-        let slot = MemorySlot { slot: slot as u32, gpa, size: region.len(), host_addr, access };
+        let access = if role == RegionRole::Rom {
+            SlotAccess::ReadOnly
+        } else {
+            SlotAccess::ReadWrite
+        };
+        let host_addr = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_or(0, |p| p as u64);
+        let slot = MemorySlot {
+            slot: slot as u32,
+            gpa,
+            size: region.len(),
+            host_addr,
+            access,
+        };
         // SAFETY: the mapping is owned by `ram`, which lives until this
         // function returns, after every vCPU thread has been joined and
         // dropped along with the VM.
@@ -157,7 +187,13 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     let start = match (&config.boot, &firmware) {
         (BootSource::Kernel { kernel, initrd }, _) => {
             vm.create_legacy_irqchip()?;
-            let entry = loader::load_linux(&ram.memory, &map, kernel, initrd.as_deref(), &config.cmdline)?;
+            let entry = loader::load_linux(
+                &ram.memory,
+                &map,
+                kernel,
+                initrd.as_deref(),
+                &config.cmdline,
+            )?;
             VcpuStart::Linux64 {
                 entry: entry.entry,
                 boot_params: entry.boot_params,
@@ -175,17 +211,29 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     let control = Arc::new(RunControl::default());
     let first_serial_byte = Arc::new(OnceLock::new());
     let mut bus = PioBus::default();
-    let serial_out: Box<dyn std::io::Write + Send> = match &config.serial {
-        SerialOutput::Stdout => Box::new(std::io::stdout()),
-        SerialOutput::Null => Box::new(std::io::sink()),
-        SerialOutput::File(path) => Box::new(
-            std::fs::File::create(path).map_err(|source| VmmError::OpenSerial { path: path.clone(), source })?,
-        ),
-    };
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::HostSetup("serial eventfd", e))?;
-    let serial = SerialPort::new(serial_irq, ConsoleWriter::new(serial_out, first_serial_byte.clone()));
+    let serial_out: Box<dyn std::io::Write + Send> =
+        match &config.serial {
+            SerialOutput::Stdout => Box::new(std::io::stdout()),
+            SerialOutput::Null => Box::new(std::io::sink()),
+            SerialOutput::File(path) => Box::new(std::fs::File::create(path).map_err(
+                |source| VmmError::OpenSerial {
+                    path: path.clone(),
+                    source,
+                },
+            )?),
+        };
+    let serial_irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmmError::HostSetup("serial eventfd", e))?;
+    let serial = SerialPort::new(
+        serial_irq,
+        ConsoleWriter::new(serial_out, first_serial_byte.clone()),
+    );
     bus.insert(COM1, 8, Arc::new(Mutex::new(serial)));
-    bus.insert(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, Arc::new(Mutex::new(DebugExit::new(control.clone()))));
+    bus.insert(
+        DEBUG_EXIT_PORT,
+        DEBUG_EXIT_SIZE,
+        Arc::new(Mutex::new(DebugExit::new(control.clone()))),
+    );
 
     let context = Arc::new(ExitContext {
         bus,
@@ -198,8 +246,12 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     });
 
     extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-    register_signal_handler(SIGRTMIN(), kick_handler)
-        .map_err(|e| VmmError::HostSetup("the vCPU kick signal", std::io::Error::from_raw_os_error(e.errno())))?;
+    register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| {
+        VmmError::HostSetup(
+            "the vCPU kick signal",
+            std::io::Error::from_raw_os_error(e.errno()),
+        )
+    })?;
 
     let mut threads: Vec<JoinHandle<VcpuExitCounts>> = Vec::new();
     for index in 0..config.vcpus {
@@ -256,7 +308,11 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
             to_exit_ms: ms(exited),
         },
     };
-    Ok(RunOutcome { exit_code, reason, metrics })
+    Ok(RunOutcome {
+        exit_code,
+        reason,
+        metrics,
+    })
 }
 
 /// Words for a stop reason, for the log and the metrics.
@@ -284,13 +340,21 @@ fn stop_threads(threads: &mut Vec<JoinHandle<VcpuExitCounts>>) -> Vec<VcpuExitCo
     threads
         .drain(..)
         .enumerate()
-        .map(|(i, t)| t.join().unwrap_or(VcpuExitCounts { vcpu: i as u32, ..Default::default() }))
+        .map(|(i, t)| {
+            t.join().unwrap_or(VcpuExitCounts {
+                vcpu: i as u32,
+                ..Default::default()
+            })
+        })
         .collect()
 }
 
 fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
     let index = vcpu.index();
-    let mut counts = VcpuExitCounts { vcpu: index, ..Default::default() };
+    let mut counts = VcpuExitCounts {
+        vcpu: index,
+        ..Default::default()
+    };
     while !ctx.control.is_stopping() {
         if index == 0 {
             ctx.first_instruction.get_or_init(Instant::now);
@@ -299,7 +363,8 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
             Ok(exit) => exit,
             Err(e) => {
                 log::error!("{e}");
-                ctx.control.request_stop(StopReason::VmmError(e.to_string()));
+                ctx.control
+                    .request_stop(StopReason::VmmError(e.to_string()));
                 break;
             }
         };
@@ -311,6 +376,7 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
             }
             VcpuExit::PioOut(port, data) => {
                 counts.pio_out += 1;
+                *counts.pio_out_ports.entry(port).or_default() += 1;
                 ctx.bus.write(port, data);
             }
             VcpuExit::MmioRead(gpa, data) => {
@@ -333,7 +399,9 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
             }
             VcpuExit::Shutdown => {
                 counts.other += 1;
-                ctx.control.request_stop(StopReason::GuestCrash(format!("vCPU {index} shut down (triple fault)")));
+                ctx.control.request_stop(StopReason::GuestCrash(format!(
+                    "vCPU {index} shut down (triple fault)"
+                )));
             }
             VcpuExit::Interrupted => {
                 counts.interrupted += 1;
@@ -344,7 +412,9 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
             VcpuExit::Unhandled(what) => {
                 counts.other += 1;
                 log::error!("vCPU {index}: unhandled exit {what}");
-                ctx.control.request_stop(StopReason::GuestCrash(format!("unhandled exit {what} on vCPU {index}")));
+                ctx.control.request_stop(StopReason::GuestCrash(format!(
+                    "unhandled exit {what} on vCPU {index}"
+                )));
             }
         }
     }
@@ -356,7 +426,14 @@ fn refuse(ctx: &ExitContext, vcpu: u32, gpa: u64, size: usize, access: Access) {
     let Some((kind, region)) = ViolationLog::classify(&ctx.map, gpa, access) else {
         return;
     };
-    let violation = Violation { gpa, access, size, kind, vcpu, region };
+    let violation = Violation {
+        gpa,
+        access,
+        size,
+        kind,
+        vcpu,
+        region,
+    };
     if ctx.violations.record(violation) {
         ctx.control.request_stop(StopReason::Violation);
     }

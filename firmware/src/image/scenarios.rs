@@ -103,7 +103,13 @@ pub fn memtest(info: &BootInfo, cmdline: &Cmdline) -> u32 {
         None => (STACKS_TOP, ram.min(3 << 30)),
     };
     let stride = cmdline.number("stride").unwrap_or(4096);
-    if start < STACKS_TOP || end > ram || end > (3 << 30) || stride < 8 || stride % 8 != 0 || start % 8 != 0 {
+    if start < STACKS_TOP
+        || end > ram
+        || end > (3 << 30)
+        || stride < 8
+        || stride % 8 != 0
+        || start % 8 != 0
+    {
         io::print("memtest: range must lie in RAM above the firmware's stacks, below 3 GiB, 8-byte aligned\n");
         return EXIT_BAD_CMDLINE;
     }

@@ -3,8 +3,8 @@
 
 use super::{BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm};
 use kvm_bindings::{
-    kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
-    KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId,
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 
@@ -47,13 +47,18 @@ impl Hypervisor for KvmHypervisor {
         let vm = self.kvm.create_vm().map_err(BackendError::CreateVm)?;
         vm.set_identity_map_address(IDENTITY_MAP_ADDR)
             .map_err(|e| BackendError::VmSetup("KVM_SET_IDENTITY_MAP_ADDR", e))?;
-        vm.set_tss_address(TSS_ADDR).map_err(|e| BackendError::VmSetup("KVM_SET_TSS_ADDR", e))?;
+        vm.set_tss_address(TSS_ADDR)
+            .map_err(|e| BackendError::VmSetup("KVM_SET_TSS_ADDR", e))?;
         let cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| BackendError::VmSetup("KVM_GET_SUPPORTED_CPUID", e))?;
         let readonly_mem = self.kvm.check_extension(Cap::ReadonlyMem);
-        Ok(KvmVm { vm, cpuid, readonly_mem })
+        Ok(KvmVm {
+            vm,
+            cpuid,
+            readonly_mem,
+        })
     }
 }
 
@@ -87,19 +92,39 @@ impl Vm for KvmVm {
         };
         // SAFETY: the caller guarantees the host range is a live mapping that
         // outlives the VM (this function's contract).
-        unsafe { self.vm.set_user_memory_region(region) }.map_err(|source| BackendError::MapMemory {
-            slot: slot.slot,
-            gpa: slot.gpa,
-            source,
+        unsafe { self.vm.set_user_memory_region(region) }.map_err(|source| {
+            BackendError::MapMemory {
+                slot: slot.slot,
+                gpa: slot.gpa,
+                source,
+            }
         })
     }
 
-    fn create_vcpu(&self, index: u32, vcpu_count: u32, start: VcpuStart) -> Result<KvmVcpu, BackendError> {
-        let fd = self.vm.create_vcpu(u64::from(index)).map_err(|e| BackendError::CreateVcpu(index, e))?;
-        let setup = |what: &'static str| move |source| BackendError::VcpuSetup { index, what, source };
+    fn create_vcpu(
+        &self,
+        index: u32,
+        vcpu_count: u32,
+        start: VcpuStart,
+    ) -> Result<KvmVcpu, BackendError> {
+        let fd = self
+            .vm
+            .create_vcpu(u64::from(index))
+            .map_err(|e| BackendError::CreateVcpu(index, e))?;
+        let setup = |what: &'static str| {
+            move |source| BackendError::VcpuSetup {
+                index,
+                what,
+                source,
+            }
+        };
         let cpuid = vcpu_cpuid(&self.cpuid, index, vcpu_count);
         fd.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
-        let signature = cpuid.as_slice().iter().find(|e| e.function == 1).map_or(0x600, |e| e.eax);
+        let signature = cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 1)
+            .map_or(0x600, |e| e.eax);
         match start {
             VcpuStart::Reset => {
                 // KVM's vCPU reset state is the architectural one; QEMU also
@@ -144,7 +169,12 @@ impl Vm for KvmVm {
                 regs.rip = 0xFFF0;
                 fd.set_regs(&regs).map_err(setup("KVM_SET_REGS"))?;
             }
-            VcpuStart::Linux64 { entry, boot_params, page_table, gdt } => {
+            VcpuStart::Linux64 {
+                entry,
+                boot_params,
+                page_table,
+                gdt,
+            } => {
                 let mut sregs = fd.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
                 let code = kvm_segment {
                     base: 0,
@@ -161,7 +191,13 @@ impl Vm for KvmVm {
                     unusable: 0,
                     padding: 0,
                 };
-                let data = kvm_segment { selector: 0x18, type_: 0x3, l: 0, db: 1, ..code };
+                let data = kvm_segment {
+                    selector: 0x18,
+                    type_: 0x3,
+                    l: 0,
+                    db: 1,
+                    ..code
+                };
                 sregs.cs = code;
                 sregs.ds = data;
                 sregs.es = data;
@@ -175,7 +211,12 @@ impl Vm for KvmVm {
                 sregs.cr0 |= 0x8000_0001; // PG | PE
                 sregs.efer |= 0x500; // LME | LMA
                 fd.set_sregs(&sregs).map_err(setup("KVM_SET_SREGS"))?;
-                let regs = kvm_regs { rip: entry, rsi: boot_params, rflags: 2, ..Default::default() };
+                let regs = kvm_regs {
+                    rip: entry,
+                    rsi: boot_params,
+                    rflags: 2,
+                    ..Default::default()
+                };
                 fd.set_regs(&regs).map_err(setup("KVM_SET_REGS"))?;
             }
         }
@@ -183,9 +224,16 @@ impl Vm for KvmVm {
     }
 
     fn create_legacy_irqchip(&self) -> Result<(), BackendError> {
-        self.vm.create_irq_chip().map_err(|e| BackendError::VmSetup("KVM_CREATE_IRQCHIP", e))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-        self.vm.create_pit2(pit).map_err(|e| BackendError::VmSetup("KVM_CREATE_PIT2", e))
+        self.vm
+            .create_irq_chip()
+            .map_err(|e| BackendError::VmSetup("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.vm
+            .create_pit2(pit)
+            .map_err(|e| BackendError::VmSetup("KVM_CREATE_PIT2", e))
     }
 }
 
@@ -243,7 +291,9 @@ impl Vcpu for KvmVcpu {
             Ok(K::Shutdown) => Ok(VcpuExit::Shutdown),
             Ok(K::Intr) => Ok(VcpuExit::Interrupted),
             Ok(other) => Ok(VcpuExit::Unhandled(format!("{other:?}"))),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(VcpuExit::Interrupted),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                Ok(VcpuExit::Interrupted)
+            }
             Err(e) => Err(BackendError::Run(self.index, e)),
         }
     }

@@ -143,7 +143,12 @@ pub trait Vm: Send + Sync {
 
     /// Creates vCPU `index` in the given start state, with `vcpu_count` used
     /// for its CPU topology.
-    fn create_vcpu(&self, index: u32, vcpu_count: u32, start: VcpuStart) -> Result<Self::Vcpu, BackendError>;
+    fn create_vcpu(
+        &self,
+        index: u32,
+        vcpu_count: u32,
+        start: VcpuStart,
+    ) -> Result<Self::Vcpu, BackendError>;
 
     /// Creates the legacy interrupt controllers (PIC, IOAPIC, LAPIC, PIT)
     /// that an operating system expects. Firmware runs without them.

@@ -35,6 +35,7 @@ impl PioDevice for DebugExit {
                 *slot = *b;
             }
         }
-        self.control.request_stop(StopReason::GuestExit(u32::from_le_bytes(bytes)));
+        self.control
+            .request_stop(StopReason::GuestExit(u32::from_le_bytes(bytes)));
     }
 }

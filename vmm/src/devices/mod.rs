@@ -30,10 +30,9 @@ impl PioBus {
     /// Adds a device at `[base, base + len)`. Returns false on overlap.
     pub fn insert(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn PioDevice>>) -> bool {
         let end = u32::from(base) + u32::from(len);
-        let overlaps = self
-            .entries
-            .iter()
-            .any(|e| u32::from(base) < u32::from(e.base) + u32::from(e.len) && u32::from(e.base) < end);
+        let overlaps = self.entries.iter().any(|e| {
+            u32::from(base) < u32::from(e.base) + u32::from(e.len) && u32::from(e.base) < end
+        });
         if overlaps || len == 0 {
             return false;
         }

@@ -60,7 +60,9 @@ pub struct SerialPort {
 impl SerialPort {
     /// A UART writing to `out` and signalling `irq`.
     pub fn new(irq: EventFd, out: ConsoleWriter) -> Self {
-        SerialPort { uart: Serial::new(IrqTrigger(irq), out) }
+        SerialPort {
+            uart: Serial::new(IrqTrigger(irq), out),
+        }
     }
 }
 

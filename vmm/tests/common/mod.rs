@@ -1,0 +1,74 @@
+//! Helpers shared by the integration tests: the KVM skip/require rule of
+//! DESIGN.md section 6 and a runner for the `umbra` binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Whether KVM tests can run. Without /dev/kvm a test prints why and
+/// returns early, unless UMBRA_REQUIRE_KVM=1, where that is a failure.
+pub fn kvm_available() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var("UMBRA_REQUIRE_KVM").as_deref() != Ok("1"),
+            "UMBRA_REQUIRE_KVM=1 but /dev/kvm cannot be opened"
+        );
+        eprintln!("skipped: /dev/kvm cannot be opened");
+    }
+    ok
+}
+
+/// Whether an optional peer tool or file is present; absent fails the test
+/// under UMBRA_REQUIRE_PEERS=1, otherwise it is a printed skip.
+pub fn peer_available(what: &str, present: bool) -> bool {
+    if !present {
+        assert!(
+            std::env::var("UMBRA_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "UMBRA_REQUIRE_PEERS=1 but {what} is missing"
+        );
+        eprintln!("skipped: {what} is missing");
+    }
+    present
+}
+
+/// Runs `umbra` with the arguments and a safety timeout.
+pub fn umbra(args: &[&str]) -> Output {
+    let has_timeout = args.iter().any(|a| a.starts_with("--timeout"));
+    let safety: &[&str] = if has_timeout {
+        &[]
+    } else {
+        &["--timeout", "120"]
+    };
+    Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(args)
+        .args(safety)
+        .output()
+        .expect("spawn umbra")
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("umbra-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Reads the metrics JSON a run wrote.
+pub fn metrics(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("metrics file written");
+    serde_json::from_str(&text).expect("metrics are JSON")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
