@@ -21,6 +21,12 @@ pub struct Cli {
 enum Command {
     /// Boot a VM: umbra's embedded firmware unless --firmware or --kernel is given.
     Run(RunArgs),
+    /// Write the embedded firmware ROM image to a file (to measure it, or to
+    /// boot it under QEMU with `-bios`).
+    ExportFirmware {
+        /// Destination file.
+        path: PathBuf,
+    },
 }
 
 /// Options of `umbra run`.
@@ -115,6 +121,15 @@ impl RunArgs {
 pub fn run(cli: Cli, process_start: Instant) -> i32 {
     match cli.command {
         Command::Run(args) => run_vm(&args, process_start),
+        Command::ExportFirmware { path } => {
+            match std::fs::write(&path, crate::firmware::EMBEDDED_FIRMWARE) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("umbra: cannot write {}: {err}", path.display());
+                    exit_code::VMM_ERROR
+                }
+            }
+        }
     }
 }
 
