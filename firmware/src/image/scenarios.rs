@@ -107,8 +107,8 @@ pub fn memtest(info: &BootInfo, cmdline: &Cmdline) -> u32 {
         || end > ram
         || end > (3 << 30)
         || stride < 8
-        || stride % 8 != 0
-        || start % 8 != 0
+        || !stride.is_multiple_of(8)
+        || !start.is_multiple_of(8)
     {
         io::print("memtest: range must lie in RAM above the firmware's stacks, below 3 GiB, 8-byte aligned\n");
         return EXIT_BAD_CMDLINE;
