@@ -1,0 +1,53 @@
+//! The agent against a configfs-tsm entry that returns a real Milan report
+//! (go-sev-guest's attestation.bin, REPORT_DATA 0102030405 then zeros).
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::PathBuf;
+use umbra_guest_agent::tsm::{get_report, AgentError};
+
+fn vectors() -> Option<PathBuf> {
+    match std::env::var("UMBRA_VECTORS") {
+        Ok(dir) => Some(PathBuf::from(dir)),
+        Err(_) => {
+            eprintln!("skipped: UMBRA_VECTORS not set");
+            None
+        }
+    }
+}
+
+fn fake_entry(name: &str, report: &[u8]) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("umbra-agent-tsm-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    let entry = root.join("e");
+    fs::create_dir_all(&entry).unwrap();
+    fs::write(entry.join("outblob"), report).unwrap();
+    fs::write(entry.join("generation"), b"3\n").unwrap();
+    fs::write(entry.join("provider"), b"sev_guest\n").unwrap();
+    root
+}
+
+#[test]
+fn accepts_a_report_carrying_the_requested_data() {
+    let Some(v) = vectors() else { return };
+    let report = fs::read(v.join("milan-gosevguest/attestation.bin")).unwrap();
+    let root = fake_entry("ok", &report);
+    let evidence = get_report(&root, "e", &[1, 2, 3, 4, 5], None).unwrap();
+    assert_eq!(evidence.provider, "sev_guest");
+    assert_eq!(evidence.parsed.version, 2);
+    assert_eq!(
+        evidence.parsed.measurement[..4],
+        [0xb0, 0x7a, 0xf9, 0x62],
+        "measurement from EXPECTED.json (b07af962…)"
+    );
+    assert_eq!(evidence.report, report);
+}
+
+#[test]
+fn refuses_a_report_for_another_nonce() {
+    let Some(v) = vectors() else { return };
+    let report = fs::read(v.join("milan-gosevguest/attestation.bin")).unwrap();
+    let root = fake_entry("replay", &report);
+    let err = get_report(&root, "e", b"fresh nonce", None).unwrap_err();
+    assert!(matches!(err, AgentError::ReportDataMismatch), "{err}");
+}
