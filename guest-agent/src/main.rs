@@ -37,17 +37,6 @@ enum Command {
     },
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim().trim_start_matches("0x");
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn main() {
     let Command::Report {
         report_data,
@@ -57,9 +46,12 @@ fn main() {
         tsm_root,
         entry,
     } = Cli::parse().command;
-    let Some(data) = decode_hex(&report_data) else {
-        eprintln!("umbra-agent: --report-data must be hex");
-        std::process::exit(2);
+    let data = match umbra_attestation::hex::decode(report_data.trim().trim_start_matches("0x")) {
+        Ok(data) => data,
+        Err(err) => {
+            eprintln!("umbra-agent: --report-data: {err}");
+            std::process::exit(2);
+        }
     };
     let evidence = match get_report(&tsm_root, &entry, &data, vmpl) {
         Ok(evidence) => evidence,
