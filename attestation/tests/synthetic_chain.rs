@@ -473,6 +473,14 @@ fn certs_dir_with_trust_root_contract() {
     assert_eq!(code, 1, "policy failure: {out}");
     assert!(out.contains("FAIL measurement"), "{out}");
 
+    // A CRL in the directory that revokes the ASK.
+    let crl = s.crl(true, "ark.key").to_der().expect("der");
+    std::fs::write(s.dir.join("crl.der"), crl).expect("write");
+    let (code, out, _) = cli(&[&base[..], &["--trust-root", &ark]].concat());
+    assert_eq!(code, 4, "revoked ASK: {out}");
+    assert!(out.contains("FAIL revocation"), "{out}");
+    std::fs::remove_file(s.dir.join("crl.der")).expect("rm");
+
     let (code, out, _) = cli(&[&base[..], &["--trust-root", &ark, "--format", "json"]].concat());
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json output");

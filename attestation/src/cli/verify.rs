@@ -42,7 +42,7 @@ struct VerifyOpts {
     /// VLEK certificate (PEM or DER).
     #[arg(long)]
     vlek: Option<PathBuf>,
-    /// Directory with ark/ask/asvk/vcek/vlek as .pem or .der (any of them).
+    /// Directory with ark/ask/asvk/vcek/vlek/crl as .pem or .der (any of them).
     #[arg(long)]
     certs: Option<PathBuf>,
     /// ARK certificate to use (must still be pinned).
@@ -244,9 +244,10 @@ fn gather(a: &VerifyOpts) -> Result<Inputs, String> {
         .iter()
         .map(|p| load_cert_file(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let crl = match &a.crl {
+    // --crl, else crl.der/crl.pem in --certs DIR, else the cache.
+    let crl = match a.crl.clone().or_else(|| from_dir("crl")) {
         Some(p) => {
-            let bytes = read_input(p)?;
+            let bytes = read_input(&p)?;
             Some(chain::load_crl(&bytes, &p.display().to_string()).map_err(|e| e.to_string())?)
         }
         None => cached.and_then(|c| c.crl),
