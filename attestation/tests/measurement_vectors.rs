@@ -372,3 +372,82 @@ fn mutated_images_never_panic() {
     }
     println!("{errors} of 3000 mutated images rejected by the parser");
 }
+
+/// The page plan a VMM follows (`snp_launch_steps`, one LAUNCH_UPDATE per
+/// page, VMSAs from `VcpuSaveAreas`) reproduces the vector digests.
+#[test]
+fn step_plan_walk_reproduces_snp_cases() {
+    use measure::{LaunchDigest, PageType, PlanOptions, StepSource, VcpuSaveAreas};
+    let Some(dir) = vectors() else { return };
+    let mut checked = 0;
+    for c in cases(&dir) {
+        if s(&c, "mode") != Some("snp") || s(&c, "expected_digest_hex").is_none() {
+            continue;
+        }
+        let data = file(&dir, s(&c, "ovmf").unwrap_or_default());
+        let fw = FirmwareImage::parse(&data).unwrap_or_else(|e| panic!("{e}"));
+        let vmm: VmmType = s(&c, "vmm_type")
+            .unwrap_or("QEMU")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kernel = s(&c, "kernel").map(|k| {
+            let initrd = s(&c, "initrd").map(|p| file(&dir, p));
+            KernelHashes::new(&file(&dir, k), initrd.as_deref(), s(&c, "append"))
+        });
+        let seed = s(&c, "snp_ovmf_hash").map(|h| {
+            let v: [u8; 48] = unhex(h).try_into().unwrap_or_else(|_| panic!("len"));
+            v
+        });
+        let vcpus = c["vcpus"].as_u64().unwrap_or(0) as u32;
+        let sig = s(&c, "vcpu_sig")
+            .map(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or(0))
+            .unwrap_or(0);
+        let features = s(&c, "guest_features")
+            .map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).unwrap_or(1))
+            .unwrap_or(1);
+        let opts = PlanOptions {
+            vmm_type: vmm,
+            kernel_hashes: kernel.is_some(),
+            include_firmware: seed.is_none(),
+            vcpus,
+        };
+        let steps = measure::snp_launch_steps(&fw, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let areas = VcpuSaveAreas::new(&fw, features, sig, vmm).unwrap_or_else(|e| panic!("{e}"));
+        let mut ld = seed.map_or_else(LaunchDigest::new, LaunchDigest::with_seed);
+        for step in &steps {
+            match step.source {
+                StepSource::Image { .. } => {
+                    let bytes = step.image_bytes(&fw).unwrap_or_else(|| panic!("bytes"));
+                    for (gpa, page) in step.page_gpas().zip(bytes.chunks_exact(4096)) {
+                        let page: &[u8; 4096] = page.try_into().unwrap_or_else(|_| panic!("page"));
+                        ld.update(PageType::Normal, gpa, Some(page));
+                    }
+                }
+                StepSource::KernelHashes { offset } => {
+                    let page = kernel
+                        .as_ref()
+                        .and_then(|k| k.page(offset))
+                        .unwrap_or_else(|| panic!("kernel hashes page"));
+                    ld.update(step.page_type, step.gpa, Some(&page));
+                }
+                StepSource::None => {
+                    for gpa in step.page_gpas() {
+                        ld.update(step.page_type, gpa, None);
+                    }
+                }
+                StepSource::Vmsa { vcpu } => {
+                    let area = areas.get(vcpu).unwrap_or_else(|e| panic!("{e}"));
+                    ld.update(PageType::Vmsa, step.gpa, Some(area.as_page()));
+                }
+            }
+        }
+        assert_eq!(
+            hex(&ld.digest()),
+            s(&c, "expected_digest_hex").unwrap_or_default(),
+            "{}",
+            s(&c, "name").unwrap_or("?")
+        );
+        checked += 1;
+    }
+    assert!(checked >= 14, "only {checked} SNP cases");
+}

@@ -134,6 +134,34 @@ pub struct LaunchStep {
     pub source: StepSource,
 }
 
+impl LaunchStep {
+    /// Number of 4 KiB pages in the step.
+    pub fn pages(&self) -> u64 {
+        self.len / PAGE_SIZE as u64
+    }
+
+    /// Guest-physical address of each page, in update order.
+    pub fn page_gpas(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.pages()).map(move |i| {
+            if self.page_type == PageType::Vmsa {
+                self.gpa
+            } else {
+                self.gpa + i * PAGE_SIZE as u64
+            }
+        })
+    }
+
+    /// The bytes a NORMAL image step loads, from the image of its slot.
+    pub fn image_bytes<'a>(&self, image: &FirmwareImage<'a>) -> Option<&'a [u8]> {
+        match self.source {
+            StepSource::Image { offset, .. } if image.is_complete() => image
+                .data()
+                .get(offset..offset.checked_add(self.len as usize)?),
+            _ => None,
+        }
+    }
+}
+
 /// Options of an OVMF-style SNP launch plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanOptions {
