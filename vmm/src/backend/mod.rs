@@ -6,6 +6,7 @@
 //! firmware model implement the same traits and add a confidential-launch
 //! interface on top.
 
+pub mod confidential;
 pub mod kvm;
 
 use thiserror::Error;

@@ -1,0 +1,172 @@
+//! The confidential-launch interface a backend offers on top of `Vm`:
+//! SNP_LAUNCH_START -> SNP_LAUNCH_UPDATE* -> SNP_LAUNCH_FINISH (AMD SEV-SNP
+//! ABI spec 56860 §8.16-8.18). Implemented by the KVM SNP backend (real
+//! hardware, `backend::sev`) and by the SNP firmware model (`snp_model`).
+//! The order of calls is enforced by the typestate in `crate::launch`, not
+//! by the implementations' runtime checks (which still exist, because the
+//! firmware itself refuses out-of-order commands).
+
+pub use umbra_attestation::measure::gctx::PageType;
+use thiserror::Error;
+
+/// SEV firmware status codes (SEV-SNP ABI spec 56860, table "Status Codes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FirmwareStatus {
+    /// 0x01
+    InvalidPlatformState = 0x01,
+    /// 0x02
+    InvalidGuestState = 0x02,
+    /// 0x05
+    InvalidAddress = 0x05,
+    /// 0x07
+    InvalidParam = 0x07,
+    /// 0x09
+    InvalidGuest = 0x09,
+    /// 0x0B
+    BadMeasurement = 0x0B,
+    /// 0x0E
+    InvalidConfig = 0x0E,
+    /// 0x11
+    InvalidLength = 0x11,
+    /// 0x16
+    PolicyFailure = 0x16,
+    /// 0x19
+    InvalidKey = 0x19,
+    /// 0x1B
+    BadSignature = 0x1B,
+    /// 0x1C
+    BadSvn = 0x1C,
+    /// 0x20
+    InvalidPageSize = 0x20,
+    /// 0x21
+    InvalidPageState = 0x21,
+    /// 0x22
+    InvalidMdataEntry = 0x22,
+    /// 0x23
+    InvalidPageOwner = 0x23,
+    /// 0x27
+    AeadOflow = 0x27,
+}
+
+impl FirmwareStatus {
+    /// The spec's name for the code.
+    pub fn name(self) -> &'static str {
+        match self {
+            FirmwareStatus::InvalidPlatformState => "INVALID_PLATFORM_STATE",
+            FirmwareStatus::InvalidGuestState => "INVALID_GUEST_STATE",
+            FirmwareStatus::InvalidAddress => "INVALID_ADDRESS",
+            FirmwareStatus::InvalidParam => "INVALID_PARAM",
+            FirmwareStatus::InvalidGuest => "INVALID_GUEST",
+            FirmwareStatus::BadMeasurement => "BAD_MEASUREMENT",
+            FirmwareStatus::InvalidConfig => "INVALID_CONFIG",
+            FirmwareStatus::InvalidLength => "INVALID_LENGTH",
+            FirmwareStatus::PolicyFailure => "POLICY_FAILURE",
+            FirmwareStatus::InvalidKey => "INVALID_KEY",
+            FirmwareStatus::BadSignature => "BAD_SIGNATURE",
+            FirmwareStatus::BadSvn => "BAD_SVN",
+            FirmwareStatus::InvalidPageSize => "INVALID_PAGE_SIZE",
+            FirmwareStatus::InvalidPageState => "INVALID_PAGE_STATE",
+            FirmwareStatus::InvalidMdataEntry => "INVALID_MDATA_ENTRY",
+            FirmwareStatus::InvalidPageOwner => "INVALID_PAGE_OWNER",
+            FirmwareStatus::AeadOflow => "AEAD_OFLOW",
+        }
+    }
+}
+
+impl std::fmt::Display for FirmwareStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:#x})", self.name(), *self as u32)
+    }
+}
+
+/// Errors of the confidential-launch commands.
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    /// LAUNCH_START was refused.
+    #[error("SNP_LAUNCH_START refused: {0}")]
+    Start(FirmwareStatus),
+    /// LAUNCH_UPDATE was refused for a range.
+    #[error("SNP_LAUNCH_UPDATE of {pages} {page_type:?} page(s) at {gpa:#x} refused: {status}")]
+    Update {
+        /// First GPA of the range.
+        gpa: u64,
+        /// Pages in the range.
+        pages: u64,
+        /// Page type.
+        page_type: PageType,
+        /// Firmware status.
+        status: FirmwareStatus,
+    },
+    /// LAUNCH_FINISH was refused.
+    #[error("SNP_LAUNCH_FINISH refused: {0}")]
+    Finish(FirmwareStatus),
+    /// The kernel refused an ioctl (hardware backends).
+    #[error("{what} failed (firmware error {fw_error:#x})")]
+    Ioctl {
+        /// Which command.
+        what: &'static str,
+        /// The SEV firmware error the kernel reported.
+        fw_error: u32,
+        /// errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Contents given for an update are not whole pages.
+    #[error("update contents of {0} bytes are not whole 4 KiB pages")]
+    ContentsLength(usize),
+}
+
+/// LAUNCH_START parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchStartParams {
+    /// Guest policy (ABI spec §4.3); bit 17 must be set.
+    pub policy: u64,
+}
+
+/// One LAUNCH_UPDATE: `len / 4096` pages of one type from `gpa`.
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchUpdate<'a> {
+    /// First guest-physical address (4 KiB aligned).
+    pub gpa: u64,
+    /// Length in bytes (a multiple of 4 KiB).
+    pub len: u64,
+    /// Page type.
+    pub page_type: PageType,
+    /// Contents for NORMAL pages; `None` for ZERO, UNMEASURED, SECRETS and
+    /// CPUID pages (CPUID pages carry the table the VMM proposes).
+    pub contents: Option<&'a [u8]>,
+}
+
+/// LAUNCH_FINISH parameters.
+#[derive(Clone, Debug)]
+pub struct LaunchFinishParams {
+    /// ID block (96 bytes, spec §8.18), if any.
+    pub id_block: Option<Vec<u8>>,
+    /// ID authentication structure (4096 bytes), with the ID block.
+    pub id_auth: Option<Vec<u8>>,
+    /// Whether the author key in `id_auth` is used.
+    pub auth_key_en: bool,
+    /// HOST_DATA copied into every report.
+    pub host_data: [u8; 32],
+    /// The VMSA page of each vCPU, in vCPU order, as measured (KVM builds
+    /// its own from vCPU state on hardware; the model takes these).
+    pub vmsa_pages: Vec<Vec<u8>>,
+}
+
+/// What LAUNCH_FINISH produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchFinished {
+    /// The launch digest (MEASUREMENT in reports).
+    pub measurement: [u8; 48],
+}
+
+/// A backend that can launch a confidential guest.
+pub trait ConfidentialLaunch {
+    /// SNP_LAUNCH_START.
+    fn launch_start(&mut self, params: &LaunchStartParams) -> Result<(), LaunchError>;
+    /// SNP_LAUNCH_UPDATE for one range.
+    fn launch_update(&mut self, update: &LaunchUpdate<'_>) -> Result<(), LaunchError>;
+    /// SNP_LAUNCH_FINISH.
+    fn launch_finish(&mut self, params: &LaunchFinishParams) -> Result<LaunchFinished, LaunchError>;
+}
