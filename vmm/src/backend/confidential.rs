@@ -6,10 +6,11 @@
 //! by the implementations' runtime checks (which still exist, because the
 //! firmware itself refuses out-of-order commands).
 
-pub use umbra_attestation::measure::gctx::PageType;
 use thiserror::Error;
+pub use umbra_attestation::measure::gctx::PageType;
 
-/// SEV firmware status codes (SEV-SNP ABI spec 56860, table "Status Codes").
+/// SEV firmware status codes (SEV-SNP ABI spec 56860, table "Status Codes";
+/// the values are those of Linux `include/uapi/linux/psp-sev.h` `SEV_RET_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum FirmwareStatus {
@@ -17,39 +18,65 @@ pub enum FirmwareStatus {
     InvalidPlatformState = 0x01,
     /// 0x02
     InvalidGuestState = 0x02,
-    /// 0x05
-    InvalidAddress = 0x05,
+    /// 0x03
+    InvalidConfig = 0x03,
+    /// 0x04
+    InvalidLength = 0x04,
     /// 0x07
-    InvalidParam = 0x07,
+    PolicyFailure = 0x07,
     /// 0x09
-    InvalidGuest = 0x09,
+    InvalidAddress = 0x09,
+    /// 0x0A
+    BadSignature = 0x0A,
     /// 0x0B
     BadMeasurement = 0x0B,
-    /// 0x0E
-    InvalidConfig = 0x0E,
-    /// 0x11
-    InvalidLength = 0x11,
+    /// 0x10
+    InvalidGuest = 0x10,
     /// 0x16
-    PolicyFailure = 0x16,
+    InvalidParam = 0x16,
     /// 0x19
-    InvalidKey = 0x19,
+    InvalidPageSize = 0x19,
+    /// 0x1A
+    InvalidPageState = 0x1A,
     /// 0x1B
-    BadSignature = 0x1B,
+    InvalidMdataEntry = 0x1B,
     /// 0x1C
-    BadSvn = 0x1C,
-    /// 0x20
-    InvalidPageSize = 0x20,
+    InvalidPageOwner = 0x1C,
+    /// 0x1D
+    AeadOflow = 0x1D,
     /// 0x21
-    InvalidPageState = 0x21,
-    /// 0x22
-    InvalidMdataEntry = 0x22,
-    /// 0x23
-    InvalidPageOwner = 0x23,
+    BadSvn = 0x21,
     /// 0x27
-    AeadOflow = 0x27,
+    InvalidKey = 0x27,
 }
 
 impl FirmwareStatus {
+    /// The status for a raw firmware code, if it is one of the modelled ones.
+    pub fn from_code(code: u32) -> Option<Self> {
+        use FirmwareStatus::*;
+        [
+            InvalidPlatformState,
+            InvalidGuestState,
+            InvalidConfig,
+            InvalidLength,
+            PolicyFailure,
+            InvalidAddress,
+            BadSignature,
+            BadMeasurement,
+            InvalidGuest,
+            InvalidParam,
+            InvalidPageSize,
+            InvalidPageState,
+            InvalidMdataEntry,
+            InvalidPageOwner,
+            AeadOflow,
+            BadSvn,
+            InvalidKey,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == code)
+    }
+
     /// The spec's name for the code.
     pub fn name(self) -> &'static str {
         match self {
@@ -168,5 +195,6 @@ pub trait ConfidentialLaunch {
     /// SNP_LAUNCH_UPDATE for one range.
     fn launch_update(&mut self, update: &LaunchUpdate<'_>) -> Result<(), LaunchError>;
     /// SNP_LAUNCH_FINISH.
-    fn launch_finish(&mut self, params: &LaunchFinishParams) -> Result<LaunchFinished, LaunchError>;
+    fn launch_finish(&mut self, params: &LaunchFinishParams)
+        -> Result<LaunchFinished, LaunchError>;
 }
