@@ -49,3 +49,36 @@ pub const SERIAL_PORT: u16 = 0x3F8;
 pub const DEBUG_EXIT_PORT: u16 = 0xF4;
 /// Width of the debug-exit register.
 pub const DEBUG_EXIT_SIZE: u16 = 4;
+
+/// umbra's hypervisor CPUID leaves, above KVM's own at 0x4000_0000.
+/// `0x4000_0100`: EAX = highest umbra leaf, EBX/ECX/EDX = "UmbraUmbraVM".
+pub const UMBRA_CPUID_LEAF: u32 = 0x4000_0100;
+/// `0x4000_0101`: EAX = feature bits ([`UMBRA_FEATURE_SNP_MODEL`]).
+pub const UMBRA_CPUID_FEATURES: u32 = 0x4000_0101;
+/// The SNP firmware model answers the paravirtual MSRs below.
+pub const UMBRA_FEATURE_SNP_MODEL: u32 = 1 << 0;
+
+/// GHCB MSR (AMD GHCB spec 56421 §2.3.1).
+pub const MSR_GHCB: u32 = 0xC001_0130;
+/// SEV_STATUS MSR: bit 0 SEV, bit 1 SEV-ES, bit 2 SNP (AMD APM vol. 2 §15.34.10).
+pub const MSR_SEV_STATUS: u32 = 0xC001_0131;
+/// Paravirtual stand-in for VMGEXIT under the SNP model: a write hands the
+/// current GHCB MSR value (or GHCB page) to the model, as VMGEXIT would.
+/// Needed because `vmmcall` cannot reach userspace on every KVM.
+pub const MSR_UMBRA_VMGEXIT: u32 = 0x4000_0130;
+/// Paravirtual stand-in for PVALIDATE under the SNP model: write
+/// `gpa | (validate << 1) | page_size_2m`, then read the PVALIDATE result
+/// code (bit 63 set: no RMP update, i.e. rFLAGS.CF=1).
+pub const MSR_UMBRA_PVALIDATE: u32 = 0x4000_0131;
+
+/// Port through which the guest asks the VMM to read guest memory (tests of
+/// the VMM's shared-only accessor): write a GPA (32-bit, page aligned), then
+/// read 4 bytes: the first dword of the page as the VMM sees it, and the
+/// status at port + 4 (`PROBE_*`).
+pub const PROBE_PORT: u16 = 0xF0;
+/// The VMM read the page.
+pub const PROBE_OK: u32 = 0;
+/// The VMM refused: the page is private to the guest.
+pub const PROBE_REFUSED_PRIVATE: u32 = 1;
+/// The VMM refused: not guest RAM.
+pub const PROBE_NOT_RAM: u32 = 2;

@@ -255,7 +255,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
 
     let mut threads: Vec<JoinHandle<VcpuExitCounts>> = Vec::new();
     for index in 0..config.vcpus {
-        let vcpu = vm.create_vcpu(index, config.vcpus, start)?;
+        let vcpu = vm.create_vcpu(index, config.vcpus, start, 0)?;
         let ctx = context.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
@@ -402,6 +402,21 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
                 ctx.control.request_stop(StopReason::GuestCrash(format!(
                     "vCPU {index} shut down (triple fault)"
                 )));
+            }
+            VcpuExit::MsrRead {
+                index: msr, error, ..
+            } => {
+                // Only intercepted MSRs exit; without a handler, refuse.
+                counts.other += 1;
+                log::warn!("vCPU {index}: rdmsr {msr:#x} with no handler: #GP");
+                *error = 1;
+            }
+            VcpuExit::MsrWrite {
+                index: msr, error, ..
+            } => {
+                counts.other += 1;
+                log::warn!("vCPU {index}: wrmsr {msr:#x} with no handler: #GP");
+                *error = 1;
             }
             VcpuExit::Interrupted => {
                 counts.interrupted += 1;

@@ -6,6 +6,7 @@
 mod boot;
 mod io;
 mod mem;
+mod platform;
 mod scenarios;
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -51,9 +52,16 @@ pub extern "C" fn firmware_main(apic_id: u32) -> ! {
         io::halt();
     }
     let info = boot_info();
+    let (platform, sev_status) = platform::detect();
     io::print("umbra firmware ");
     io::print(env!("CARGO_PKG_VERSION"));
-    io::print(": booted in 64-bit mode on the bootstrap vCPU\n");
+    io::print(": booted in 64-bit mode on the bootstrap vCPU, platform ");
+    io::print(platform.name());
+    if platform != platform::Platform::Plain {
+        io::print(", SEV_STATUS ");
+        io::print_hex(sev_status);
+    }
+    io::print("\n");
     let cmdline = Cmdline::new(info.cmdline());
     let code = match cmdline.scenario() {
         Ok(Scenario::Hello) => scenarios::hello(),

@@ -12,8 +12,6 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 /// same addresses as QEMU so no guest-visible range differs.
 const IDENTITY_MAP_ADDR: u64 = 0xFEFF_C000;
 const TSS_ADDR: usize = 0xFEFF_D000;
-/// Hypervisor CPUID leaf announcing umbra ("UmbraUmbraVM").
-const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 
 /// The plain KVM backend.
 pub struct KvmHypervisor {
@@ -101,11 +99,41 @@ impl Vm for KvmVm {
         })
     }
 
+    fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError> {
+        use kvm_ioctls::{
+            MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags,
+        };
+        let cap = kvm_bindings::kvm_enable_cap {
+            cap: kvm_bindings::KVM_CAP_X86_USER_SPACE_MSR,
+            args: [u64::from(MsrExitReason::Filter.bits()), 0, 0, 0],
+            ..Default::default()
+        };
+        self.vm
+            .enable_cap(&cap)
+            .map_err(|e| BackendError::VmSetup("KVM_CAP_X86_USER_SPACE_MSR", e))?;
+        // One range per MSR with a cleared bit: "deny", which with the
+        // capability above means "exit to userspace" for reads and writes.
+        let denied = [0u8; 1];
+        let ranges: Vec<MsrFilterRange<'_>> = msrs
+            .iter()
+            .map(|&base| MsrFilterRange {
+                flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+                base,
+                msr_count: 1,
+                bitmap: &denied,
+            })
+            .collect();
+        self.vm
+            .set_msr_filter(MsrFilterDefaultAction::ALLOW, &ranges)
+            .map_err(|e| BackendError::VmSetup("KVM_X86_SET_MSR_FILTER", e))
+    }
+
     fn create_vcpu(
         &self,
         index: u32,
         vcpu_count: u32,
         start: VcpuStart,
+        umbra_features: u32,
     ) -> Result<KvmVcpu, BackendError> {
         let fd = self
             .vm
@@ -118,7 +146,13 @@ impl Vm for KvmVm {
                 source,
             }
         };
-        let cpuid = vcpu_cpuid(&self.cpuid, index, vcpu_count);
+        let cpuid = vcpu_cpuid(&self.cpuid, index, vcpu_count, umbra_features).map_err(|e| {
+            BackendError::VcpuSetup {
+                index,
+                what: "building CPUID",
+                source: e,
+            }
+        })?;
         fd.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
         let signature = cpuid
             .as_slice()
@@ -238,9 +272,35 @@ impl Vm for KvmVm {
 }
 
 /// The CPUID table for one vCPU: what KVM supports, with this vCPU's APIC
-/// ID and topology, and umbra's hypervisor leaf.
-fn vcpu_cpuid(supported: &CpuId, index: u32, vcpu_count: u32) -> CpuId {
-    let mut cpuid = supported.clone();
+/// ID and topology, and umbra's hypervisor leaves (after KVM's own).
+fn vcpu_cpuid(
+    supported: &CpuId,
+    index: u32,
+    vcpu_count: u32,
+    umbra_features: u32,
+) -> Result<CpuId, kvm_ioctls::Error> {
+    use umbra_firmware::layout::{UMBRA_CPUID_FEATURES, UMBRA_CPUID_LEAF};
+    let mut entries: Vec<kvm_bindings::kvm_cpuid_entry2> = supported
+        .as_slice()
+        .iter()
+        .filter(|e| e.function != UMBRA_CPUID_LEAF && e.function != UMBRA_CPUID_FEATURES)
+        .copied()
+        .collect();
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: UMBRA_CPUID_LEAF,
+        eax: UMBRA_CPUID_FEATURES,
+        ebx: u32::from_le_bytes(*b"Umbr"),
+        ecx: u32::from_le_bytes(*b"aUmb"),
+        edx: u32::from_le_bytes(*b"raVM"),
+        ..Default::default()
+    });
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: UMBRA_CPUID_FEATURES,
+        eax: umbra_features,
+        ..Default::default()
+    });
+    let mut cpuid =
+        CpuId::from_entries(&entries).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             1 => {
@@ -248,15 +308,10 @@ fn vcpu_cpuid(supported: &CpuId, index: u32, vcpu_count: u32) -> CpuId {
                 entry.ebx = (entry.ebx & 0xFFFF) | (index << 24) | (vcpu_count.min(255) << 16);
             }
             0xB | 0x1F => entry.edx = index,
-            HYPERVISOR_LEAF => {
-                entry.ebx = u32::from_le_bytes(*b"Umbr");
-                entry.ecx = u32::from_le_bytes(*b"aUmb");
-                entry.edx = u32::from_le_bytes(*b"raVM");
-            }
             _ => {}
         }
     }
-    cpuid
+    Ok(cpuid)
 }
 
 /// A plain KVM vCPU.
@@ -290,6 +345,16 @@ impl Vcpu for KvmVcpu {
             Ok(K::Hlt) => Ok(VcpuExit::Halt),
             Ok(K::Shutdown) => Ok(VcpuExit::Shutdown),
             Ok(K::Intr) => Ok(VcpuExit::Interrupted),
+            Ok(K::X86Rdmsr(exit)) => Ok(VcpuExit::MsrRead {
+                index: exit.index,
+                data: exit.data,
+                error: exit.error,
+            }),
+            Ok(K::X86Wrmsr(exit)) => Ok(VcpuExit::MsrWrite {
+                index: exit.index,
+                data: exit.data,
+                error: exit.error,
+            }),
             Ok(other) => Ok(VcpuExit::Unhandled(format!("{other:?}"))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 Ok(VcpuExit::Interrupted)

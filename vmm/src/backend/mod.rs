@@ -110,6 +110,24 @@ pub enum VcpuExit<'a> {
     MmioRead(u64, &'a mut [u8]),
     /// Write to an address without a writable memslot (incl. ROM).
     MmioWrite(u64, &'a [u8]),
+    /// `rdmsr` of an intercepted MSR: set `data`, or set `error` to inject #GP.
+    MsrRead {
+        /// MSR index.
+        index: u32,
+        /// The value the guest will read.
+        data: &'a mut u64,
+        /// Non-zero injects #GP.
+        error: &'a mut u8,
+    },
+    /// `wrmsr` of an intercepted MSR.
+    MsrWrite {
+        /// MSR index.
+        index: u32,
+        /// The value written.
+        data: u64,
+        /// Non-zero injects #GP.
+        error: &'a mut u8,
+    },
     /// HLT with interrupts off or no interrupt source.
     Halt,
     /// Triple fault or similar: the guest is dead.
@@ -143,13 +161,18 @@ pub trait Vm: Send + Sync {
     unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError>;
 
     /// Creates vCPU `index` in the given start state, with `vcpu_count` used
-    /// for its CPU topology.
+    /// for its CPU topology and `umbra_features` announced in umbra's
+    /// hypervisor CPUID leaf (`umbra_firmware::layout::UMBRA_CPUID_FEATURES`).
     fn create_vcpu(
         &self,
         index: u32,
         vcpu_count: u32,
         start: VcpuStart,
+        umbra_features: u32,
     ) -> Result<Self::Vcpu, BackendError>;
+
+    /// Makes guest `rdmsr`/`wrmsr` of these MSRs exit to the VMM.
+    fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError>;
 
     /// Creates the legacy interrupt controllers (PIC, IOAPIC, LAPIC, PIT)
     /// that an operating system expects. Firmware runs without them.
