@@ -1,7 +1,8 @@
 //! The `umbra` command line.
 
 use crate::config::{
-    parse_size, BootSource, MemoryBacking, Platform, SerialOutput, ViolationPolicy, VmConfig,
+    parse_size, BootSource, MemoryBacking, Platform, SerialOutput, SnpOptions, ViolationPolicy,
+    VmConfig,
 };
 use crate::exit_code;
 use crate::vmm;
@@ -20,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a VM: umbra's embedded firmware unless --firmware or --kernel is given.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the embedded firmware ROM image to a file (to measure it, or to
     /// boot it under QEMU with `-bios`).
     ExportFirmware {
@@ -71,6 +72,46 @@ pub struct RunArgs {
     /// Stop the VM after this many seconds (exit code 124).
     #[arg(long)]
     timeout: Option<f64>,
+    /// SNP: QEMU CPU model whose CPUID signature the VMSAs carry.
+    #[arg(long, default_value = "EPYC-v4")]
+    vcpu_type: String,
+    /// SNP: VMSA SEV_FEATURES (hex or decimal).
+    #[arg(long, default_value = "0x1", value_parser = parse_u64)]
+    guest_features: u64,
+    /// SNP: guest policy (hex or decimal).
+    #[arg(long, default_value = "0x30000", value_parser = parse_u64)]
+    policy: u64,
+    /// SNP: HOST_DATA, 32 bytes of hex.
+    #[arg(long, value_parser = parse_host_data)]
+    host_data: Option<[u8; 32]>,
+    /// SNP: ID block file (96 bytes, from `umbra-attest id-block`).
+    #[arg(long, requires = "id_auth")]
+    id_block: Option<PathBuf>,
+    /// SNP: ID auth file (4096 bytes).
+    #[arg(long, requires = "id_block")]
+    id_auth: Option<PathBuf>,
+    /// SNP: print the launch digest the launch will produce, and exit.
+    #[arg(long)]
+    print_measurement: bool,
+    /// SNP model: write report.bin and ark.pem/ask.pem/vcek.pem here.
+    #[arg(long)]
+    attest_out: Option<PathBuf>,
+    /// SNP model: directory with the model's keys (created if missing).
+    #[arg(long)]
+    model_keys: Option<PathBuf>,
+}
+
+fn parse_u64(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("'{text}' is not a number"))
+}
+
+fn parse_host_data(text: &str) -> Result<[u8; 32], String> {
+    umbra_attestation::hex::decode_exact::<32>(text.trim_start_matches("0x"))
+        .map_err(|e| format!("host data must be 32 bytes of hex: {e}"))
 }
 
 impl RunArgs {
@@ -113,6 +154,16 @@ impl RunArgs {
                     ))
                 }
             },
+            snp: SnpOptions {
+                vcpu_type: self.vcpu_type.clone(),
+                guest_features: self.guest_features,
+                policy: self.policy,
+                host_data: self.host_data.unwrap_or([0; 32]),
+                id_block: self.id_block.clone(),
+                id_auth: self.id_auth.clone(),
+                attest_out: self.attest_out.clone(),
+                model_keys: self.model_keys.clone(),
+            },
         })
     }
 }
@@ -141,6 +192,18 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
             return exit_code::VMM_ERROR;
         }
     };
+    if args.print_measurement {
+        return match vmm::predicted_measurement(&config) {
+            Ok(digest) => {
+                println!("{}", umbra_attestation::hex::encode(&digest));
+                0
+            }
+            Err(err) => {
+                eprintln!("umbra: {}", error_chain(&err));
+                exit_code::VMM_ERROR
+            }
+        };
+    }
     let outcome = match vmm::run(&config, process_start) {
         Ok(outcome) => outcome,
         Err(err) => {

@@ -112,6 +112,44 @@ pub struct VmConfig {
     pub ksm: bool,
     /// Stop the VM after this long.
     pub timeout: Option<std::time::Duration>,
+    /// SEV-SNP launch inputs (used by the SNP platforms).
+    pub snp: SnpOptions,
+}
+
+/// Inputs of an SEV-SNP launch, with sev-snp-measure's meanings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnpOptions {
+    /// QEMU CPU model name for the VMSA's CPUID signature.
+    pub vcpu_type: String,
+    /// VMSA SEV_FEATURES.
+    pub guest_features: u64,
+    /// Guest policy.
+    pub policy: u64,
+    /// HOST_DATA (32 bytes).
+    pub host_data: [u8; 32],
+    /// ID block file.
+    pub id_block: Option<PathBuf>,
+    /// ID auth file.
+    pub id_auth: Option<PathBuf>,
+    /// Where the model writes report.bin and its certificates.
+    pub attest_out: Option<PathBuf>,
+    /// The SNP model's key directory.
+    pub model_keys: Option<PathBuf>,
+}
+
+impl Default for SnpOptions {
+    fn default() -> Self {
+        SnpOptions {
+            vcpu_type: "EPYC-v4".into(),
+            guest_features: 0x1,
+            policy: 0x3_0000,
+            host_data: [0; 32],
+            id_block: None,
+            id_auth: None,
+            attest_out: None,
+            model_keys: None,
+        }
+    }
 }
 
 impl VmConfig {
@@ -128,6 +166,7 @@ impl VmConfig {
             memory_backing: MemoryBacking::Anon,
             ksm: false,
             timeout: None,
+            snp: SnpOptions::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::devices::serial::{ConsoleWriter, SerialPort, COM1};
 use crate::devices::PioBus;
 use crate::exit_code;
 use crate::firmware::EMBEDDED_FIRMWARE;
+use crate::launch::{LaunchOptions, LaunchPlan, PlanError};
 use crate::loader::{self, LoadError};
 use crate::memory::{GuestRam, MemoryError, MemoryMap, RegionRole};
 use crate::metrics::{RunMetrics, Timings, VcpuExitCounts};
@@ -70,6 +71,12 @@ pub enum VmmError {
     /// An eventfd or signal handler could not be created.
     #[error("cannot set up {0}")]
     HostSetup(&'static str, #[source] std::io::Error),
+    /// The SNP launch plan could not be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// --print-measurement without an SNP firmware boot.
+    #[error("--print-measurement needs --platform snp or snp-model and a firmware boot")]
+    MeasurementPlatform,
     /// A vCPU thread could not be spawned.
     #[error("cannot spawn a vCPU thread")]
     SpawnVcpu(#[source] std::io::Error),
@@ -94,6 +101,41 @@ struct ExitContext {
     halted: std::sync::atomic::AtomicU32,
     vcpu_count: u32,
     first_instruction: OnceLock<Instant>,
+}
+
+/// The SNP launch plan for a configuration (firmware boots only).
+pub fn launch_options(config: &VmConfig) -> Result<LaunchOptions, VmmError> {
+    let read = |path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, VmmError> {
+        path.as_deref()
+            .map(loader::read_image)
+            .transpose()
+            .map_err(VmmError::from)
+    };
+    Ok(LaunchOptions {
+        vcpus: config.vcpus,
+        vcpu_type: config.snp.vcpu_type.clone(),
+        guest_features: config.snp.guest_features,
+        policy: config.snp.policy,
+        host_data: config.snp.host_data,
+        id_block: read(&config.snp.id_block)?,
+        id_auth: read(&config.snp.id_auth)?,
+    })
+}
+
+/// The launch digest an SNP launch of this configuration produces,
+/// computed without launching (`umbra run --print-measurement`).
+pub fn predicted_measurement(config: &VmConfig) -> Result<[u8; 48], VmmError> {
+    config.validate()?;
+    if !matches!(config.platform, Platform::Snp | Platform::SnpModel) {
+        return Err(VmmError::MeasurementPlatform);
+    }
+    let image = match &config.boot {
+        BootSource::EmbeddedFirmware => EMBEDDED_FIRMWARE.to_vec(),
+        BootSource::Firmware(path) => loader::read_image(path)?,
+        BootSource::Kernel { .. } => return Err(VmmError::MeasurementPlatform),
+    };
+    let plan = LaunchPlan::new(&image, launch_options(config)?)?;
+    Ok(plan.expected_measurement()?)
 }
 
 /// Reasons a platform other than `none` cannot run here yet.
