@@ -50,7 +50,8 @@ fn main() {
         // vector registers entirely.
         .env(
             "RUSTFLAGS",
-            "-C target-feature=+soft-float,-sse,-sse2,-avx,-avx2 -C target-cpu=x86-64",
+            "-C target-feature=+soft-float,-sse,-sse2,-avx,-avx2 -C target-cpu=x86-64 \
+             --cfg aes_backend=\"soft\" --cfg polyval_backend=\"soft\"",
         )
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort")

@@ -23,16 +23,25 @@ pub enum Scenario {
     Smp,
     /// Write and verify a pattern over a RAM range.
     Memtest,
+    /// SNP: request an attestation report with `report_data=HEX`.
+    Attest,
+    /// SNP: convert a page private <-> shared and check what the VMM sees.
+    Psc,
+    /// SNP: ask the VMM to read a private page; expect refusal.
+    PrivateRead,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 5] = [
+    pub const ALL: [(&'static str, Scenario); 8] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
         ("smp", Scenario::Smp),
         ("memtest", Scenario::Memtest),
+        ("attest", Scenario::Attest),
+        ("psc", Scenario::Psc),
+        ("private-read", Scenario::PrivateRead),
     ];
 }
 

@@ -82,3 +82,17 @@ pub const PROBE_OK: u32 = 0;
 pub const PROBE_REFUSED_PRIVATE: u32 = 1;
 /// The VMM refused: not guest RAM.
 pub const PROBE_NOT_RAM: u32 = 2;
+
+/// The GHCB page the firmware shares with the VMM under SNP.
+pub const GHCB_GPA: u64 = 0x1A000;
+/// Shared page for an encrypted guest-request message.
+pub const GUEST_REQUEST_GPA: u64 = 0x1B000;
+/// Shared page for the encrypted response.
+pub const GUEST_RESPONSE_GPA: u64 = 0x1C000;
+/// Two private pages at the end of the statics window where the firmware
+/// builds and decrypts messages (never shared).
+pub const SCRATCH_GPA: u64 = 0x2E000;
+/// The page the `psc` scenario converts between private and shared.
+pub const PSC_TEST_GPA: u64 = 0x30_0000;
+/// Offset of VMPCK0 in the secrets page (SNP ABI secrets page layout).
+pub const SECRETS_VMPCK0: usize = 0x20;

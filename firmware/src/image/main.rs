@@ -8,6 +8,7 @@ mod io;
 mod mem;
 mod platform;
 mod scenarios;
+mod snp;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use umbra_firmware::boot_info::{BootInfo, CHECKIN_OFFSET};
@@ -69,6 +70,9 @@ pub extern "C" fn firmware_main(apic_id: u32) -> ! {
         Ok(Scenario::Guard) => scenarios::guard(info),
         Ok(Scenario::Smp) => scenarios::smp(info, checkin_counter()),
         Ok(Scenario::Memtest) => scenarios::memtest(info, &cmdline),
+        Ok(Scenario::Attest) => snp::attest(&cmdline),
+        Ok(Scenario::Psc) => snp::psc_scenario(),
+        Ok(Scenario::PrivateRead) => snp::private_read(),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);

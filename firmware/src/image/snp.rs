@@ -1,0 +1,292 @@
+//! The SNP scenarios: `attest`, `psc` and `private-read`. They speak the
+//! GHCB MSR protocol and the GHCB-page guest request as an SNP guest does,
+//! through the model's paravirtual VMGEXIT (see `platform`).
+
+use crate::platform::{self, ghcb_msr_call, pvalidate, rdmsr, wrmsr, Platform};
+use crate::{io, EXIT_BAD_CMDLINE, EXIT_FAILED};
+use core::arch::asm;
+use core::ptr;
+use umbra_firmware::cmdline::Cmdline;
+use umbra_firmware::guest_msg::{
+    self, MSG_REPORT_REQ, MSG_REPORT_RSP, REPORT_RSP_REPORT, REPORT_SIZE,
+};
+use umbra_firmware::layout::{
+    GHCB_GPA, GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA, MSR_GHCB, MSR_UMBRA_VMGEXIT, PROBE_NOT_RAM,
+    PROBE_OK, PROBE_PORT, PROBE_REFUSED_PRIVATE, PSC_TEST_GPA, SCRATCH_GPA, SECRETS_PAGE_GPA,
+    SECRETS_VMPCK0,
+};
+
+/// GHCB-page offsets (GHCB spec 56421 table 3; Linux `struct ghcb`).
+const SW_EXIT_CODE: usize = 0x390;
+const SW_EXIT_INFO_1: usize = 0x398;
+const SW_EXIT_INFO_2: usize = 0x3A0;
+const VALID_BITMAP: usize = 0x3F0;
+const PROTOCOL_VERSION: usize = 0xFFA;
+/// NAE event: SNP guest request.
+const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
+
+fn require_snp() -> bool {
+    if platform::detect().0 != Platform::SnpModel {
+        io::print("this scenario needs an SNP platform (--platform snp-model)\n");
+        return false;
+    }
+    true
+}
+
+fn fail(what: &str, value: u64) -> u32 {
+    io::print(what);
+    io::print(" ");
+    io::print_hex(value);
+    io::print(": fail\n");
+    EXIT_FAILED
+}
+
+/// A 4 KiB page at a fixed guest-physical address.
+fn page(gpa: u64) -> &'static mut [u8; 4096] {
+    // SAFETY: the addresses passed are the fixed, page-aligned, identity-
+    // mapped pages of `layout` reserved for this use; only the bootstrap
+    // vCPU runs scenarios, so no two live references alias.
+    unsafe { &mut *(gpa as *mut [u8; 4096]) }
+}
+
+/// MSR-protocol page-state change of one 4 KiB page (op 1 private, 2 shared).
+fn psc(gpa: u64, to_private: bool) -> Result<(), u64> {
+    let op: u64 = if to_private { 1 } else { 2 };
+    let resp = ghcb_msr_call((op << 52) | (gpa & !0xFFF) | 0x014);
+    if resp & 0xFFF != 0x015 || resp >> 32 != 0 {
+        return Err(resp);
+    }
+    Ok(())
+}
+
+fn negotiate() -> Result<(), u64> {
+    let info = ghcb_msr_call(0x002);
+    let (max, min) = (info >> 48, (info >> 32) & 0xFFFF);
+    if info & 0xFFF != 0x001 || max < 2 || min > 2 {
+        return Err(info);
+    }
+    let features = ghcb_msr_call(0x080);
+    if features & 0xFFF != 0x081 || (features >> 12) & 1 == 0 {
+        return Err(features);
+    }
+    Ok(())
+}
+
+fn hex_nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn parse_report_data(text: &str) -> Option<[u8; 64]> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 || bytes.len() > 128 {
+        return None;
+    }
+    let mut out = [0u8; 64];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = (hex_nibble(pair[0])? << 4) | hex_nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Requests an attestation report carrying `report_data=HEX` and prints it.
+pub fn attest(cmdline: &Cmdline) -> u32 {
+    if !require_snp() {
+        return EXIT_BAD_CMDLINE;
+    }
+    let Some(report_data) = parse_report_data(cmdline.get("report_data").unwrap_or("")) else {
+        io::print("attest: report_data must be up to 64 bytes of hex\n");
+        return EXIT_BAD_CMDLINE;
+    };
+    if let Err(v) = negotiate() {
+        return fail("attest: GHCB protocol negotiation refused", v);
+    }
+    for gpa in [GHCB_GPA, GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA] {
+        if let Err(v) = psc(gpa, false) {
+            return fail("attest: page-state change to shared refused", v);
+        }
+    }
+    let registered = ghcb_msr_call(GHCB_GPA | 0x012);
+    if registered != (GHCB_GPA | 0x013) {
+        return fail("attest: GHCB registration refused", registered);
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&page(SECRETS_PAGE_GPA)[SECRETS_VMPCK0..SECRETS_VMPCK0 + 32]);
+    if key == [0; 32] {
+        return fail("attest: VMPCK0 in the secrets page is zero", 0);
+    }
+
+    // Encrypt in private memory, then copy to the shared request page.
+    let scratch = page(SCRATCH_GPA);
+    let payload = guest_msg::report_request(&report_data);
+    if guest_msg::seal(&key, 1, MSG_REPORT_REQ, 0, &payload, scratch).is_err() {
+        return fail("attest: cannot build the request", 0);
+    }
+    page(GUEST_REQUEST_GPA).copy_from_slice(scratch);
+    let ghcb = page(GHCB_GPA);
+    ghcb.fill(0);
+    ghcb[SW_EXIT_CODE..SW_EXIT_CODE + 8].copy_from_slice(&SNP_GUEST_REQUEST.to_le_bytes());
+    ghcb[SW_EXIT_INFO_1..SW_EXIT_INFO_1 + 8].copy_from_slice(&GUEST_REQUEST_GPA.to_le_bytes());
+    ghcb[SW_EXIT_INFO_2..SW_EXIT_INFO_2 + 8].copy_from_slice(&GUEST_RESPONSE_GPA.to_le_bytes());
+    // Valid bits 114..116 (sw_exit_code, info_1, info_2) live in byte 14.
+    ghcb[VALID_BITMAP + 14] = 0b0001_1100;
+    ghcb[PROTOCOL_VERSION..PROTOCOL_VERSION + 2].copy_from_slice(&2u16.to_le_bytes());
+    // SAFETY: orders the GHCB stores before the exit that hands it over.
+    unsafe { asm!("mfence", options(nostack, preserves_flags)) };
+    wrmsr(MSR_GHCB, GHCB_GPA);
+    wrmsr(MSR_UMBRA_VMGEXIT, 0);
+    let info1 = u64::from_le_bytes(
+        ghcb[SW_EXIT_INFO_1..SW_EXIT_INFO_1 + 8]
+            .try_into()
+            .unwrap_or([0xFF; 8]),
+    );
+    let info2 = u64::from_le_bytes(
+        ghcb[SW_EXIT_INFO_2..SW_EXIT_INFO_2 + 8]
+            .try_into()
+            .unwrap_or([0xFF; 8]),
+    );
+    if info1 as u32 != 0 || info2 != 0 {
+        io::print("attest: guest request failed, sw_exit_info_1 ");
+        io::print_hex(info1);
+        return fail(", sw_exit_info_2", info2);
+    }
+
+    scratch.copy_from_slice(page(GUEST_RESPONSE_GPA));
+    let response = match guest_msg::open(&key, 2, scratch) {
+        Ok((MSG_REPORT_RSP, body)) if body.len() >= REPORT_RSP_REPORT + REPORT_SIZE => body,
+        Ok((other, _)) => return fail("attest: unexpected response type", u64::from(other)),
+        Err(_) => return fail("attest: response did not authenticate", 0),
+    };
+    let status = u32::from_le_bytes([response[0], response[1], response[2], response[3]]);
+    if status != 0 {
+        return fail("attest: firmware status", u64::from(status));
+    }
+    let report = &response[REPORT_RSP_REPORT..REPORT_RSP_REPORT + REPORT_SIZE];
+    io::print("attest: report ");
+    for b in report {
+        io::write_bytes(&[
+            b"0123456789abcdef"[usize::from(b >> 4)],
+            b"0123456789abcdef"[usize::from(b & 0xF)],
+        ]);
+    }
+    io::print("\n");
+    if report[0x50..0x90] != report_data {
+        return fail("attest: report carries other REPORT_DATA", 0);
+    }
+    io::print("attest: report for our REPORT_DATA received: ok\n");
+    0
+}
+
+fn outl(port: u16, value: u32) {
+    // SAFETY: the probe port has no memory effects on the guest.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as above.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Asks the VMM to read the first dword of a page: (value, status).
+fn probe(gpa: u64) -> (u32, u32) {
+    outl(PROBE_PORT, gpa as u32);
+    (inl(PROBE_PORT), inl(PROBE_PORT + 4))
+}
+
+/// Converts a page private -> shared -> private and checks what the VMM sees.
+pub fn psc_scenario() -> u32 {
+    if !require_snp() {
+        return EXIT_BAD_CMDLINE;
+    }
+    if let Err(v) = negotiate() {
+        return fail("psc: GHCB protocol negotiation refused", v);
+    }
+    let target = PSC_TEST_GPA as *mut u32;
+    // 1. Private and validated: the guest owns it; the VMM must not see it.
+    let (code, no_update) = pvalidate(PSC_TEST_GPA, true, false);
+    if code != 0 || no_update {
+        return fail("psc: PVALIDATE of a fresh private page", u64::from(code));
+    }
+    // SAFETY: PSC_TEST_GPA is identity-mapped guest RAM reserved for this test.
+    unsafe { ptr::write_volatile(target, 0x5EC2_E700) };
+    let (_, status) = probe(PSC_TEST_GPA);
+    if status != PROBE_REFUSED_PRIVATE {
+        return fail("psc: VMM read a private page, status", u64::from(status));
+    }
+    // 2. Double validation is refused (no RMP update).
+    let (code, no_update) = pvalidate(PSC_TEST_GPA, true, false);
+    if !no_update {
+        return fail("psc: double PVALIDATE was accepted, code", u64::from(code));
+    }
+    // 3. Shared: rescind validation, convert, write; the VMM sees the bytes.
+    let (code, _) = pvalidate(PSC_TEST_GPA, false, false);
+    if code != 0 {
+        return fail("psc: PVALIDATE rescind", u64::from(code));
+    }
+    if let Err(v) = psc(PSC_TEST_GPA, false) {
+        return fail("psc: conversion to shared refused", v);
+    }
+    // SAFETY: as above.
+    unsafe { ptr::write_volatile(target, 0x5AA4_ED00) };
+    let (value, status) = probe(PSC_TEST_GPA);
+    if status != PROBE_OK || value != 0x5AA4_ED00 {
+        return fail(
+            "psc: VMM did not see the shared page, status",
+            u64::from(status),
+        );
+    }
+    // 4. Back to private: the VMM loses access again.
+    if let Err(v) = psc(PSC_TEST_GPA, true) {
+        return fail("psc: conversion to private refused", v);
+    }
+    let (code, _) = pvalidate(PSC_TEST_GPA, true, false);
+    if code != 0 {
+        return fail("psc: PVALIDATE after conversion", u64::from(code));
+    }
+    let (_, status) = probe(PSC_TEST_GPA);
+    if status != PROBE_REFUSED_PRIVATE {
+        return fail(
+            "psc: VMM read the page after it became private, status",
+            u64::from(status),
+        );
+    }
+    // 5. A conversion of ROM is refused with an architected error.
+    if psc(0xFFFF_0000, false).is_ok() {
+        return fail("psc: conversion of ROM was accepted", 0);
+    }
+    io::print("psc: private -> shared -> private seen correctly by the VMM; double validation and ROM conversion refused: ok\n");
+    let _ = rdmsr(MSR_GHCB);
+    0
+}
+
+/// Asks the VMM to read a private page and expects a refusal.
+pub fn private_read() -> u32 {
+    if !require_snp() {
+        return EXIT_BAD_CMDLINE;
+    }
+    let (_, status) = probe(SECRETS_PAGE_GPA);
+    let (_, rom) = probe(0xFFFF_0000);
+    io::print("private-read: VMM read of the secrets page: ");
+    match status {
+        PROBE_REFUSED_PRIVATE => io::print("refused"),
+        PROBE_OK => io::print("ALLOWED"),
+        _ => io::print("other"),
+    }
+    io::print("\n");
+    if status == PROBE_REFUSED_PRIVATE && rom == PROBE_NOT_RAM {
+        io::print("private-read: ok\n");
+        0
+    } else {
+        EXIT_FAILED
+    }
+}
