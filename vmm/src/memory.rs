@@ -42,6 +42,9 @@ pub enum MemoryError {
     /// memfd_create or ftruncate failed for the hugetlb backing.
     #[error("cannot create the hugetlb memory file")]
     HugetlbFile(#[source] std::io::Error),
+    /// mprotect of the VMM's view failed.
+    #[error("cannot change the VMM's access to guest memory")]
+    Protect(#[source] std::io::Error),
     /// Regions overlap (a bug in the layout).
     #[error("guest memory regions overlap")]
     Overlap(#[source] vm_memory::GuestRegionCollectionError),
@@ -212,9 +215,48 @@ impl MemoryMap {
 }
 
 /// Host memory for every mapped region, as one vm-memory collection.
+///
+/// For confidential guests on the SNP model, RAM is a memfd mapped twice:
+/// once for KVM (the guest's view, never handed to Rust code as a slice) and
+/// once as `memory`, the VMM's own view, where private pages are PROT_NONE so
+/// that a VMM bug that reaches for them faults instead of reading them.
 pub struct GuestRam {
-    /// All RAM and ROM regions, addressable by GPA.
+    /// The VMM's view of RAM and ROM, addressable by GPA.
     pub memory: GuestMemoryMmap,
+    /// The guest's own mappings of RAM when they differ from `memory`.
+    guest_mappings: Vec<GuestMapping>,
+}
+
+/// A host range backing guest memory, for a memslot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostRange {
+    /// Guest-physical base.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Host virtual address.
+    pub host_addr: u64,
+}
+
+/// An mmap owned by umbra, unmapped on drop.
+struct GuestMapping {
+    gpa: u64,
+    addr: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; the pointer is only used for
+// memslot registration and bounds-checked copies (see `firmware_write`).
+unsafe impl Send for GuestMapping {}
+// SAFETY: as above; concurrent access is the guest's own, as for any RAM.
+unsafe impl Sync for GuestMapping {}
+
+impl Drop for GuestMapping {
+    fn drop(&mut self) {
+        // SAFETY: addr/size describe a mapping this struct created and owns;
+        // nothing references it after the VM (which outlives no GuestRam).
+        unsafe { libc::munmap(self.addr.cast(), self.size) };
+    }
 }
 
 impl GuestRam {
@@ -250,8 +292,180 @@ impl GuestRam {
             regions.push(region);
         }
         let memory = GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Overlap)?;
-        Ok(GuestRam { memory })
+        Ok(GuestRam {
+            memory,
+            guest_mappings: Vec::new(),
+        })
     }
+
+    /// Maps a confidential guest's memory: each RAM region is a memfd mapped
+    /// once for the guest and once for the VMM, with the VMM's view
+    /// inaccessible (every page starts private); the ROM is as usual.
+    pub fn allocate_confidential(map: &MemoryMap) -> Result<Self, MemoryError> {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let mut regions = Vec::new();
+        let mut guest_mappings = Vec::new();
+        for region in map.regions().iter().filter(|r| r.role.is_mapped()) {
+            let size = region.size;
+            let map_err = |source| MemoryError::Map { size, source };
+            let view = if region.role == RegionRole::Ram {
+                let file = memfd("umbra-guest-private", 0, size)?;
+                // SAFETY: a fresh MAP_SHARED mapping of a file we own, at an
+                // address the kernel picks; checked for MAP_FAILED below.
+                let addr = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        size as usize,
+                        prot,
+                        libc::MAP_SHARED,
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        0,
+                    )
+                };
+                if addr == libc::MAP_FAILED {
+                    return Err(MemoryError::Map {
+                        size,
+                        source: vm_memory::mmap::MmapRegionError::Mmap(
+                            std::io::Error::last_os_error(),
+                        ),
+                    });
+                }
+                guest_mappings.push(GuestMapping {
+                    gpa: region.gpa,
+                    addr: addr.cast(),
+                    size: size as usize,
+                });
+                let view = vm_memory::mmap::MmapRegionBuilder::new(size as usize)
+                    .with_mmap_prot(prot)
+                    .with_mmap_flags(libc::MAP_SHARED)
+                    .with_file_offset(FileOffset::new(file, 0))
+                    .build()
+                    .map_err(map_err)?;
+                // SAFETY: the whole view is a mapping owned by `view`;
+                // PROT_NONE only removes the VMM's access.
+                let rc =
+                    unsafe { libc::mprotect(view.as_ptr().cast(), view.size(), libc::PROT_NONE) };
+                if rc != 0 {
+                    return Err(MemoryError::Protect(std::io::Error::last_os_error()));
+                }
+                view
+            } else {
+                map_backing(size, MemoryBacking::Anon)?
+            };
+            let region = GuestRegionMmap::new(view, GuestAddress(region.gpa))
+                .ok_or(MemoryError::RomSize(size))?;
+            regions.push(region);
+        }
+        let memory = GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Overlap)?;
+        Ok(GuestRam {
+            memory,
+            guest_mappings,
+        })
+    }
+
+    /// The host ranges to register as memslots: the guest's own mapping
+    /// where it differs from the VMM's view.
+    pub fn guest_ranges(&self) -> Vec<HostRange> {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        self.memory
+            .iter()
+            .map(|r| {
+                let gpa = r.start_addr().0;
+                let own = self.guest_mappings.iter().find(|m| m.gpa == gpa);
+                let host_addr = match own {
+                    Some(m) => m.addr as u64,
+                    None => r
+                        .get_host_address(MemoryRegionAddress(0))
+                        .map_or(0, |p| p as u64),
+                };
+                HostRange {
+                    gpa,
+                    size: r.len(),
+                    host_addr,
+                }
+            })
+            .collect()
+    }
+
+    /// Grants or removes the VMM's own access to `gpa..gpa+len` of a
+    /// confidential guest's RAM (page aligned). A no-op for other guests.
+    pub fn set_vmm_access(&self, gpa: u64, len: u64, accessible: bool) -> Result<(), MemoryError> {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        if !self
+            .guest_mappings
+            .iter()
+            .any(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
+        {
+            return Ok(());
+        }
+        let region = self
+            .memory
+            .find_region(GuestAddress(gpa))
+            .ok_or(MemoryError::Protect(std::io::Error::from_raw_os_error(
+                libc::EFAULT,
+            )))?;
+        let offset = gpa - region.start_addr().0;
+        if offset + len > region.len() {
+            return Err(MemoryError::Protect(std::io::Error::from_raw_os_error(
+                libc::EFAULT,
+            )));
+        }
+        let base = region
+            .get_host_address(MemoryRegionAddress(offset))
+            .map_err(|_| MemoryError::Protect(std::io::Error::from_raw_os_error(libc::EFAULT)))?;
+        let prot = if accessible {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: [base, base+len) lies inside the VMM's view of one region
+        // (checked above); changing its protection does not move it.
+        let rc = unsafe { libc::mprotect(base.cast(), len as usize, prot) };
+        if rc != 0 {
+            return Err(MemoryError::Protect(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Writes guest memory through the guest's own mapping, as the SEV
+    /// firmware does (secrets and CPUID pages at launch). Returns false when
+    /// the range is not inside one region.
+    pub fn firmware_write(&self, gpa: u64, data: &[u8]) -> bool {
+        let Some(m) = self
+            .guest_mappings
+            .iter()
+            .find(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
+        else {
+            use vm_memory::Bytes;
+            return self.memory.write_slice(data, GuestAddress(gpa)).is_ok();
+        };
+        let offset = (gpa - m.gpa) as usize;
+        if offset
+            .checked_add(data.len())
+            .is_none_or(|end| end > m.size)
+        {
+            return false;
+        }
+        // SAFETY: offset..offset+len lies inside the guest mapping (checked);
+        // the source is a distinct Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), m.addr.add(offset), data.len()) };
+        true
+    }
+}
+
+fn memfd(name: &str, flags: libc::c_uint, size: u64) -> Result<File, MemoryError> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| MemoryError::HugetlbFile(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns
+    // a new descriptor or -1 and touches no memory of ours.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(MemoryError::HugetlbFile(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a descriptor we just created and own exclusively.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).map_err(MemoryError::HugetlbFile)?;
+    Ok(file)
 }
 
 fn map_backing(size: u64, backing: MemoryBacking) -> Result<MmapRegion, MemoryError> {
@@ -279,17 +493,7 @@ fn map_backing(size: u64, backing: MemoryBacking) -> Result<MmapRegion, MemoryEr
 }
 
 fn hugetlb_file(size: u64) -> Result<File, MemoryError> {
-    let name = c"umbra-guest-ram";
-    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns
-    // a new descriptor or -1 and touches no memory of ours.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB) };
-    if fd < 0 {
-        return Err(MemoryError::HugetlbFile(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a descriptor we just created and own exclusively.
-    let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(size).map_err(MemoryError::HugetlbFile)?;
-    Ok(file)
+    memfd("umbra-guest-ram", libc::MFD_HUGETLB, size)
 }
 
 /// Reads HugePages_Free from /proc/meminfo and checks it covers `bytes`.
@@ -400,5 +604,50 @@ mod tests {
             .check_address(GuestAddress(0xFFFF_0000))
             .is_some());
         assert!(ram.memory.check_address(GuestAddress(64 << 20)).is_none());
+    }
+
+    /// The permissions /proc/self/maps shows for the page holding `addr`.
+    fn host_perms(addr: u64) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .find_map(|l| {
+                let (range, rest) = l.split_once(' ')?;
+                let (lo, hi) = range.split_once('-')?;
+                let (lo, hi) = (
+                    u64::from_str_radix(lo, 16).ok()?,
+                    u64::from_str_radix(hi, 16).ok()?,
+                );
+                (lo <= addr && addr < hi).then(|| rest[..4].to_string())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn confidential_ram_hides_private_pages_from_the_vmm() {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+        let map = MemoryMap::new(16 << 20, 64 << 10).unwrap();
+        let ram = GuestRam::allocate_confidential(&map).unwrap();
+        let view = ram.memory.find_region(GuestAddress(0)).unwrap();
+        let view_addr = view.get_host_address(MemoryRegionAddress(0x5000)).unwrap() as u64;
+        let guest = ram.guest_ranges().into_iter().find(|r| r.gpa == 0).unwrap();
+        assert_ne!(
+            guest.host_addr,
+            view_addr - 0x5000,
+            "KVM gets its own mapping"
+        );
+        assert_eq!(host_perms(view_addr), "---s", "every page starts private");
+        assert_eq!(host_perms(guest.host_addr + 0x5000), "rw-s");
+
+        assert!(ram.firmware_write(0x5000, b"secret"));
+        ram.set_vmm_access(0x5000, 4096, true).unwrap();
+        assert_eq!(host_perms(view_addr), "rw-s");
+        let mut back = [0u8; 6];
+        ram.memory
+            .read_slice(&mut back, GuestAddress(0x5000))
+            .unwrap();
+        assert_eq!(&back, b"secret", "both mappings show the same memory");
+        ram.set_vmm_access(0x5000, 4096, false).unwrap();
+        assert_eq!(host_perms(view_addr), "---s");
+        assert!(!ram.firmware_write((16 << 20) - 2, b"spill"));
     }
 }

@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use umbra_firmware::layout::{DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, MAX_VCPUS};
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -202,22 +201,18 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     }
     let vm = hypervisor.create_vm()?;
     let ram = GuestRam::allocate(&map, config.memory_backing, config.ksm)?;
-    for (slot, region) in ram.memory.iter().enumerate() {
-        let gpa = region.start_addr().0;
-        let role = map.find(gpa).map_or(RegionRole::Ram, |r| r.role);
+    for (slot, range) in ram.guest_ranges().into_iter().enumerate() {
+        let role = map.find(range.gpa).map_or(RegionRole::Ram, |r| r.role);
         let access = if role == RegionRole::Rom {
             SlotAccess::ReadOnly
         } else {
             SlotAccess::ReadWrite
         };
-        let host_addr = region
-            .get_host_address(MemoryRegionAddress(0))
-            .map_or(0, |p| p as u64);
         let slot = MemorySlot {
             slot: slot as u32,
-            gpa,
-            size: region.len(),
-            host_addr,
+            gpa: range.gpa,
+            size: range.size,
+            host_addr: range.host_addr,
             access,
         };
         // SAFETY: the mapping is owned by `ram`, which lives until this
