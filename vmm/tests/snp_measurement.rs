@@ -32,7 +32,11 @@ fn print_measurement_matches_sev_snp_measure() {
     }
     let dir = scratch("snp-measure");
     let ours = dir.join("umbra-firmware.fd");
-    let out = Command::new(env!("CARGO_BIN_EXE_umbra")).arg("export-firmware").arg(&ours).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .arg("export-firmware")
+        .arg(&ours)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let cases = [
         (1, "EPYC-v4", "0x1"),
