@@ -43,6 +43,28 @@ impl Hypervisor for KvmHypervisor {
 
     fn create_vm(&self) -> Result<KvmVm, BackendError> {
         let vm = self.kvm.create_vm().map_err(BackendError::CreateVm)?;
+        self.wrap_vm(vm)
+    }
+}
+
+impl KvmHypervisor {
+    /// The /dev/kvm handle (for backends that need system ioctls).
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// Creates a VM of a given `KVM_CREATE_VM` type (e.g. `KVM_X86_SNP_VM`)
+    /// with the same setup as [`Hypervisor::create_vm`].
+    pub fn create_vm_of_type(&self, vm_type: u64) -> Result<KvmVm, BackendError> {
+        let vm = self
+            .kvm
+            .create_vm_with_type(vm_type)
+            .map_err(BackendError::CreateVm)?;
+        self.wrap_vm(vm)
+    }
+
+    /// Sets up a freshly created VM fd and wraps it.
+    fn wrap_vm(&self, vm: VmFd) -> Result<KvmVm, BackendError> {
         vm.set_identity_map_address(IDENTITY_MAP_ADDR)
             .map_err(|e| BackendError::VmSetup("KVM_SET_IDENTITY_MAP_ADDR", e))?;
         vm.set_tss_address(TSS_ADDR)
@@ -65,6 +87,18 @@ pub struct KvmVm {
     vm: VmFd,
     cpuid: CpuId,
     readonly_mem: bool,
+}
+
+impl KvmVm {
+    /// The VM fd (for backends layered on this one).
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// The CPUID table KVM supports, as every vCPU starts from it.
+    pub fn supported_cpuid(&self) -> &CpuId {
+        &self.cpuid
+    }
 }
 
 impl Vm for KvmVm {
@@ -336,30 +370,51 @@ impl Vcpu for KvmVcpu {
     }
 
     fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
-        use kvm_ioctls::VcpuExit as K;
-        match self.fd.run() {
-            Ok(K::IoIn(port, data)) => Ok(VcpuExit::PioIn(port, data)),
-            Ok(K::IoOut(port, data)) => Ok(VcpuExit::PioOut(port, data)),
-            Ok(K::MmioRead(addr, data)) => Ok(VcpuExit::MmioRead(addr, data)),
-            Ok(K::MmioWrite(addr, data)) => Ok(VcpuExit::MmioWrite(addr, data)),
-            Ok(K::Hlt) => Ok(VcpuExit::Halt),
-            Ok(K::Shutdown) => Ok(VcpuExit::Shutdown),
-            Ok(K::Intr) => Ok(VcpuExit::Interrupted),
-            Ok(K::X86Rdmsr(exit)) => Ok(VcpuExit::MsrRead {
-                index: exit.index,
-                data: exit.data,
-                error: exit.error,
-            }),
-            Ok(K::X86Wrmsr(exit)) => Ok(VcpuExit::MsrWrite {
-                index: exit.index,
-                data: exit.data,
-                error: exit.error,
-            }),
-            Ok(other) => Ok(VcpuExit::Unhandled(format!("{other:?}"))),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                Ok(VcpuExit::Interrupted)
-            }
-            Err(e) => Err(BackendError::Run(self.index, e)),
+        let index = self.index;
+        translate_exit(index, self.fd.run())
+    }
+}
+
+impl KvmVcpu {
+    /// The vCPU fd (for backends layered on this one).
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// The vCPU fd, mutably (to run it and read exits KVM-specifically).
+    pub fn fd_mut(&mut self) -> &mut VcpuFd {
+        &mut self.fd
+    }
+}
+
+/// Maps one `KVM_RUN` result to the backend's exit.
+pub fn translate_exit(
+    index: u32,
+    result: Result<kvm_ioctls::VcpuExit<'_>, kvm_ioctls::Error>,
+) -> Result<VcpuExit<'_>, BackendError> {
+    use kvm_ioctls::VcpuExit as K;
+    match result {
+        Ok(K::IoIn(port, data)) => Ok(VcpuExit::PioIn(port, data)),
+        Ok(K::IoOut(port, data)) => Ok(VcpuExit::PioOut(port, data)),
+        Ok(K::MmioRead(addr, data)) => Ok(VcpuExit::MmioRead(addr, data)),
+        Ok(K::MmioWrite(addr, data)) => Ok(VcpuExit::MmioWrite(addr, data)),
+        Ok(K::Hlt) => Ok(VcpuExit::Halt),
+        Ok(K::Shutdown) => Ok(VcpuExit::Shutdown),
+        Ok(K::Intr) => Ok(VcpuExit::Interrupted),
+        Ok(K::X86Rdmsr(exit)) => Ok(VcpuExit::MsrRead {
+            index: exit.index,
+            data: exit.data,
+            error: exit.error,
+        }),
+        Ok(K::X86Wrmsr(exit)) => Ok(VcpuExit::MsrWrite {
+            index: exit.index,
+            data: exit.data,
+            error: exit.error,
+        }),
+        Ok(other) => Ok(VcpuExit::Unhandled(format!("{other:?}"))),
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            Ok(VcpuExit::Interrupted)
         }
+        Err(e) => Err(BackendError::Run(index, e)),
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod confidential;
 pub mod kvm;
+pub mod sev;
 
 use thiserror::Error;
 

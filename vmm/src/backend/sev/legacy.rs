@@ -1,0 +1,469 @@
+//! Legacy SEV and SEV-ES on `KVM_X86_DEFAULT_VM`: `KVM_SEV_INIT` /
+//! `KVM_SEV_ES_INIT`, `LAUNCH_START` (policy, guest owner's DH certificate
+//! and session blob), `LAUNCH_UPDATE_DATA` (encrypts guest RAM in place),
+//! `LAUNCH_UPDATE_VMSA` (SEV-ES), `LAUNCH_MEASURE`, `LAUNCH_SECRET`,
+//! `LAUNCH_FINISH` (include/uapi/linux/kvm.h structs; amd-memory-encryption.rst).
+//!
+//! Memory is ordinary memslots registered with
+//! `KVM_MEMORY_ENCRYPT_REG_REGION` (pinned); vCPUs are plain KVM vCPUs.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use super::snp::{range_in_ram, set_ap_reset};
+use super::uapi::{self, PAGE_SIZE};
+use super::{read_blob, sev_command, SevDevice, SevError};
+use crate::backend::kvm::{KvmHypervisor, KvmVcpu, KvmVm};
+use crate::backend::{BackendError, Hypervisor, MemorySlot, VcpuStart, Vm};
+
+/// Which legacy flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyMode {
+    /// SEV: encrypted memory, plain register state.
+    Sev,
+    /// SEV-ES: encrypted memory and register state (VMSA).
+    SevEs,
+}
+
+/// SEV policy bits (SEV API 55766 "Guest Policy").
+pub mod policy {
+    /// Debugging is disallowed.
+    pub const NODBG: u32 = 1 << 0;
+    /// Key sharing is disallowed.
+    pub const NOKS: u32 = 1 << 1;
+    /// SEV-ES is required.
+    pub const ES: u32 = 1 << 2;
+    /// Sending to another platform is disallowed.
+    pub const NOSEND: u32 = 1 << 3;
+}
+
+/// What LAUNCH_MEASURE returns (SEV API 55766 "LAUNCH_MEASURE": a 32-byte
+/// HMAC measurement followed by the 16-byte MNONCE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchMeasurement {
+    /// HMAC-SHA-256 over the launch, keyed with the TIK.
+    pub measure: [u8; 32],
+    /// Nonce chosen by the firmware.
+    pub mnonce: [u8; 16],
+}
+
+/// Splits the LAUNCH_MEASURE blob; fewer than 48 bytes is an error.
+pub fn parse_measurement(blob: &[u8]) -> Option<LaunchMeasurement> {
+    let measure = blob.get(0..32)?.try_into().ok()?;
+    let mnonce = blob.get(32..48)?.try_into().ok()?;
+    Some(LaunchMeasurement { measure, mnonce })
+}
+
+/// Launch state, in command order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+    Init,
+    Started,
+    Measured,
+    Finished,
+}
+
+/// The legacy SEV / SEV-ES hardware backend.
+pub struct LegacyHypervisor {
+    kvm: KvmHypervisor,
+    sev: Arc<SevDevice>,
+    mode: LegacyMode,
+    ap_reset_eip: Option<u32>,
+}
+
+impl LegacyHypervisor {
+    /// Opens `/dev/kvm` and `/dev/sev`. `ap_reset_eip`: the SEV-ES reset
+    /// block of the firmware where application processors start.
+    pub fn new(mode: LegacyMode, ap_reset_eip: Option<u32>) -> Result<Self, SevError> {
+        let kvm = KvmHypervisor::new().map_err(|e| match e {
+            BackendError::OpenKvm(e) => SevError::OpenKvm(e),
+            other => SevError::CreateVm(other),
+        })?;
+        let sev = Arc::new(SevDevice::open()?);
+        Ok(LegacyHypervisor {
+            kvm,
+            sev,
+            mode,
+            ap_reset_eip,
+        })
+    }
+
+    /// `KVM_CREATE_VM(0)` then `KVM_SEV_INIT` or `KVM_SEV_ES_INIT`.
+    pub fn create_legacy_vm(&self) -> Result<LegacyVm, SevError> {
+        let inner = self
+            .kvm
+            .create_vm_of_type(uapi::VM_TYPE_DEFAULT)
+            .map_err(SevError::CreateVm)?;
+        let id = match self.mode {
+            LegacyMode::Sev => uapi::SEV_INIT,
+            LegacyMode::SevEs => uapi::SEV_ES_INIT,
+        };
+        sev_command::<()>(inner.vm_fd(), id, None, Some(self.sev.fd()))
+            .map_err(SevError::SevInit)?;
+        Ok(LegacyVm {
+            inner,
+            sev: Arc::clone(&self.sev),
+            mode: self.mode,
+            ap_reset_eip: self.ap_reset_eip,
+            slots: RwLock::new(Vec::new()),
+            state: State::Init,
+            handle: 0,
+        })
+    }
+}
+
+impl Hypervisor for LegacyHypervisor {
+    type Vm = LegacyVm;
+
+    fn name(&self) -> &'static str {
+        match self.mode {
+            LegacyMode::Sev => "kvm-sev",
+            LegacyMode::SevEs => "kvm-sev-es",
+        }
+    }
+
+    fn max_vcpus(&self) -> u32 {
+        self.kvm.max_vcpus()
+    }
+
+    fn create_vm(&self) -> Result<LegacyVm, BackendError> {
+        self.create_legacy_vm().map_err(|e| {
+            log::error!("{e}");
+            let errno = match &e {
+                SevError::SevInit(f) => f.errno.raw_os_error(),
+                _ => None,
+            };
+            BackendError::VmSetup(
+                "creating the SEV VM",
+                kvm_ioctls::Error::new(errno.unwrap_or(libc::EINVAL)),
+            )
+        })
+    }
+}
+
+/// A legacy SEV or SEV-ES VM.
+pub struct LegacyVm {
+    inner: KvmVm,
+    sev: Arc<SevDevice>,
+    mode: LegacyMode,
+    ap_reset_eip: Option<u32>,
+    /// (gpa, size, host address) of every mapped slot.
+    slots: RwLock<Vec<(u64, u64, u64)>>,
+    state: State,
+    handle: u32,
+}
+
+impl LegacyVm {
+    /// The plain-KVM VM underneath.
+    pub fn kvm_vm(&self) -> &KvmVm {
+        &self.inner
+    }
+
+    /// The firmware guest handle from LAUNCH_START.
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    fn command<T>(
+        &self,
+        what: &'static str,
+        id: u32,
+        data: Option<&mut T>,
+    ) -> Result<(), SevError> {
+        sev_command(self.inner.vm_fd(), id, data, Some(self.sev.fd()))
+            .map_err(|failure| SevError::LegacyCommand { what, failure })
+    }
+
+    fn expect(&self, state: State, what: &'static str) -> Result<(), SevError> {
+        if self.state != state {
+            return Err(SevError::Order(what));
+        }
+        Ok(())
+    }
+
+    /// The host address of `[gpa, gpa + len)`, which must lie in one slot.
+    fn host_range(&self, gpa: u64, len: u64) -> Result<u64, SevError> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let end = gpa.checked_add(len).ok_or(SevError::Range { gpa, len })?;
+        slots
+            .iter()
+            .find(|(b, s, _)| *b <= gpa && end <= b.saturating_add(*s))
+            .map(|(b, _, h)| h + (gpa - b))
+            .ok_or(SevError::Range { gpa, len })
+    }
+
+    /// LAUNCH_START with the guest owner's policy, DH certificate and
+    /// session blob (both optional: without them the firmware generates
+    /// its own keys and nothing can be injected with LAUNCH_SECRET).
+    pub fn launch_start(
+        &mut self,
+        policy: u32,
+        dh_cert: Option<&[u8]>,
+        session: Option<&[u8]>,
+    ) -> Result<u32, SevError> {
+        self.expect(State::Init, "KVM_SEV_LAUNCH_START")?;
+        if self.mode == LegacyMode::SevEs && policy & policy::ES == 0 {
+            log::warn!("SEV-ES launch with a policy without the ES bit ({policy:#x})");
+        }
+        let len = |what, b: Option<&[u8]>| {
+            u32::try_from(b.map_or(0, <[u8]>::len)).map_err(|_| SevError::BlobSize {
+                what,
+                len: b.map_or(0, <[u8]>::len),
+            })
+        };
+        let mut start = uapi::kvm_sev_launch_start {
+            handle: 0,
+            policy,
+            dh_uaddr: dh_cert.map_or(0, |b| b.as_ptr() as u64),
+            dh_len: len("DH certificate", dh_cert)?,
+            pad0: 0,
+            session_uaddr: session.map_or(0, |b| b.as_ptr() as u64),
+            session_len: len("session blob", session)?,
+            pad1: 0,
+        };
+        self.command(
+            "KVM_SEV_LAUNCH_START",
+            uapi::SEV_LAUNCH_START,
+            Some(&mut start),
+        )?;
+        self.handle = start.handle;
+        self.state = State::Started;
+        Ok(start.handle)
+    }
+
+    /// LAUNCH_START with the DH certificate and session read from files
+    /// (as `sevctl session` writes them).
+    pub fn launch_start_from_files(
+        &mut self,
+        policy: u32,
+        dh_cert: Option<&Path>,
+        session: Option<&Path>,
+    ) -> Result<u32, SevError> {
+        let dh = dh_cert.map(read_blob).transpose()?;
+        let session = session.map(read_blob).transpose()?;
+        self.launch_start(policy, dh.as_deref(), session.as_deref())
+    }
+
+    /// LAUNCH_UPDATE_DATA: encrypts (and measures) guest RAM in place.
+    pub fn launch_update_data(&mut self, gpa: u64, len: u64) -> Result<(), SevError> {
+        self.expect(State::Started, "KVM_SEV_LAUNCH_UPDATE_DATA")?;
+        if len == 0 || !gpa.is_multiple_of(16) || !len.is_multiple_of(16) {
+            return Err(SevError::Range { gpa, len });
+        }
+        let uaddr = self.host_range(gpa, len)?;
+        let len32 = u32::try_from(len).map_err(|_| SevError::Range { gpa, len })?;
+        let mut data = uapi::kvm_sev_launch_update_data {
+            uaddr,
+            len: len32,
+            pad0: 0,
+        };
+        self.command(
+            "KVM_SEV_LAUNCH_UPDATE_DATA",
+            uapi::SEV_LAUNCH_UPDATE_DATA,
+            Some(&mut data),
+        )
+    }
+
+    /// LAUNCH_UPDATE_VMSA (SEV-ES): encrypts every vCPU's register state;
+    /// all vCPUs must exist with their final reset registers.
+    pub fn launch_update_vmsa(&mut self) -> Result<(), SevError> {
+        self.expect(State::Started, "KVM_SEV_LAUNCH_UPDATE_VMSA")?;
+        if self.mode != LegacyMode::SevEs {
+            return Err(SevError::Order("KVM_SEV_LAUNCH_UPDATE_VMSA (SEV-ES only)"));
+        }
+        self.command::<()>(
+            "KVM_SEV_LAUNCH_UPDATE_VMSA",
+            uapi::SEV_LAUNCH_UPDATE_VMSA,
+            None,
+        )
+    }
+
+    /// LAUNCH_MEASURE: queries the length, then reads measure + mnonce.
+    pub fn launch_measure(&mut self) -> Result<LaunchMeasurement, SevError> {
+        self.expect(State::Started, "KVM_SEV_LAUNCH_MEASURE")?;
+        let mut query = uapi::kvm_sev_launch_measure::default();
+        // With len = 0 the firmware answers INVALID_LEN and KVM copies the
+        // needed length back; the error is expected (QEMU ignores it too).
+        let _ = self.command(
+            "KVM_SEV_LAUNCH_MEASURE",
+            uapi::SEV_LAUNCH_MEASURE,
+            Some(&mut query),
+        );
+        let need = query.len as usize;
+        if !(48..=4096).contains(&need) {
+            return Err(SevError::BlobSize {
+                what: "LAUNCH_MEASURE blob",
+                len: need,
+            });
+        }
+        let mut blob = vec![0u8; need];
+        let mut m = uapi::kvm_sev_launch_measure {
+            uaddr: blob.as_mut_ptr() as u64,
+            len: query.len,
+            pad0: 0,
+        };
+        self.command(
+            "KVM_SEV_LAUNCH_MEASURE",
+            uapi::SEV_LAUNCH_MEASURE,
+            Some(&mut m),
+        )?;
+        let out = parse_measurement(&blob).ok_or(SevError::BlobSize {
+            what: "LAUNCH_MEASURE blob",
+            len: blob.len(),
+        })?;
+        self.state = State::Measured;
+        Ok(out)
+    }
+
+    /// LAUNCH_SECRET: injects a guest-owner secret at `guest_gpa` (packet
+    /// header and encrypted secret from the guest owner, after they checked
+    /// the measurement).
+    pub fn launch_secret(
+        &mut self,
+        header: &[u8],
+        guest_gpa: u64,
+        secret: &[u8],
+    ) -> Result<(), SevError> {
+        self.expect(State::Measured, "KVM_SEV_LAUNCH_SECRET")?;
+        let len = secret.len() as u64;
+        let guest_uaddr = self.host_range(guest_gpa, len)?;
+        let blob = |what, b: &[u8]| {
+            u32::try_from(b.len()).map_err(|_| SevError::BlobSize { what, len: b.len() })
+        };
+        let mut s = uapi::kvm_sev_launch_secret {
+            hdr_uaddr: header.as_ptr() as u64,
+            hdr_len: blob("secret header", header)?,
+            guest_uaddr,
+            guest_len: blob("secret", secret)?,
+            trans_uaddr: secret.as_ptr() as u64,
+            trans_len: blob("secret", secret)?,
+            ..Default::default()
+        };
+        self.command(
+            "KVM_SEV_LAUNCH_SECRET",
+            uapi::SEV_LAUNCH_SECRET,
+            Some(&mut s),
+        )
+    }
+
+    /// LAUNCH_SECRET from files (header and secret as the guest owner's tools write them).
+    pub fn launch_secret_from_files(
+        &mut self,
+        header: &Path,
+        guest_gpa: u64,
+        secret: &Path,
+    ) -> Result<(), SevError> {
+        let h = read_blob(header)?;
+        let s = read_blob(secret)?;
+        self.launch_secret(&h, guest_gpa, &s)
+    }
+
+    /// LAUNCH_FINISH: the guest can run.
+    pub fn launch_finish(&mut self) -> Result<(), SevError> {
+        if !matches!(self.state, State::Started | State::Measured) {
+            return Err(SevError::Order("KVM_SEV_LAUNCH_FINISH"));
+        }
+        self.command::<()>("KVM_SEV_LAUNCH_FINISH", uapi::SEV_LAUNCH_FINISH, None)?;
+        self.state = State::Finished;
+        Ok(())
+    }
+
+    /// Whether LAUNCH_FINISH is done.
+    pub fn finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// Whether `[gpa, gpa + len)` is mapped guest RAM.
+    pub fn is_ram(&self, gpa: u64, len: u64) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let ram: Vec<(u64, u64)> = slots.iter().map(|(g, s, _)| (*g, *s)).collect();
+        range_in_ram(gpa, len, &ram)
+    }
+}
+
+impl Vm for LegacyVm {
+    type Vcpu = KvmVcpu;
+
+    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError> {
+        // SAFETY: forwarded contract of Vm::map_memory.
+        unsafe { self.inner.map_memory(slot) }?;
+        let region = uapi::kvm_enc_region {
+            addr: slot.host_addr,
+            size: slot.size,
+        };
+        self.inner
+            .vm_fd()
+            .register_enc_memory_region(&region)
+            .map_err(|e| BackendError::VmSetup("KVM_MEMORY_ENCRYPT_REG_REGION", e))?;
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        slots.push((slot.gpa, slot.size, slot.host_addr));
+        debug_assert!(slot.size.is_multiple_of(PAGE_SIZE));
+        Ok(())
+    }
+
+    fn create_vcpu(
+        &self,
+        index: u32,
+        vcpu_count: u32,
+        start: VcpuStart,
+        umbra_features: u32,
+    ) -> Result<KvmVcpu, BackendError> {
+        let vcpu = self
+            .inner
+            .create_vcpu(index, vcpu_count, start, umbra_features)?;
+        if let (LegacyMode::SevEs, true, VcpuStart::Reset, Some(eip)) =
+            (self.mode, index > 0, start, self.ap_reset_eip)
+        {
+            set_ap_reset(&vcpu, eip).map_err(|e| {
+                log::error!("{e}");
+                BackendError::VmSetup(
+                    "SEV-ES AP reset state",
+                    kvm_ioctls::Error::new(libc::EINVAL),
+                )
+            })?;
+        }
+        Ok(vcpu)
+    }
+
+    fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError> {
+        self.inner.intercept_msrs(msrs)
+    }
+
+    fn create_legacy_irqchip(&self) -> Result<(), BackendError> {
+        self.inner.create_legacy_irqchip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measurement_blob_is_measure_then_mnonce() {
+        // SEV API 55766 LAUNCH_MEASURE: MEASURE[32] then MNONCE[16].
+        let blob: Vec<u8> = (0u8..48).collect();
+        let m = parse_measurement(&blob).expect("48 bytes");
+        assert_eq!(m.measure[0], 0);
+        assert_eq!(m.measure[31], 31);
+        assert_eq!(m.mnonce[0], 32);
+        assert_eq!(m.mnonce[15], 47);
+        assert!(parse_measurement(&blob[..47]).is_none());
+    }
+
+    #[test]
+    fn policy_bits_follow_the_sev_api() {
+        assert_eq!(policy::NODBG | policy::NOKS | policy::ES, 0x7);
+        assert_eq!(policy::NOSEND, 0x8);
+    }
+
+    #[test]
+    fn legacy_backend_without_sev_is_a_clean_error() {
+        match LegacyHypervisor::new(LegacyMode::SevEs, None) {
+            Ok(_) => eprintln!("SEV host: legacy backend available"),
+            Err(e) => assert!(
+                matches!(e, SevError::OpenSev(_) | SevError::OpenKvm(_)),
+                "{e}"
+            ),
+        }
+    }
+}

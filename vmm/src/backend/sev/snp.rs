@@ -1,0 +1,927 @@
+//! SEV-SNP on KVM: `KVM_X86_SNP_VM`, `KVM_SEV_INIT2`, guest_memfd-backed
+//! memslots, `KVM_SET_MEMORY_ATTRIBUTES`, and `KVM_SEV_SNP_LAUNCH_*`.
+//!
+//! [`SnpVm`] wraps a [`KvmVm`] built from a VM fd of type 4 (so memslots,
+//! vCPU creation and register state are the plain backend's code) and adds:
+//! guest_memfd for every RAM slot, the launch commands
+//! ([`ConfidentialLaunch`]), and page conversions at run time, which
+//! [`SnpVcpu::run`] handles itself (`KVM_HC_MAP_GPA_RANGE` exits and
+//! `KVM_EXIT_MEMORY_FAULT`), returning [`VcpuExit::Interrupted`] so the
+//! caller simply re-enters.
+//!
+//! Order (amd-memory-encryption.rst; enforced by KVM): create the VM (INIT2
+//! included) -> map memory -> create **all** vCPUs with their final reset
+//! registers -> LAUNCH_START -> LAUNCH_UPDATE* -> LAUNCH_FINISH (KVM
+//! measures every vCPU's VMSA here) -> run.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, RwLock};
+
+use kvm_bindings::kvm_enable_cap;
+use umbra_attestation::measure::gctx::{LaunchDigest, VMSA_GPA};
+use vm_memory::{MmapRegion, VolatileMemory};
+
+use super::uapi::{self, PAGE_SIZE};
+use super::{get_device_attr, sev_command, vm_types, FwFailure, SevDevice, SevError};
+use crate::backend::confidential::{
+    ConfidentialLaunch, FirmwareStatus, LaunchError, LaunchFinishParams, LaunchFinished,
+    LaunchStartParams, LaunchUpdate, PageType,
+};
+use crate::backend::kvm::{translate_exit, KvmHypervisor, KvmVcpu, KvmVm};
+use crate::backend::{
+    BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm,
+};
+
+/// How often one LAUNCH_UPDATE may return `-EAGAIN` or make no progress
+/// before the launch is abandoned (a kernel that never progresses would
+/// otherwise hang the VMM).
+const MAX_STALLS: u32 = 1000;
+/// How often the same memory fault may repeat before the vCPU is stopped
+/// (api.rst advises guarding against a fault that conversion does not fix).
+const MAX_REPEATED_FAULTS: u32 = 3;
+
+/// What the caller asks of an SNP VM.
+#[derive(Clone, Debug, Default)]
+pub struct SnpConfig {
+    /// VMSA SEV_FEATURES for every vCPU; SNPActive (bit 0) may be given and
+    /// is dropped (KVM sets it). Every other bit must be in
+    /// `KVM_X86_SEV_VMSA_FEATURES`, or creating the VM fails.
+    pub vmsa_features: u64,
+    /// Guest OS visible workarounds for LAUNCH_START.
+    pub gosvw: [u8; 16],
+    /// LAUNCH_FINISH `vcek_disabled`: reports must be signed with a VLEK.
+    pub vcek_disabled: bool,
+    /// The SEV-ES reset block EIP of the firmware: application processors
+    /// start there (CS = 0xF000, base `eip & 0xFFFF_0000`, RIP `eip & 0xFFFF`)
+    /// as in QEMU; `None` leaves them at the reset vector.
+    pub ap_reset_eip: Option<u32>,
+}
+
+/// Checks requested VMSA features against what KVM accepts; returns the
+/// value for `kvm_sev_init.vmsa_features` (SNPActive cleared).
+pub fn check_vmsa_features(requested: u64, supported: u64) -> Result<u64, SevError> {
+    let requested = requested & !uapi::SEV_FEATURE_SNP_ACTIVE;
+    if requested & !supported != 0 {
+        return Err(SevError::VmsaFeatures {
+            requested,
+            supported,
+        });
+    }
+    Ok(requested)
+}
+
+/// The SEV-SNP hardware backend.
+pub struct SnpHypervisor {
+    kvm: KvmHypervisor,
+    sev: Arc<SevDevice>,
+    vmsa_features: u64,
+    config: SnpConfig,
+}
+
+impl SnpHypervisor {
+    /// Probes the host (VM type 4, guest_memfd, memory attributes, hypercall
+    /// exits, VMSA features), checks `config.vmsa_features` and opens `/dev/sev`.
+    pub fn new(config: SnpConfig) -> Result<Self, SevError> {
+        let kvm = KvmHypervisor::new().map_err(|e| match e {
+            BackendError::OpenKvm(e) => SevError::OpenKvm(e),
+            other => SevError::CreateVm(other),
+        })?;
+        let k = kvm.kvm();
+        let offered = vm_types(k);
+        if offered & (1 << uapi::VM_TYPE_SNP) == 0 {
+            return Err(SevError::VmType {
+                vm_type: uapi::VM_TYPE_SNP,
+                offered,
+            });
+        }
+        let caps: [(u64, &'static str); 3] = [
+            (uapi::CAP_GUEST_MEMFD, "KVM_CAP_GUEST_MEMFD"),
+            (uapi::CAP_USER_MEMORY2, "KVM_CAP_USER_MEMORY2"),
+            (uapi::CAP_MEMORY_ATTRIBUTES, "KVM_CAP_MEMORY_ATTRIBUTES"),
+        ];
+        for (cap, name) in caps {
+            if k.check_extension_raw(cap as libc::c_ulong) <= 0 {
+                return Err(SevError::Capability(name));
+            }
+        }
+        let hc = k.check_extension_raw(libc::c_ulong::from(uapi::CAP_EXIT_HYPERCALL));
+        if hc <= 0 || (hc as u64) & uapi::EXIT_HYPERCALL_MAP_GPA_RANGE == 0 {
+            return Err(SevError::Capability(
+                "KVM_CAP_EXIT_HYPERCALL with KVM_HC_MAP_GPA_RANGE",
+            ));
+        }
+        let supported = get_device_attr(k, uapi::GRP_SEV, uapi::ATTR_VMSA_FEATURES)?;
+        let vmsa_features = check_vmsa_features(config.vmsa_features, supported)?;
+        let sev = Arc::new(SevDevice::open()?);
+        Ok(SnpHypervisor {
+            kvm,
+            sev,
+            vmsa_features,
+            config,
+        })
+    }
+
+    /// Creates the SNP VM: `KVM_CREATE_VM(4)`, hypercall exits for
+    /// `KVM_HC_MAP_GPA_RANGE`, `KVM_SEV_INIT2`.
+    pub fn create_snp_vm(&self) -> Result<SnpVm, SevError> {
+        let inner = self
+            .kvm
+            .create_vm_of_type(uapi::VM_TYPE_SNP)
+            .map_err(SevError::CreateVm)?;
+        let vm = inner.vm_fd();
+        let cap = kvm_enable_cap {
+            cap: uapi::CAP_EXIT_HYPERCALL,
+            args: [uapi::EXIT_HYPERCALL_MAP_GPA_RANGE, 0, 0, 0],
+            ..Default::default()
+        };
+        vm.enable_cap(&cap).map_err(SevError::EnableHypercallExit)?;
+        let mut init = uapi::kvm_sev_init {
+            vmsa_features: self.vmsa_features,
+            // 0 = the highest version KVM supports (2 for SNP).
+            ghcb_version: 0,
+            ..Default::default()
+        };
+        sev_command(vm, uapi::SEV_INIT2, Some(&mut init), Some(self.sev.fd()))
+            .map_err(SevError::Init2)?;
+        let inner = Arc::new(inner);
+        Ok(SnpVm {
+            memory: Arc::new(PrivateMemory {
+                vm: Arc::clone(&inner),
+                slots: RwLock::new(Vec::new()),
+            }),
+            inner,
+            sev: Arc::clone(&self.sev),
+            config: self.config.clone(),
+            started: false,
+            finished: false,
+            digest: LaunchDigest::new(),
+            cpuid_corrections: None,
+        })
+    }
+}
+
+/// Logs the full error and reduces it to the backend boundary's error.
+fn to_backend(what: &'static str, e: SevError) -> BackendError {
+    log::error!("{e}");
+    let errno = match &e {
+        SevError::Init2(f) | SevError::SevInit(f) => f.errno.raw_os_error(),
+        SevError::EnableHypercallExit(k)
+        | SevError::CreateGuestMemfd { source: k, .. }
+        | SevError::SetMemoryRegion2 { source: k, .. }
+        | SevError::SetMemoryAttributes { source: k, .. } => Some(k.errno()),
+        _ => None,
+    };
+    BackendError::VmSetup(what, kvm_ioctls::Error::new(errno.unwrap_or(libc::EINVAL)))
+}
+
+impl Hypervisor for SnpHypervisor {
+    type Vm = SnpVm;
+
+    fn name(&self) -> &'static str {
+        "kvm-snp"
+    }
+
+    fn max_vcpus(&self) -> u32 {
+        self.kvm.max_vcpus()
+    }
+
+    fn create_vm(&self) -> Result<SnpVm, BackendError> {
+        self.create_snp_vm()
+            .map_err(|e| to_backend("creating the SNP VM", e))
+    }
+}
+
+/// One RAM slot with its guest_memfd.
+#[derive(Debug)]
+struct GmemSlot {
+    gpa: u64,
+    size: u64,
+    gmem: OwnedFd,
+}
+
+/// The VM's private-memory state, shared with its vCPUs for conversions.
+pub struct PrivateMemory {
+    vm: Arc<KvmVm>,
+    slots: RwLock<Vec<GmemSlot>>,
+}
+
+/// Whether `[gpa, gpa + len)` lies entirely inside the union of `ram`
+/// ranges `(base, size)`.
+pub fn range_in_ram(gpa: u64, len: u64, ram: &[(u64, u64)]) -> bool {
+    let Some(end) = gpa.checked_add(len) else {
+        return false;
+    };
+    let mut at = gpa;
+    while at < end {
+        match ram
+            .iter()
+            .find(|(b, s)| *b <= at && at < b.saturating_add(*s))
+        {
+            Some((b, s)) => at = b.saturating_add(*s),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A validated `KVM_HC_MAP_GPA_RANGE` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapGpaRange {
+    /// First byte.
+    pub gpa: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Whether the range becomes private.
+    pub private: bool,
+}
+
+/// Validates the guest's `KVM_HC_MAP_GPA_RANGE` arguments (hostile input):
+/// `args[0]` a 4 KiB aligned GPA, `args[1]` a nonzero count of 4 KiB pages,
+/// `args[2]` only ENCRYPTED (bit 4) and one page-size bit; the whole range
+/// inside guest RAM. Returns the positive errno to give back otherwise.
+pub fn validate_map_gpa_range(
+    gpa: u64,
+    npages: u64,
+    attrs: u64,
+    ram: &[(u64, u64)],
+) -> Result<MapGpaRange, u64> {
+    let einval = libc::EINVAL as u64;
+    let known = uapi::MAP_GPA_RANGE_ENCRYPTED
+        | uapi::MAP_GPA_RANGE_PAGE_SZ_2M
+        | uapi::MAP_GPA_RANGE_PAGE_SZ_1G;
+    if attrs & !known != 0 {
+        return Err(einval);
+    }
+    let page_size_bits = attrs & (uapi::MAP_GPA_RANGE_PAGE_SZ_2M | uapi::MAP_GPA_RANGE_PAGE_SZ_1G);
+    if page_size_bits.count_ones() > 1 {
+        return Err(einval);
+    }
+    if !gpa.is_multiple_of(PAGE_SIZE) || npages == 0 {
+        return Err(einval);
+    }
+    let size = npages.checked_mul(PAGE_SIZE).ok_or(einval)?;
+    if !range_in_ram(gpa, size, ram) {
+        return Err(einval);
+    }
+    Ok(MapGpaRange {
+        gpa,
+        size,
+        private: attrs & uapi::MAP_GPA_RANGE_ENCRYPTED != 0,
+    })
+}
+
+/// Validates a `KVM_EXIT_MEMORY_FAULT` (flags, page-aligned range in RAM);
+/// returns whether the guest wants the range private.
+pub fn validate_memory_fault(
+    flags: u64,
+    gpa: u64,
+    size: u64,
+    ram: &[(u64, u64)],
+) -> Result<bool, &'static str> {
+    if flags & !uapi::MEMORY_EXIT_FLAG_PRIVATE != 0 {
+        return Err("unknown memory-fault flags");
+    }
+    if !gpa.is_multiple_of(PAGE_SIZE) || size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+        return Err("memory fault on an unaligned range");
+    }
+    if !range_in_ram(gpa, size, ram) {
+        return Err("memory fault outside guest RAM");
+    }
+    Ok(flags & uapi::MEMORY_EXIT_FLAG_PRIVATE != 0)
+}
+
+impl PrivateMemory {
+    fn ram(&self) -> Vec<(u64, u64)> {
+        match self.slots.read() {
+            Ok(s) => s.iter().map(|s| (s.gpa, s.size)).collect(),
+            Err(p) => p.get_ref().iter().map(|s| (s.gpa, s.size)).collect(),
+        }
+    }
+
+    /// Sets `[gpa, gpa + size)` private or shared with `KVM_SET_MEMORY_ATTRIBUTES`;
+    /// when made shared, also releases the private backing (punches the
+    /// guest_memfd hole, best effort, as QEMU does).
+    pub fn set_private(&self, gpa: u64, size: u64, private: bool) -> Result<(), SevError> {
+        let attributes = if private {
+            uapi::MEMORY_ATTRIBUTE_PRIVATE
+        } else {
+            0
+        };
+        let attr = uapi::kvm_memory_attributes {
+            address: gpa,
+            size,
+            attributes,
+            flags: 0,
+        };
+        self.vm
+            .vm_fd()
+            .set_memory_attributes(attr)
+            .map_err(|source| SevError::SetMemoryAttributes {
+                gpa,
+                size,
+                attributes,
+                source,
+            })?;
+        if !private {
+            self.punch_private(gpa, size);
+        }
+        Ok(())
+    }
+
+    /// Releases the guest_memfd pages behind a range that became shared.
+    fn punch_private(&self, gpa: u64, size: u64) {
+        let Ok(slots) = self.slots.read() else { return };
+        let end = gpa.saturating_add(size);
+        for s in slots.iter() {
+            let (lo, hi) = (gpa.max(s.gpa), end.min(s.gpa.saturating_add(s.size)));
+            if lo >= hi {
+                continue;
+            }
+            let (Ok(offset), Ok(len)) = (i64::try_from(lo - s.gpa), i64::try_from(hi - lo)) else {
+                continue;
+            };
+            // SAFETY: fallocate only takes an fd we own and integers; it
+            // touches no memory of this process.
+            let ret = unsafe {
+                libc::fallocate(
+                    s.gmem.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset,
+                    len,
+                )
+            };
+            if ret != 0 {
+                log::debug!(
+                    "punching guest_memfd hole at {lo:#x}+{:#x}: {}",
+                    hi - lo,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+
+    /// Answers a `KVM_HC_MAP_GPA_RANGE` exit: validates the guest's request,
+    /// converts the range, and returns what goes into `hypercall.ret`:
+    /// 0, `EINVAL` (bad request, refused conversion) or `EAGAIN` (retry) —
+    /// the only values the kernel accepts.
+    pub fn handle_map_gpa_range(&self, gpa: u64, npages: u64, attrs: u64) -> u64 {
+        let req = match validate_map_gpa_range(gpa, npages, attrs, &self.ram()) {
+            Ok(r) => r,
+            Err(errno) => {
+                log::warn!(
+                    "guest MAP_GPA_RANGE({gpa:#x}, {npages} pages, {attrs:#x}) refused: not aligned RAM"
+                );
+                return errno;
+            }
+        };
+        match self.set_private(req.gpa, req.size, req.private) {
+            Ok(()) => 0,
+            Err(SevError::SetMemoryAttributes { source, .. })
+                if source.errno() == libc::EAGAIN || source.errno() == libc::EINTR =>
+            {
+                libc::EAGAIN as u64
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                libc::EINVAL as u64
+            }
+        }
+    }
+
+    /// Answers a `KVM_EXIT_MEMORY_FAULT`: converts the range to what the
+    /// access needs (private iff `KVM_MEMORY_EXIT_FLAG_PRIVATE`).
+    pub fn handle_memory_fault(&self, flags: u64, gpa: u64, size: u64) -> Result<(), String> {
+        let private = validate_memory_fault(flags, gpa, size, &self.ram())
+            .map_err(|why| format!("{why}: gpa {gpa:#x} size {size:#x} flags {flags:#x}"))?;
+        self.set_private(gpa, size, private)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// An SEV-SNP VM on real hardware.
+pub struct SnpVm {
+    inner: Arc<KvmVm>,
+    memory: Arc<PrivateMemory>,
+    sev: Arc<SevDevice>,
+    config: SnpConfig,
+    started: bool,
+    finished: bool,
+    digest: LaunchDigest,
+    cpuid_corrections: Option<String>,
+}
+
+impl SnpVm {
+    /// The private-memory state (conversions), shareable with vCPU threads.
+    pub fn memory(&self) -> &Arc<PrivateMemory> {
+        &self.memory
+    }
+
+    /// The plain-KVM VM underneath.
+    pub fn kvm_vm(&self) -> &KvmVm {
+        &self.inner
+    }
+
+    /// `KVM_HC_MAP_GPA_RANGE` answer (see [`PrivateMemory::handle_map_gpa_range`]).
+    pub fn handle_map_gpa_range(&self, gpa: u64, npages: u64, attrs: u64) -> u64 {
+        self.memory.handle_map_gpa_range(gpa, npages, attrs)
+    }
+
+    /// What the firmware corrected in the CPUID page, when it rejected the
+    /// first one (one line per register: `leaf/subleaf reg old -> new`).
+    pub fn cpuid_corrections(&self) -> Option<&str> {
+        self.cpuid_corrections.as_deref()
+    }
+
+    /// Maps one RAM slot with a guest_memfd (private backing) and the host
+    /// mapping (shared backing) through `KVM_SET_USER_MEMORY_REGION2`.
+    ///
+    /// # Safety
+    /// As [`Vm::map_memory`]: the host range is a live mapping that outlives the VM.
+    pub unsafe fn map_private_memory(&self, slot: &MemorySlot) -> Result<(), SevError> {
+        let vm = self.inner.vm_fd();
+        let raw = vm
+            .create_guest_memfd(uapi::kvm_create_guest_memfd {
+                size: slot.size,
+                flags: 0,
+                reserved: [0; 6],
+            })
+            .map_err(|source| SevError::CreateGuestMemfd {
+                gpa: slot.gpa,
+                size: slot.size,
+                source,
+            })?;
+        // SAFETY: KVM_CREATE_GUEST_MEMFD just returned this fd; nothing else
+        // owns it, so the OwnedFd is its only owner and closes it once.
+        let gmem = unsafe { OwnedFd::from_raw_fd(raw) };
+        let region = uapi::kvm_userspace_memory_region2 {
+            slot: slot.slot,
+            flags: uapi::MEM_GUEST_MEMFD,
+            guest_phys_addr: slot.gpa,
+            memory_size: slot.size,
+            userspace_addr: slot.host_addr,
+            guest_memfd_offset: 0,
+            guest_memfd: gmem.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the caller guarantees the shared backing is a live mapping
+        // that outlives the VM (this function's contract); the guest_memfd is
+        // owned by this VM's slot list for the VM's lifetime.
+        unsafe { vm.set_user_memory_region2(region) }.map_err(|source| {
+            SevError::SetMemoryRegion2 {
+                slot: slot.slot,
+                gpa: slot.gpa,
+                source,
+            }
+        })?;
+        let mut slots = self.memory.slots.write().unwrap_or_else(|p| p.into_inner());
+        slots.push(GmemSlot {
+            gpa: slot.gpa,
+            size: slot.size,
+            gmem,
+        });
+        Ok(())
+    }
+
+    /// SNP_LAUNCH_START with the guest policy (bit 17 must be set).
+    pub fn snp_launch_start(&mut self, policy: u64) -> Result<(), SevError> {
+        if self.started {
+            return Err(SevError::Order("KVM_SEV_SNP_LAUNCH_START (twice)"));
+        }
+        let mut start = uapi::kvm_sev_snp_launch_start {
+            policy,
+            gosvw: self.config.gosvw,
+            ..Default::default()
+        };
+        sev_command(
+            self.inner.vm_fd(),
+            uapi::SNP_LAUNCH_START,
+            Some(&mut start),
+            Some(self.sev.fd()),
+        )
+        .map_err(|failure| SevError::SnpLaunchStart { policy, failure })?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// Issues LAUNCH_UPDATE over `[gpa, gpa + len)` from `source`, looping
+    /// while the kernel reports partial progress, until `len == 0`.
+    fn update_loop(
+        &self,
+        gpa: u64,
+        len: u64,
+        page_type: u8,
+        source: &MmapRegion,
+    ) -> Result<(), SevError> {
+        let mut arg = uapi::kvm_sev_snp_launch_update {
+            gfn_start: gpa / PAGE_SIZE,
+            uaddr: source.as_ptr() as u64,
+            len,
+            type_: page_type,
+            ..Default::default()
+        };
+        let zero = u32::from(page_type) == kvm_bindings::KVM_SEV_SNP_PAGE_TYPE_ZERO;
+        let mut stalls = 0;
+        while arg.len != 0 {
+            let before = arg;
+            let result = sev_command(
+                self.inner.vm_fd(),
+                uapi::SNP_LAUNCH_UPDATE,
+                Some(&mut arg),
+                Some(self.sev.fd()),
+            );
+            let progressed =
+                check_progress(&before, &arg, zero).map_err(|why| SevError::SnpLaunchUpdate {
+                    gpa: before.gfn_start * PAGE_SIZE,
+                    len: before.len,
+                    page_type,
+                    failure: FwFailure {
+                        errno: std::io::Error::other(why),
+                        fw_error: 0,
+                    },
+                })?;
+            match result {
+                Ok(()) => {}
+                Err(f) if f.errno.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(failure) => {
+                    return Err(SevError::SnpLaunchUpdate {
+                        gpa: arg.gfn_start * PAGE_SIZE,
+                        len: arg.len,
+                        page_type,
+                        failure,
+                    })
+                }
+            }
+            if progressed {
+                stalls = 0;
+            } else {
+                stalls += 1;
+                if stalls > MAX_STALLS {
+                    return Err(SevError::SnpLaunchUpdate {
+                        gpa: arg.gfn_start * PAGE_SIZE,
+                        len: arg.len,
+                        page_type,
+                        failure: FwFailure {
+                            errno: std::io::Error::from_raw_os_error(libc::EAGAIN),
+                            fw_error: 0,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SNP_LAUNCH_UPDATE of one range (see [`ConfidentialLaunch::launch_update`]).
+    pub fn snp_launch_update(&mut self, update: &LaunchUpdate<'_>) -> Result<(), SevError> {
+        if !self.started || self.finished {
+            return Err(SevError::Order("KVM_SEV_SNP_LAUNCH_UPDATE"));
+        }
+        let (gpa, len) = (update.gpa, update.len);
+        let bad_range = SevError::Range { gpa, len };
+        if !gpa.is_multiple_of(PAGE_SIZE) || len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(bad_range);
+        }
+        if !range_in_ram(gpa, len, &self.memory.ram()) {
+            return Err(bad_range);
+        }
+        let size = usize::try_from(len).map_err(|_| SevError::SourceBuffer(usize::MAX))?;
+        let source = MmapRegion::<()>::new(size).map_err(|_| SevError::SourceBuffer(size))?;
+        let buf = source.as_volatile_slice();
+        match (update.page_type, update.contents) {
+            (PageType::Vmsa, _) => {
+                return Err(SevError::Order(
+                    "VMSA pages (KVM adds them at LAUNCH_FINISH)",
+                ))
+            }
+            (PageType::Normal, Some(c)) | (PageType::Cpuid, Some(c)) if c.len() as u64 <= len => {
+                buf.copy_from(c)
+            }
+            (PageType::Normal, _) => return Err(bad_range),
+            (PageType::Cpuid, None) => {
+                let kvm = uapi::cpuid_entries_from_kvm(self.inner.supported_cpuid().as_slice());
+                let page = uapi::cpuid_page_bytes(&kvm).ok_or(SevError::SourceBuffer(size))?;
+                buf.copy_from(&page[..]);
+            }
+            _ => {}
+        }
+        self.memory.set_private(gpa, len, true)?;
+        let page_type = update.page_type as u8;
+        let first = self.update_loop(gpa, len, page_type, &source);
+        match first {
+            Err(SevError::SnpLaunchUpdate { failure, .. })
+                if update.page_type == PageType::Cpuid
+                    && failure.fw_error == uapi::SEV_RET_INVALID_PARAM =>
+            {
+                // The firmware wrote the table it accepts back into `source`.
+                let mut proposed = vec![0u8; size];
+                let _ = buf.copy_to(&mut proposed[..]);
+                let old = match update.contents {
+                    Some(c) => c.to_vec(),
+                    None => {
+                        let kvm =
+                            uapi::cpuid_entries_from_kvm(self.inner.supported_cpuid().as_slice());
+                        uapi::cpuid_page_bytes(&kvm).map_or_else(Vec::new, |p| p.to_vec())
+                    }
+                };
+                let diff = uapi::cpuid_diff(&old, &proposed);
+                log::warn!("firmware corrected the CPUID page at {gpa:#x}; retrying once:\n{diff}");
+                self.update_loop(gpa, len, page_type, &source)
+                    .map_err(|_| SevError::CpuidRejected {
+                        gpa,
+                        diff: diff.clone(),
+                    })?;
+                self.cpuid_corrections = Some(diff);
+            }
+            other => other?,
+        }
+        match (update.page_type, update.contents) {
+            (PageType::Normal, Some(c)) => {
+                let mut data = c.to_vec();
+                data.resize(size, 0);
+                self.digest.update_normal_pages(gpa, &data);
+            }
+            (t, _) => self.digest.update_range(t, gpa, len),
+        }
+        Ok(())
+    }
+
+    /// SNP_LAUNCH_FINISH; returns the launch digest expected from the pages
+    /// given and `vmsa_pages` (see [`ConfidentialLaunch::launch_finish`]).
+    pub fn snp_launch_finish(&mut self, params: &LaunchFinishParams) -> Result<[u8; 48], SevError> {
+        if !self.started || self.finished {
+            return Err(SevError::Order("KVM_SEV_SNP_LAUNCH_FINISH"));
+        }
+        let id_block = params
+            .id_block
+            .as_ref()
+            .map(|b| fixed::<{ uapi::SNP_ID_BLOCK_SIZE }>("ID block", b))
+            .transpose()?;
+        let id_auth = params
+            .id_auth
+            .as_ref()
+            .map(|b| fixed::<{ uapi::SNP_ID_AUTH_SIZE }>("ID auth", b))
+            .transpose()?;
+        if id_block.is_some() != id_auth.is_some() {
+            return Err(SevError::IdBlockSize {
+                what: "ID block and ID auth (both or neither)",
+                len: 0,
+                expected: 0,
+            });
+        }
+        let mut finish = uapi::kvm_sev_snp_launch_finish {
+            id_block_uaddr: id_block.as_ref().map_or(0, |b| b.as_ptr() as u64),
+            id_auth_uaddr: id_auth.as_ref().map_or(0, |b| b.as_ptr() as u64),
+            id_block_en: u8::from(id_block.is_some()),
+            auth_key_en: u8::from(id_block.is_some() && params.auth_key_en),
+            vcek_disabled: u8::from(self.config.vcek_disabled),
+            host_data: params.host_data,
+            ..Default::default()
+        };
+        sev_command(
+            self.inner.vm_fd(),
+            uapi::SNP_LAUNCH_FINISH,
+            Some(&mut finish),
+            Some(self.sev.fd()),
+        )
+        .map_err(SevError::SnpLaunchFinish)?;
+        self.finished = true;
+        for page in &params.vmsa_pages {
+            if let Ok(p) = <&[u8; 4096]>::try_from(page.as_slice()) {
+                self.digest.update(PageType::Vmsa, VMSA_GPA, Some(p));
+            }
+        }
+        Ok(self.digest.digest())
+    }
+}
+
+/// Copies a blob that must have exactly `N` bytes into an owned array.
+fn fixed<const N: usize>(what: &'static str, b: &[u8]) -> Result<Box<[u8; N]>, SevError> {
+    let arr: [u8; N] = b.try_into().map_err(|_| SevError::IdBlockSize {
+        what,
+        len: b.len(),
+        expected: N,
+    })?;
+    Ok(Box::new(arr))
+}
+
+/// Checks what the kernel wrote back into a LAUNCH_UPDATE argument: `len`
+/// shrank by whole pages, `gfn_start` (and `uaddr`, except for ZERO pages)
+/// advanced by as much. Returns whether any page was done.
+pub fn check_progress(
+    before: &uapi::kvm_sev_snp_launch_update,
+    after: &uapi::kvm_sev_snp_launch_update,
+    zero: bool,
+) -> Result<bool, &'static str> {
+    if after.len > before.len {
+        return Err("kernel grew LAUNCH_UPDATE len");
+    }
+    let done = before.len - after.len;
+    if !done.is_multiple_of(PAGE_SIZE) {
+        return Err("kernel reported partial pages");
+    }
+    let pages = done / PAGE_SIZE;
+    if after.gfn_start != before.gfn_start.wrapping_add(pages) {
+        return Err("kernel advanced gfn_start inconsistently with len");
+    }
+    if !zero && after.uaddr != before.uaddr.wrapping_add(done) {
+        return Err("kernel advanced uaddr inconsistently with len");
+    }
+    Ok(pages > 0)
+}
+
+fn launch_error(what: &'static str, e: SevError) -> LaunchError {
+    match e {
+        SevError::SnpLaunchStart { failure, .. } => {
+            match FirmwareStatus::from_code(failure.fw_error) {
+                Some(s) => LaunchError::Start(s),
+                None => LaunchError::Ioctl {
+                    what,
+                    fw_error: failure.fw_error,
+                    source: failure.errno,
+                },
+            }
+        }
+        SevError::SnpLaunchFinish(failure) => match FirmwareStatus::from_code(failure.fw_error) {
+            Some(s) => LaunchError::Finish(s),
+            None => LaunchError::Ioctl {
+                what,
+                fw_error: failure.fw_error,
+                source: failure.errno,
+            },
+        },
+        SevError::SnpLaunchUpdate { failure, .. } => LaunchError::Ioctl {
+            what,
+            fw_error: failure.fw_error,
+            source: failure.errno,
+        },
+        other => LaunchError::Backend(other.to_string()),
+    }
+}
+
+impl ConfidentialLaunch for SnpVm {
+    fn launch_start(&mut self, params: &LaunchStartParams) -> Result<(), LaunchError> {
+        self.snp_launch_start(params.policy)
+            .map_err(|e| launch_error("KVM_SEV_SNP_LAUNCH_START", e))
+    }
+
+    fn launch_update(&mut self, update: &LaunchUpdate<'_>) -> Result<(), LaunchError> {
+        if let Some(c) = update.contents {
+            if !c.len().is_multiple_of(PAGE_SIZE as usize) {
+                return Err(LaunchError::ContentsLength(c.len()));
+            }
+        }
+        self.snp_launch_update(update).map_err(|e| {
+            log::error!("{e}");
+            launch_error("KVM_SEV_SNP_LAUNCH_UPDATE", e)
+        })
+    }
+
+    fn launch_finish(
+        &mut self,
+        params: &LaunchFinishParams,
+    ) -> Result<LaunchFinished, LaunchError> {
+        let measurement = self
+            .snp_launch_finish(params)
+            .map_err(|e| launch_error("KVM_SEV_SNP_LAUNCH_FINISH", e))?;
+        Ok(LaunchFinished { measurement })
+    }
+}
+
+impl Vm for SnpVm {
+    type Vcpu = SnpVcpu;
+
+    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError> {
+        if slot.access == SlotAccess::ReadOnly {
+            // guest_memfd slots cannot be read-only; an SNP firmware image is
+            // private memory whose integrity comes from the measurement.
+            log::warn!(
+                "SNP: slot {} at {:#x} is mapped writable (private memory has no ROM)",
+                slot.slot,
+                slot.gpa
+            );
+        }
+        // SAFETY: forwarded contract of Vm::map_memory.
+        unsafe { self.map_private_memory(slot) }.map_err(|e| to_backend("mapping SNP memory", e))
+    }
+
+    fn create_vcpu(
+        &self,
+        index: u32,
+        vcpu_count: u32,
+        start: VcpuStart,
+        umbra_features: u32,
+    ) -> Result<SnpVcpu, BackendError> {
+        let inner = self
+            .inner
+            .create_vcpu(index, vcpu_count, start, umbra_features)?;
+        if let (true, VcpuStart::Reset, Some(eip)) = (index > 0, start, self.config.ap_reset_eip) {
+            set_ap_reset(&inner, eip).map_err(|e| to_backend("AP reset state", e))?;
+        }
+        Ok(SnpVcpu {
+            inner,
+            memory: Arc::clone(&self.memory),
+            last_fault: None,
+            repeats: 0,
+        })
+    }
+
+    fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError> {
+        self.inner.intercept_msrs(msrs)
+    }
+
+    fn create_legacy_irqchip(&self) -> Result<(), BackendError> {
+        self.inner.create_legacy_irqchip()
+    }
+}
+
+/// Puts an application processor at the SEV-ES reset block (QEMU
+/// `x86_cpu_reset` with `sev_es_set_reset_vector`).
+pub(crate) fn set_ap_reset(vcpu: &KvmVcpu, eip: u32) -> Result<(), SevError> {
+    let index = vcpu.index();
+    let fd = vcpu.fd();
+    let setup = |what| {
+        move |source| SevError::VcpuSetup {
+            index,
+            what,
+            source,
+        }
+    };
+    let mut sregs = fd.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
+    sregs.cs.selector = 0xF000;
+    sregs.cs.base = u64::from(eip & 0xFFFF_0000);
+    sregs.cs.limit = 0xFFFF;
+    fd.set_sregs(&sregs).map_err(setup("KVM_SET_SREGS"))?;
+    let mut regs = fd.get_regs().map_err(setup("KVM_GET_REGS"))?;
+    regs.rip = u64::from(eip & 0xFFFF);
+    fd.set_regs(&regs).map_err(setup("KVM_SET_REGS"))
+}
+
+/// An SEV-SNP vCPU.
+pub struct SnpVcpu {
+    inner: KvmVcpu,
+    memory: Arc<PrivateMemory>,
+    last_fault: Option<(u64, u64, u64)>,
+    repeats: u32,
+}
+
+impl Vcpu for SnpVcpu {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn describe_state(&self) -> String {
+        // After LAUNCH_FINISH the register state is encrypted in the VMSA.
+        self.inner.describe_state()
+    }
+
+    /// Runs to the next exit. Page-state changes (`KVM_HC_MAP_GPA_RANGE`,
+    /// memory faults) are answered here and reported as `Interrupted`
+    /// (nothing for the caller to do but re-enter); a guest termination
+    /// request is reported as `Unhandled` with the GHCB reason.
+    fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
+        use kvm_ioctls::VcpuExit as K;
+        let index = self.inner.index();
+        let memory = &self.memory;
+        match self.inner.fd_mut().run() {
+            Ok(K::Hypercall(h)) if h.nr == uapi::HC_MAP_GPA_RANGE => {
+                *h.ret = memory.handle_map_gpa_range(h.args[0], h.args[1], h.args[2]);
+                Ok(VcpuExit::Interrupted)
+            }
+            Ok(K::Hypercall(h)) => Ok(VcpuExit::Unhandled(format!(
+                "hypercall {} from the guest",
+                h.nr
+            ))),
+            Ok(K::MemoryFault { flags, gpa, size }) => {
+                let key = (flags, gpa, size);
+                if self.last_fault == Some(key) {
+                    self.repeats += 1;
+                } else {
+                    self.last_fault = Some(key);
+                    self.repeats = 0;
+                }
+                if self.repeats >= MAX_REPEATED_FAULTS {
+                    return Ok(VcpuExit::Unhandled(format!(
+                        "memory fault at {gpa:#x} (flags {flags:#x}) repeats after conversion"
+                    )));
+                }
+                match memory.handle_memory_fault(flags, gpa, size) {
+                    Ok(()) => Ok(VcpuExit::Interrupted),
+                    Err(why) => Ok(VcpuExit::Unhandled(why)),
+                }
+            }
+            Ok(K::SystemEvent(t, data)) if t == uapi::SYSTEM_EVENT_SEV_TERM => {
+                let msr = data.first().copied().unwrap_or(0);
+                Ok(VcpuExit::Unhandled(format!(
+                    "guest requested termination (GHCB MSR {msr:#x}: reason set {}, code {})",
+                    (msr >> 12) & 0xF,
+                    (msr >> 16) & 0xFF
+                )))
+            }
+            other => translate_exit(index, other),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "snp_tests.rs"]
+mod tests;
