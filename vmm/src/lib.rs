@@ -12,6 +12,7 @@ pub mod config;
 pub mod devices;
 pub mod exit_code;
 pub mod firmware;
+pub mod host_status;
 pub mod launch;
 pub mod loader;
 pub mod memory;
