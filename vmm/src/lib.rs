@@ -17,6 +17,8 @@ pub mod launch;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
+pub mod page_state;
 pub mod run_control;
+pub mod snp_model;
 pub mod violation;
 pub mod vmm;

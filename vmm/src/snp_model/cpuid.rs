@@ -1,0 +1,252 @@
+//! The CPUID page (LAUNCH_UPDATE page type CPUID) and the model firmware's
+//! validation of it.
+//!
+//! Layout: SNP ABI 56860 §8.17.2 / chapter "CPUID Reporting" (table
+//! "CPUID_FUNCTION"), as used by QEMU `SnpCpuidInfo` and Linux
+//! `struct snp_cpuid_table`; reference notes `kvm-sev-uapi.md` §7 and
+//! `ghcb-and-guest-messages.md` §4.
+//!
+//! The firmware's per-leaf policy is not published (reference note
+//! "unconfirmed" item 8). The model's policy, documented here, uses what is
+//! known: the structural rules (COUNT <= 64, reserved fields zero, XCR0_IN /
+//! XSS_IN only on leaf 0xD, a subleaf only on indexed leaves), the feature
+//! bits QEMU clears because the firmware rejects them, the model CPU's
+//! family/model/stepping in Fn0000_0001 EAX, and a set of leaves the model
+//! CPU (Milan) has; entries for other leaves get zero outputs. On any
+//! mismatch the page is rewritten with the accepted values and LAUNCH_UPDATE
+//! fails with INVALID_PARAM, so the VMM can retry once with the corrected
+//! table and report the differences.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Most entries a CPUID page holds.
+pub const MAX_ENTRIES: usize = 64;
+
+/// One CPUID_FUNCTION entry (48 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct CpuidEntry {
+    /// EAX input (leaf).
+    pub eax_in: u32,
+    /// ECX input (subleaf) for indexed leaves.
+    pub ecx_in: u32,
+    /// XCR0 input (leaf 0xD only).
+    pub xcr0_in: u64,
+    /// XSS input (leaf 0xD only).
+    pub xss_in: u64,
+    /// EAX output.
+    pub eax: u32,
+    /// EBX output.
+    pub ebx: u32,
+    /// ECX output.
+    pub ecx: u32,
+    /// EDX output.
+    pub edx: u32,
+    /// Reserved, zero.
+    pub reserved: u64,
+}
+
+/// The CPUID page (4096 bytes; the table uses 0x10 + 64 × 0x30 = 0xC10).
+#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CpuidPage {
+    /// Number of valid entries.
+    pub count: u32,
+    /// Reserved, zero.
+    pub reserved0: u32,
+    /// Reserved, zero.
+    pub reserved1: u64,
+    /// The entries; only the first `count` are used.
+    pub entries: [CpuidEntry; MAX_ENTRIES],
+    /// Rest of the page, zero.
+    pub padding: [u8; 4096 - 0xC10],
+}
+
+// SNP ABI 56860 CPUID_FUNCTION (48 bytes) and the CPUID page (one 4 KiB page).
+const _: () = assert!(core::mem::size_of::<CpuidEntry>() == 0x30);
+const _: () = assert!(core::mem::size_of::<CpuidPage>() == 4096);
+const _: () = assert!(core::mem::offset_of!(CpuidPage, entries) == 0x10);
+const _: () = assert!(core::mem::offset_of!(CpuidEntry, eax) == 0x18);
+
+/// One value the firmware changed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CpuidCorrection {
+    /// Entry index, `None` for the page header or padding.
+    pub index: Option<usize>,
+    /// Leaf of the entry (0 for the header).
+    pub leaf: u32,
+    /// Subleaf of the entry as proposed.
+    pub subleaf: u32,
+    /// Which field.
+    pub field: &'static str,
+    /// Value the VMM proposed.
+    pub proposed: u64,
+    /// Value the firmware accepts.
+    pub accepted: u64,
+}
+
+impl std::fmt::Display for CpuidCorrection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(
+                f,
+                "entry {i} (leaf {:#x} subleaf {:#x}) {}: {:#x} -> {:#x}",
+                self.leaf, self.subleaf, self.field, self.proposed, self.accepted
+            ),
+            None => write!(
+                f,
+                "page {}: {:#x} -> {:#x}",
+                self.field, self.proposed, self.accepted
+            ),
+        }
+    }
+}
+
+/// Leaves whose ECX input selects a subleaf.
+fn indexed(leaf: u32) -> bool {
+    matches!(
+        leaf,
+        0x4 | 0x7 | 0xB | 0xD | 0xF | 0x10 | 0x8000_001D | 0x8000_0020
+    )
+}
+
+/// Leaves the model CPU (Milan: max standard leaf 0x10, max extended leaf
+/// 0x8000_0023) reports, plus the hypervisor range, which is the VMM's own.
+fn supported(leaf: u32) -> bool {
+    matches!(leaf, 0x0..=0x10 | 0x4000_0000..=0x4000_00FF | 0x8000_0000..=0x8000_0023)
+}
+
+/// Output bits the firmware refuses (QEMU `target/i386/sev.c` clears them
+/// before submitting): `(leaf, subleaf, register, mask)`; register 0..3 =
+/// EAX, EBX, ECX, EDX.
+const REFUSED_BITS: [(u32, u32, usize, u32); 4] = [
+    // Fn0000_0001 ECX[24] TSC-deadline timer.
+    (0x1, 0, 2, 1 << 24),
+    // Fn0000_0007_0 EBX[1] IA32_TSC_ADJUST.
+    (0x7, 0, 1, 1 << 1),
+    // Fn0000_0007_0 EDX[31:26] SPEC_CTRL, STIBP, FLUSH_L1D,
+    // ARCH_CAPABILITIES, CORE_CAPABILITIES, SSBD.
+    (0x7, 0, 3, 0xFC00_0000),
+    // Fn8000_0008 EBX[25] VIRT_SSBD.
+    (0x8000_0008, 0, 1, 1 << 25),
+];
+
+const REGS: [&str; 4] = ["EAX", "EBX", "ECX", "EDX"];
+
+struct Fixer<'a> {
+    out: &'a mut Vec<CpuidCorrection>,
+    index: usize,
+    leaf: u32,
+    subleaf: u32,
+}
+
+impl Fixer<'_> {
+    fn fix<T: Copy + Into<u64> + PartialEq>(&mut self, field: &'static str, v: &mut T, want: T) {
+        if *v != want {
+            self.out.push(CpuidCorrection {
+                index: Some(self.index),
+                leaf: self.leaf,
+                subleaf: self.subleaf,
+                field,
+                proposed: (*v).into(),
+                accepted: want.into(),
+            });
+            *v = want;
+        }
+    }
+}
+
+/// Validates the CPUID page in `page` for a platform whose Fn0000_0001 EAX
+/// is `fms`. Returns the corrections, having written the accepted table into
+/// `page`; an empty list means the page was accepted unchanged.
+pub fn validate(page: &mut [u8; 4096], fms: u32) -> Vec<CpuidCorrection> {
+    let mut table: CpuidPage = zerocopy::transmute!(*page);
+    let out = validate_table(&mut table, fms);
+    *page = zerocopy::transmute!(table);
+    out
+}
+
+fn validate_table(table: &mut CpuidPage, fms: u32) -> Vec<CpuidCorrection> {
+    let mut out = Vec::new();
+    let header = |field, proposed: u64, out: &mut Vec<CpuidCorrection>| {
+        out.push(CpuidCorrection {
+            index: None,
+            leaf: 0,
+            subleaf: 0,
+            field,
+            proposed,
+            accepted: if field == "COUNT" {
+                MAX_ENTRIES as u64
+            } else {
+                0
+            },
+        });
+    };
+    if table.count as usize > MAX_ENTRIES {
+        header("COUNT", u64::from(table.count), &mut out);
+        table.count = MAX_ENTRIES as u32;
+    }
+    if table.reserved0 != 0 {
+        header("reserved 0x4", u64::from(table.reserved0), &mut out);
+        table.reserved0 = 0;
+    }
+    if table.reserved1 != 0 {
+        header("reserved 0x8", table.reserved1, &mut out);
+        table.reserved1 = 0;
+    }
+    if table.padding.iter().any(|&b| b != 0) {
+        header("bytes 0xC10..0x1000", 1, &mut out);
+        table.padding.fill(0);
+    }
+    let count = table.count as usize;
+    for (index, e) in table.entries.iter_mut().enumerate() {
+        if index >= count {
+            // Entries past COUNT are reserved.
+            if *e != CpuidEntry::default() {
+                header("entry past COUNT", u64::from(e.eax_in), &mut out);
+                *e = CpuidEntry::default();
+            }
+            continue;
+        }
+        let mut f = Fixer {
+            out: &mut out,
+            index,
+            leaf: e.eax_in,
+            subleaf: e.ecx_in,
+        };
+        let leaf = e.eax_in;
+        f.fix("reserved", &mut e.reserved, 0);
+        if leaf != 0xD {
+            f.fix("XCR0_IN", &mut e.xcr0_in, 0);
+            f.fix("XSS_IN", &mut e.xss_in, 0);
+        }
+        if !indexed(leaf) {
+            f.fix("ECX_IN", &mut e.ecx_in, 0);
+        }
+        if !supported(leaf) {
+            f.fix("EAX", &mut e.eax, 0);
+            f.fix("EBX", &mut e.ebx, 0);
+            f.fix("ECX", &mut e.ecx, 0);
+            f.fix("EDX", &mut e.edx, 0);
+            continue;
+        }
+        if leaf == 0x1 {
+            f.fix("EAX", &mut e.eax, fms);
+        }
+        for (l, sub, reg, mask) in REFUSED_BITS {
+            if leaf == l && e.ecx_in == sub {
+                let r = match reg {
+                    0 => &mut e.eax,
+                    1 => &mut e.ebx,
+                    2 => &mut e.ecx,
+                    _ => &mut e.edx,
+                };
+                let want = *r & !mask;
+                f.fix(REGS[reg], r, want);
+            }
+        }
+    }
+    out
+}

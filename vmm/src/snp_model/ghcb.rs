@@ -1,0 +1,1 @@
+//! GHCB protocol (owned by the lead).
