@@ -1,0 +1,264 @@
+//! Tests on SEV-SNP silicon. Each one returns early with a printed
+//! `skipped:` line unless `/dev/sev` exists **and** `UMBRA_HW=1` (the
+//! documented rule for hardware tests; see docs/testing.md "Hardware
+//! tests"); they never fail for lack of hardware.
+//!
+//! On hardware they launch the embedded firmware through the real KVM UAPI
+//! and check the result against the attestation library:
+//! - SNP: every launch step of `snp_launch_steps`, then LAUNCH_FINISH with an
+//!   ID block carrying `snp_launch_digest` for the same inputs, signed with a
+//!   fresh key. The firmware compares the ID block's digest with the one it
+//!   computed and refuses LAUNCH_FINISH (BAD_MEASUREMENT) if they differ, so
+//!   success proves the silicon's launch digest equals ours.
+//! - SEV-ES (legacy flow): LAUNCH_START, UPDATE_DATA of the image, UPDATE_VMSA,
+//!   LAUNCH_MEASURE (measure + mnonce), LAUNCH_FINISH.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use umbra_attestation::id_block::{IdAuth, IdBlock, SigningKey};
+use umbra_attestation::measure::vmsa::VmmType;
+use umbra_attestation::measure::{
+    snp_launch_digest, snp_launch_steps, FirmwareImage, MeasureInputs, PlanOptions, StepSource,
+    VcpuSaveAreas,
+};
+use umbra_vmm::backend::confidential::{
+    ConfidentialLaunch, LaunchFinishParams, LaunchStartParams, LaunchUpdate,
+};
+use umbra_vmm::backend::sev::legacy::{policy, LegacyHypervisor, LegacyMode};
+use umbra_vmm::backend::sev::snp::{SnpConfig, SnpHypervisor};
+use umbra_vmm::backend::{MemorySlot, SlotAccess, VcpuStart, Vm};
+use umbra_vmm::firmware::EMBEDDED_FIRMWARE;
+use vm_memory::{MmapRegion, VolatileMemory};
+use zerocopy::IntoBytes;
+
+/// Guest RAM below the firmware: holds every SEV metadata section.
+const LOW_RAM: usize = 2 << 20;
+/// The firmware ends at 4 GiB.
+const ROM_GPA: u64 = 0x1_0000_0000 - EMBEDDED_FIRMWARE.len() as u64;
+const POLICY: u64 = 0x30000;
+
+fn hardware() -> bool {
+    let sev = Path::new("/dev/sev").exists();
+    let hw = std::env::var("UMBRA_HW").as_deref() == Ok("1");
+    if !(sev && hw) {
+        eprintln!(
+            "skipped: hardware test needs /dev/sev (present: {sev}) and UMBRA_HW=1 (set: {hw})"
+        );
+    }
+    sev && hw
+}
+
+/// Host memory for the guest: low RAM and the firmware image region.
+struct GuestMemory {
+    low: MmapRegion,
+    rom: MmapRegion,
+}
+
+impl GuestMemory {
+    fn new() -> Self {
+        let low = MmapRegion::<()>::new(LOW_RAM).unwrap();
+        let rom = MmapRegion::<()>::new(EMBEDDED_FIRMWARE.len()).unwrap();
+        rom.as_volatile_slice().copy_from(EMBEDDED_FIRMWARE);
+        GuestMemory { low, rom }
+    }
+
+    fn slots(&self) -> [MemorySlot; 2] {
+        [
+            MemorySlot {
+                slot: 0,
+                gpa: 0,
+                size: LOW_RAM as u64,
+                host_addr: self.low.as_ptr() as u64,
+                access: SlotAccess::ReadWrite,
+            },
+            MemorySlot {
+                slot: 1,
+                gpa: ROM_GPA,
+                size: EMBEDDED_FIRMWARE.len() as u64,
+                host_addr: self.rom.as_ptr() as u64,
+                access: SlotAccess::ReadWrite,
+            },
+        ]
+    }
+}
+
+fn sections_fit(fw: &FirmwareImage<'_>) {
+    for s in fw.sections() {
+        assert!(
+            u64::from(s.gpa) + u64::from(s.size) <= LOW_RAM as u64,
+            "metadata section at {:#x} outside the test's low RAM",
+            s.gpa
+        );
+    }
+}
+
+/// CPUID leaf 1 EAX of what KVM gives the vCPUs (RDX at reset, in the VMSA).
+fn vcpu_signature(cpuid: &kvm_bindings::CpuId) -> u32 {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 1)
+        .map_or(0x600, |e| e.eax)
+}
+
+#[test]
+fn snp_launch_digest_of_embedded_firmware_matches_prediction() {
+    if !hardware() {
+        return;
+    }
+    let fw = FirmwareImage::parse(EMBEDDED_FIRMWARE).unwrap();
+    sections_fit(&fw);
+    let ap_eip = fw.sev_es_reset_eip().unwrap();
+    // Memory before the VM: locals drop in reverse order, so the mappings
+    // outlive the VM as map_memory requires.
+    let memory = GuestMemory::new();
+    let hv = SnpHypervisor::new(SnpConfig {
+        vmsa_features: 0x1,
+        ap_reset_eip: ap_eip,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut vm = hv.create_snp_vm().unwrap();
+    for slot in memory.slots() {
+        // SAFETY: `memory` is declared before `vm` and so outlives it.
+        unsafe { vm.map_memory(&slot) }.unwrap();
+    }
+    let _vcpu = vm.create_vcpu(0, 1, VcpuStart::Reset, 0).unwrap();
+    let sig = vcpu_signature(vm.kvm_vm().supported_cpuid());
+
+    let predicted = snp_launch_digest(&MeasureInputs {
+        firmware: &fw,
+        vcpus: 1,
+        vcpu_sig: sig,
+        guest_features: 0x1,
+        vmm_type: VmmType::Qemu,
+        kernel_hashes: None,
+        ovmf_hash: None,
+        firmware_page_digests: None,
+    })
+    .unwrap();
+
+    vm.launch_start(&LaunchStartParams { policy: POLICY })
+        .unwrap();
+    let steps = snp_launch_steps(
+        &fw,
+        &PlanOptions {
+            vmm_type: VmmType::Qemu,
+            kernel_hashes: false,
+            include_firmware: true,
+            vcpus: 1,
+        },
+    )
+    .unwrap();
+    for step in steps
+        .iter()
+        .filter(|s| !matches!(s.source, StepSource::Vmsa { .. }))
+    {
+        vm.launch_update(&LaunchUpdate {
+            gpa: step.gpa,
+            len: step.len,
+            page_type: step.page_type,
+            contents: step.image_bytes(&fw),
+        })
+        .unwrap_or_else(|e| panic!("update {step:?}: {e}"));
+    }
+    if let Some(diff) = vm.cpuid_corrections() {
+        eprintln!("firmware corrected the CPUID page (not measured):\n{diff}");
+    }
+
+    let areas = VcpuSaveAreas::new(&fw, 0x1, sig, VmmType::Qemu).unwrap();
+    let key = EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
+    let id_key = SigningKey::from_pem(&key.private_key_to_pem().unwrap()).unwrap();
+    let block = IdBlock::new(predicted, [0x11; 16], [0x22; 16], 1, POLICY);
+    let auth = IdAuth::sign(&block, &id_key, None).unwrap();
+    let finished = vm
+        .launch_finish(&LaunchFinishParams {
+            id_block: Some(block.as_bytes().to_vec()),
+            id_auth: Some(auth.as_bytes().to_vec()),
+            auth_key_en: false,
+            host_data: [0x5A; 32],
+            vmsa_pages: vec![areas.bsp.as_page().to_vec()],
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "LAUNCH_FINISH with the predicted digest {} refused: {e}",
+                hex(&predicted)
+            )
+        });
+    assert_eq!(
+        hex(&finished.measurement),
+        hex(&predicted),
+        "the backend's running digest disagrees with the attestation library"
+    );
+    eprintln!(
+        "SNP launch digest verified by the firmware: {}",
+        hex(&predicted)
+    );
+}
+
+#[test]
+fn sev_es_legacy_launch_measure() {
+    if !hardware() {
+        return;
+    }
+    let fw = FirmwareImage::parse(EMBEDDED_FIRMWARE).unwrap();
+    let ap_eip = fw.sev_es_reset_eip().unwrap();
+    let memory = GuestMemory::new();
+    let hv = match LegacyHypervisor::new(LegacyMode::SevEs, ap_eip) {
+        Ok(h) => h,
+        Err(e) => panic!("SEV-ES backend: {e}"),
+    };
+    let mut vm = hv.create_legacy_vm().unwrap();
+    for slot in memory.slots() {
+        // SAFETY: `memory` is declared before `vm` and so outlives it.
+        unsafe { vm.map_memory(&slot) }.unwrap();
+    }
+    let _vcpu = vm.create_vcpu(0, 1, VcpuStart::Reset, 0).unwrap();
+    let handle = vm
+        .launch_start(policy::NODBG | policy::ES, None, None)
+        .unwrap();
+    assert_ne!(handle, 0, "the firmware assigns a guest handle");
+    vm.launch_update_data(ROM_GPA, EMBEDDED_FIRMWARE.len() as u64)
+        .unwrap();
+    vm.launch_update_vmsa().unwrap();
+    let m = vm.launch_measure().unwrap();
+    assert_ne!(m.measure, [0u8; 32], "LAUNCH_MEASURE returned no HMAC");
+    assert_ne!(m.mnonce, [0u8; 16], "LAUNCH_MEASURE returned no nonce");
+    eprintln!(
+        "SEV-ES measure {} mnonce {}",
+        hex(&m.measure),
+        hex(&m.mnonce)
+    );
+    vm.launch_finish().unwrap();
+    assert!(vm.finished());
+}
+
+#[test]
+fn host_status_reports_snp_on_hardware() {
+    if !hardware() {
+        return;
+    }
+    let s = umbra_vmm::host_status::collect();
+    assert!(
+        s.sev_device.present && s.sev_device.error.is_none(),
+        "{s:?}"
+    );
+    let snp = s
+        .sev_device
+        .snp
+        .expect("SNP_PLATFORM_STATUS on an SNP host");
+    assert!(snp.rmp_initialized, "SNP not initialised: {snp:?}");
+    assert!(
+        s.can_launch.snp,
+        "{}",
+        umbra_vmm::host_status::render_human(&s)
+    );
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
