@@ -512,63 +512,21 @@ impl SnpVm {
         page_type: u8,
         source: &MmapRegion,
     ) -> Result<(), SevError> {
-        let mut arg = uapi::kvm_sev_snp_launch_update {
+        let arg = uapi::kvm_sev_snp_launch_update {
             gfn_start: gpa / PAGE_SIZE,
             uaddr: source.as_ptr() as u64,
             len,
             type_: page_type,
             ..Default::default()
         };
-        let zero = u32::from(page_type) == kvm_bindings::KVM_SEV_SNP_PAGE_TYPE_ZERO;
-        let mut stalls = 0;
-        while arg.len != 0 {
-            let before = arg;
-            let result = sev_command(
+        drive_launch_update(arg, |a| {
+            sev_command(
                 self.inner.vm_fd(),
                 uapi::SNP_LAUNCH_UPDATE,
-                Some(&mut arg),
+                Some(a),
                 Some(self.sev.fd()),
-            );
-            let progressed =
-                check_progress(&before, &arg, zero).map_err(|why| SevError::SnpLaunchUpdate {
-                    gpa: before.gfn_start * PAGE_SIZE,
-                    len: before.len,
-                    page_type,
-                    failure: FwFailure {
-                        errno: std::io::Error::other(why),
-                        fw_error: 0,
-                    },
-                })?;
-            match result {
-                Ok(()) => {}
-                Err(f) if f.errno.raw_os_error() == Some(libc::EAGAIN) => {}
-                Err(failure) => {
-                    return Err(SevError::SnpLaunchUpdate {
-                        gpa: arg.gfn_start * PAGE_SIZE,
-                        len: arg.len,
-                        page_type,
-                        failure,
-                    })
-                }
-            }
-            if progressed {
-                stalls = 0;
-            } else {
-                stalls += 1;
-                if stalls > MAX_STALLS {
-                    return Err(SevError::SnpLaunchUpdate {
-                        gpa: arg.gfn_start * PAGE_SIZE,
-                        len: arg.len,
-                        page_type,
-                        failure: FwFailure {
-                            errno: std::io::Error::from_raw_os_error(libc::EAGAIN),
-                            fw_error: 0,
-                        },
-                    });
-                }
-            }
-        }
-        Ok(())
+            )
+        })
     }
 
     /// SNP_LAUNCH_UPDATE of one range (see [`ConfidentialLaunch::launch_update`]).
@@ -727,6 +685,57 @@ pub fn check_progress(
         return Err("kernel advanced uaddr inconsistently with len");
     }
     Ok(pages > 0)
+}
+
+/// Drives one LAUNCH_UPDATE to completion through `issue` (the ioctl):
+/// resumes from what the kernel wrote back while `len != 0`, retries
+/// `-EAGAIN`, refuses inconsistent write-backs, and gives up after
+/// [`MAX_STALLS`] calls in a row without progress.
+pub fn drive_launch_update(
+    mut arg: uapi::kvm_sev_snp_launch_update,
+    mut issue: impl FnMut(&mut uapi::kvm_sev_snp_launch_update) -> Result<(), FwFailure>,
+) -> Result<(), SevError> {
+    let page_type = arg.type_;
+    let zero = u32::from(page_type) == kvm_bindings::KVM_SEV_SNP_PAGE_TYPE_ZERO;
+    let fail = |arg: &uapi::kvm_sev_snp_launch_update, failure| SevError::SnpLaunchUpdate {
+        gpa: arg.gfn_start.wrapping_mul(PAGE_SIZE),
+        len: arg.len,
+        page_type,
+        failure,
+    };
+    let mut stalls = 0;
+    while arg.len != 0 {
+        let before = arg;
+        match issue(&mut arg) {
+            Ok(()) => {}
+            Err(f) if f.errno.raw_os_error() == Some(libc::EAGAIN) => {}
+            Err(failure) => return Err(fail(&arg, failure)),
+        }
+        let progressed = check_progress(&before, &arg, zero).map_err(|why| {
+            fail(
+                &before,
+                FwFailure {
+                    errno: std::io::Error::other(why),
+                    fw_error: 0,
+                },
+            )
+        })?;
+        if progressed {
+            stalls = 0;
+        } else {
+            stalls += 1;
+            if stalls > MAX_STALLS {
+                return Err(fail(
+                    &arg,
+                    FwFailure {
+                        errno: std::io::Error::from_raw_os_error(libc::EAGAIN),
+                        fw_error: 0,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn launch_error(what: &'static str, e: SevError) -> LaunchError {
@@ -917,7 +926,10 @@ impl Vcpu for SnpVcpu {
                     (msr >> 16) & 0xFF
                 )))
             }
-            other => translate_exit(index, other),
+            other => {
+                self.last_fault = None;
+                translate_exit(index, other)
+            }
         }
     }
 }

@@ -138,3 +138,82 @@ fn snp_backend_reports_missing_hardware_without_panicking() {
         Err(e) => eprintln!("no SNP backend here: {e}"),
     }
 }
+
+fn eagain() -> FwFailure {
+    FwFailure {
+        errno: std::io::Error::from_raw_os_error(libc::EAGAIN),
+        fw_error: 0,
+    }
+}
+
+/// A fake kernel doing at most `per_call` pages per call, as sev.c does
+/// (gfn_start and uaddr advance, len shrinks), with an `-EAGAIN` every
+/// third call.
+#[test]
+fn launch_update_resumes_partial_progress_until_len_is_zero() {
+    let mut calls = Vec::new();
+    let mut n = 0;
+    let r = drive_launch_update(upd(0x100, 0x7000_0000, 10 * 0x1000), |a| {
+        n += 1;
+        calls.push((a.gfn_start, a.uaddr, a.len));
+        if n % 3 == 0 {
+            return Err(eagain());
+        }
+        let pages = (a.len / 0x1000).min(4);
+        a.gfn_start += pages;
+        a.uaddr += pages * 0x1000;
+        a.len -= pages * 0x1000;
+        Ok(())
+    });
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(
+        calls,
+        vec![
+            (0x100, 0x7000_0000, 0xA000),
+            (0x104, 0x7000_4000, 0x6000),
+            (0x108, 0x7000_8000, 0x2000),
+            (0x108, 0x7000_8000, 0x2000),
+        ]
+    );
+}
+
+#[test]
+fn launch_update_failure_reports_where_it_stopped_and_the_firmware_code() {
+    let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x3000), |a| {
+        if a.gfn_start == 0x101 {
+            return Err(FwFailure {
+                errno: std::io::Error::from_raw_os_error(libc::EIO),
+                fw_error: uapi::SEV_RET_INVALID_PARAM,
+            });
+        }
+        a.gfn_start += 1;
+        a.uaddr += 0x1000;
+        a.len -= 0x1000;
+        Ok(())
+    });
+    match r {
+        Err(SevError::SnpLaunchUpdate {
+            gpa, len, failure, ..
+        }) => {
+            assert_eq!((gpa, len, failure.fw_error), (0x10_1000, 0x2000, 0x16));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn launch_update_that_never_progresses_gives_up() {
+    let mut n = 0u32;
+    let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x1000), |_| {
+        n += 1;
+        Err(eagain())
+    });
+    assert!(matches!(r, Err(SevError::SnpLaunchUpdate { .. })));
+    assert_eq!(n, MAX_STALLS + 1);
+    // A kernel that claims more than it was given is refused at once.
+    let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x1000), |a| {
+        a.len = 0x2000;
+        Ok(())
+    });
+    assert!(matches!(r, Err(SevError::SnpLaunchUpdate { .. })));
+}
