@@ -75,7 +75,7 @@ pub const MSR_UMBRA_PVALIDATE: u32 = 0x4000_0131;
 /// the VMM's shared-only accessor): write a GPA (32-bit, page aligned), then
 /// read 4 bytes: the first dword of the page as the VMM sees it, and the
 /// status at port + 4 (`PROBE_*`).
-pub const PROBE_PORT: u16 = 0xF0;
+pub const PROBE_PORT: u16 = 0xE8;
 /// The VMM read the page.
 pub const PROBE_OK: u32 = 0;
 /// The VMM refused: the page is private to the guest.

@@ -22,11 +22,26 @@ pub struct Cli {
 enum Command {
     /// Boot a VM: umbra's embedded firmware unless --firmware or --kernel is given.
     Run(Box<RunArgs>),
+    /// Report what this host offers for confidential guests.
+    Host {
+        #[command(subcommand)]
+        what: HostCommand,
+    },
     /// Write the embedded firmware ROM image to a file (to measure it, or to
     /// boot it under QEMU with `-bios`).
     ExportFirmware {
         /// Destination file.
         path: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HostCommand {
+    /// SEV/SNP platform status, kvm_amd parameters, KVM VM types and VMSA features.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -172,6 +187,9 @@ impl RunArgs {
 pub fn run(cli: Cli, process_start: Instant) -> i32 {
     match cli.command {
         Command::Run(args) => run_vm(&args, process_start),
+        Command::Host {
+            what: HostCommand::Status { json },
+        } => crate::host_status::host_status_command(json),
         Command::ExportFirmware { path } => {
             match std::fs::write(&path, crate::firmware::EMBEDDED_FIRMWARE) {
                 Ok(()) => 0,

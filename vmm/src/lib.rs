@@ -19,6 +19,8 @@ pub mod memory;
 pub mod metrics;
 pub mod page_state;
 pub mod run_control;
+pub mod shared_memory;
 pub mod snp_model;
+pub mod snp_run;
 pub mod violation;
 pub mod vmm;

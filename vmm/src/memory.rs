@@ -453,6 +453,32 @@ impl GuestRam {
     }
 }
 
+impl GuestRam {
+    /// Reads guest memory through the guest's own mapping, as the SEV
+    /// firmware does. Returns false when the range is not inside one region.
+    pub fn firmware_read(&self, gpa: u64, data: &mut [u8]) -> bool {
+        let Some(m) = self
+            .guest_mappings
+            .iter()
+            .find(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
+        else {
+            use vm_memory::Bytes;
+            return self.memory.read_slice(data, GuestAddress(gpa)).is_ok();
+        };
+        let offset = (gpa - m.gpa) as usize;
+        if offset
+            .checked_add(data.len())
+            .is_none_or(|end| end > m.size)
+        {
+            return false;
+        }
+        // SAFETY: offset..offset+len lies inside the guest mapping (checked);
+        // the destination is a distinct Rust slice.
+        unsafe { std::ptr::copy_nonoverlapping(m.addr.add(offset), data.as_mut_ptr(), data.len()) };
+        true
+    }
+}
+
 fn memfd(name: &str, flags: libc::c_uint, size: u64) -> Result<File, MemoryError> {
     let name = std::ffi::CString::new(name)
         .map_err(|_| MemoryError::HugetlbFile(std::io::Error::from_raw_os_error(libc::EINVAL)))?;

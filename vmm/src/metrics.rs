@@ -21,6 +21,8 @@ pub struct VcpuExitCounts {
     pub mmio_write: u64,
     /// HLT exits.
     pub halt: u64,
+    /// Intercepted MSR accesses (the SNP model's GHCB protocol).
+    pub msr: u64,
     /// Signal kicks.
     pub interrupted: u64,
     /// Anything else.
@@ -64,6 +66,21 @@ pub struct RunMetrics {
     pub vcpu_exits: Vec<VcpuExitCounts>,
     /// Milestones.
     pub timings: Timings,
+    /// The SNP model's launch and page-state figures (`--platform snp-model`).
+    pub snp: Option<SnpMetrics>,
+}
+
+/// What the SNP model launched and how the guest's pages moved.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnpMetrics {
+    /// The launch digest (hex).
+    pub measurement: String,
+    /// Private/shared page counts and conversions.
+    pub page_states: crate::page_state::PageStateSummary,
+    /// The firmware model's state and RMP counters.
+    pub model: crate::snp_model::firmware::ModelSummary,
+    /// Attestation reports the model signed.
+    pub reports_signed: usize,
 }
 
 impl RunMetrics {

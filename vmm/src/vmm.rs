@@ -7,6 +7,7 @@ use crate::backend::{
 };
 use crate::config::{BootSource, ConfigError, Platform, SerialOutput, VmConfig};
 use crate::devices::debug_exit::DebugExit;
+use crate::devices::probe::MemoryProbe;
 use crate::devices::serial::{ConsoleWriter, SerialPort, COM1};
 use crate::devices::PioBus;
 use crate::exit_code;
@@ -16,12 +17,16 @@ use crate::loader::{self, LoadError};
 use crate::memory::{GuestRam, MemoryError, MemoryMap, RegionRole};
 use crate::metrics::{RunMetrics, Timings, VcpuExitCounts};
 use crate::run_control::{RunControl, StopReason};
+use crate::snp_model::ghcb::{CpuidTable, Exit, MODEL_MSRS};
+use crate::snp_run;
 use crate::violation::{Access, Violation, ViolationLog};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use umbra_firmware::layout::{DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, MAX_VCPUS};
+use umbra_firmware::layout::{
+    DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, MAX_VCPUS, PROBE_PORT, UMBRA_FEATURE_SNP_MODEL,
+};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -70,6 +75,15 @@ pub enum VmmError {
     /// An eventfd or signal handler could not be created.
     #[error("cannot set up {0}")]
     HostSetup(&'static str, #[source] std::io::Error),
+    /// The SNP model could not be prepared or launched.
+    #[error(transparent)]
+    SnpModel(#[from] snp_run::SnpRunError),
+    /// Two devices claim the same ports (a bug in the device layout).
+    #[error("device ports at {0:#x} overlap another device")]
+    PortConflict(u16),
+    /// A confidential platform was asked to boot a kernel directly.
+    #[error("--platform snp-model boots firmware (the embedded one or --firmware); measured direct kernel boot is not built yet")]
+    ConfidentialKernel,
     /// The SNP launch plan could not be made.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -93,6 +107,7 @@ pub struct RunOutcome {
 
 /// What every vCPU thread shares.
 struct ExitContext {
+    snp: Option<snp_run::SnpLaunched>,
     bus: PioBus,
     map: MemoryMap,
     violations: ViolationLog,
@@ -141,10 +156,7 @@ pub fn predicted_measurement(config: &VmConfig) -> Result<[u8; 48], VmmError> {
 fn platform_unavailable(platform: Platform) -> Option<VmmError> {
     let (name, reason) = match platform {
         Platform::None => return None,
-        Platform::SnpModel => (
-            "snp-model",
-            "the SNP firmware model is not part of this build yet".to_string(),
-        ),
+        Platform::SnpModel => return None,
         Platform::Snp | Platform::SevEs | Platform::Sev => {
             let name = match platform {
                 Platform::Snp => "snp",
@@ -200,7 +212,18 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         });
     }
     let vm = hypervisor.create_vm()?;
-    let ram = GuestRam::allocate(&map, config.memory_backing, config.ksm)?;
+    let confidential = config.platform == Platform::SnpModel;
+    let plan = match (&firmware, confidential) {
+        (Some(image), true) => Some(LaunchPlan::new(image, launch_options(config)?)?),
+        (None, true) => return Err(VmmError::ConfidentialKernel),
+        _ => None,
+    };
+    let ram = Arc::new(if confidential {
+        snp_run::warn_unencrypted();
+        GuestRam::allocate_confidential(&map)?
+    } else {
+        GuestRam::allocate(&map, config.memory_backing, config.ksm)?
+    });
     for (slot, range) in ram.guest_ranges().into_iter().enumerate() {
         let role = map.find(range.gpa).map_or(RegionRole::Ram, |r| r.role);
         let access = if role == RegionRole::Rom {
@@ -221,6 +244,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         unsafe { vm.map_memory(&slot)? };
     }
 
+    let mut snp: Option<snp_run::SnpLaunched> = None;
     let start = match (&config.boot, &firmware) {
         (BootSource::Kernel { kernel, initrd }, _) => {
             vm.create_legacy_irqchip()?;
@@ -238,8 +262,23 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
                 gdt: entry.gdt,
             }
         }
-        (_, Some(image)) => {
+        (_, Some(image)) if !confidential => {
             loader::load_firmware(&ram.memory, &map, image, config.vcpus, &config.cmdline)?;
+            VcpuStart::Reset
+        }
+        (_, Some(image)) => {
+            // The ROM carries the image as on plain KVM; the launch measures
+            // the same bytes (on hardware they would be encrypted in place).
+            let plan = plan.as_ref().ok_or(VmmError::ConfidentialKernel)?;
+            let launched = snp_run::launch(config, &map, &ram, plan, host_cpuid(), |ram| {
+                loader::load_firmware(&ram.memory, &map, image, config.vcpus, &config.cmdline)
+            })?;
+            log::info!(
+                "SNP model launch digest {}",
+                umbra_attestation::hex::encode(&launched.measurement)
+            );
+            vm.intercept_msrs(&MODEL_MSRS)?;
+            snp = Some(launched);
             VcpuStart::Reset
         }
         (_, None) => VcpuStart::Reset,
@@ -272,7 +311,14 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         Arc::new(Mutex::new(DebugExit::new(control.clone()))),
     );
 
+    if let Some(launched) = &snp {
+        let probe = MemoryProbe::new(launched.shared.clone());
+        if !bus.insert(PROBE_PORT, 8, Arc::new(Mutex::new(probe))) {
+            return Err(VmmError::PortConflict(PROBE_PORT));
+        }
+    }
     let context = Arc::new(ExitContext {
+        snp,
         bus,
         map,
         violations: ViolationLog::new(config.on_violation),
@@ -292,7 +338,12 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
 
     let mut threads: Vec<JoinHandle<VcpuExitCounts>> = Vec::new();
     for index in 0..config.vcpus {
-        let vcpu = vm.create_vcpu(index, config.vcpus, start, 0)?;
+        let features = if confidential {
+            UMBRA_FEATURE_SNP_MODEL
+        } else {
+            0
+        };
+        let vcpu = vm.create_vcpu(index, config.vcpus, start, features)?;
         let ctx = context.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
@@ -329,7 +380,20 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         StopReason::Timeout => exit_code::TIMEOUT,
     };
     let ms = |t: Instant| t.saturating_duration_since(process_start).as_secs_f64() * 1000.0;
+    let snp = context.snp.as_ref().map(|s| {
+        let runtime = crate::devices::lock(&s.runtime);
+        crate::metrics::SnpMetrics {
+            measurement: umbra_attestation::hex::encode(&s.measurement),
+            page_states: crate::devices::lock(s.shared.states()).summary(),
+            model: runtime.model.summary(),
+            reports_signed: runtime.reports.len(),
+        }
+    });
+    if let (Some(s), Some(dir)) = (context.snp.as_ref(), config.snp.attest_out.as_ref()) {
+        snp_run::write_attestation(s, dir)?;
+    }
     let metrics = RunMetrics {
+        snp,
         exit_code,
         stop_reason: describe(&reason),
         platform: hypervisor.name().to_string(),
@@ -441,19 +505,50 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
                 )));
             }
             VcpuExit::MsrRead {
-                index: msr, error, ..
+                index: msr,
+                data,
+                error,
             } => {
-                // Only intercepted MSRs exit; without a handler, refuse.
-                counts.other += 1;
-                log::warn!("vCPU {index}: rdmsr {msr:#x} with no handler: #GP");
-                *error = 1;
+                counts.msr += 1;
+                let value = ctx
+                    .snp
+                    .as_ref()
+                    .and_then(|s| crate::devices::lock(&s.runtime).rdmsr(index, msr));
+                match value {
+                    Some(value) => *data = value,
+                    None => {
+                        log::warn!("vCPU {index}: rdmsr {msr:#x} refused: #GP");
+                        *error = 1;
+                    }
+                }
             }
             VcpuExit::MsrWrite {
-                index: msr, error, ..
+                index: msr,
+                data,
+                error,
             } => {
-                counts.other += 1;
-                log::warn!("vCPU {index}: wrmsr {msr:#x} with no handler: #GP");
-                *error = 1;
+                counts.msr += 1;
+                let outcome = ctx
+                    .snp
+                    .as_ref()
+                    .and_then(|s| crate::devices::lock(&s.runtime).wrmsr(index, msr, data));
+                match outcome {
+                    Some(Exit::Resume) => {}
+                    Some(Exit::Terminate(set, code)) => {
+                        ctx.control.request_stop(StopReason::GuestCrash(format!(
+                            "guest requested termination, reason set {set} code {code}"
+                        )))
+                    }
+                    Some(Exit::Unregistered(gpa)) => {
+                        ctx.control.request_stop(StopReason::GuestCrash(format!(
+                            "GHCB exit from unregistered or private GPA {gpa:#x} on vCPU {index}"
+                        )))
+                    }
+                    None => {
+                        log::warn!("vCPU {index}: wrmsr {msr:#x} refused: #GP");
+                        *error = 1;
+                    }
+                }
             }
             VcpuExit::Interrupted => {
                 counts.interrupted += 1;
@@ -489,4 +584,15 @@ fn refuse(ctx: &ExitContext, vcpu: u32, gpa: u64, size: usize, access: Access) {
     if ctx.violations.record(violation) {
         ctx.control.request_stop(StopReason::Violation);
     }
+}
+
+/// The host's CPUID (subleaf 0) for the model's MSR-protocol CPUID answers.
+fn host_cpuid() -> CpuidTable {
+    (0..=0x1Fu32)
+        .chain(0x8000_0000..=0x8000_0021)
+        .map(|leaf| {
+            let r = std::arch::x86_64::__cpuid_count(leaf, 0);
+            (leaf, [r.eax, r.ebx, r.ecx, r.edx])
+        })
+        .collect()
 }

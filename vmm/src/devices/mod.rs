@@ -1,6 +1,7 @@
 //! Device models and the port-I/O bus that routes guest accesses to them.
 
 pub mod debug_exit;
+pub mod probe;
 pub mod serial;
 
 use std::sync::{Arc, Mutex};

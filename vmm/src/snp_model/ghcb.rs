@@ -1,1 +1,367 @@
-//! GHCB protocol (owned by the lead).
+//! The guest's side door into the SNP model: the GHCB MSR protocol (GHCB
+//! spec 56421 §2.3.1), the GHCB-page SNP guest request (NAE 0x8000_0011),
+//! SEV_STATUS and the paravirtual VMGEXIT / PVALIDATE MSRs that stand in for
+//! instructions KVM cannot hand to userspace here
+//! (`umbra_firmware::layout::MSR_UMBRA_*`).
+//!
+//! Everything in here is guest-controlled input: every request is
+//! validated and answered with the architected response or error code, and
+//! nothing a guest sends can panic the VMM.
+
+use super::firmware::SnpFirmwareModel;
+use super::rmp::RET_FAIL_INPUT;
+use crate::page_state::{PageSize, PageState};
+use crate::shared_memory::SharedMemory;
+use umbra_firmware::layout::{MSR_GHCB, MSR_SEV_STATUS, MSR_UMBRA_PVALIDATE, MSR_UMBRA_VMGEXIT};
+
+/// The MSRs the model intercepts.
+pub const MODEL_MSRS: [u32; 4] = [
+    MSR_GHCB,
+    MSR_SEV_STATUS,
+    MSR_UMBRA_VMGEXIT,
+    MSR_UMBRA_PVALIDATE,
+];
+
+/// GHCB MSR protocol codes (GHCBInfo, bits 11:0).
+mod info {
+    pub const SEV_INFO_RESP: u64 = 0x001;
+    pub const SEV_INFO_REQ: u64 = 0x002;
+    pub const CPUID_REQ: u64 = 0x004;
+    pub const CPUID_RESP: u64 = 0x005;
+    pub const PREFERRED_GHCB_REQ: u64 = 0x010;
+    pub const PREFERRED_GHCB_RESP: u64 = 0x011;
+    pub const REGISTER_GHCB_REQ: u64 = 0x012;
+    pub const REGISTER_GHCB_RESP: u64 = 0x013;
+    pub const PSC_REQ: u64 = 0x014;
+    pub const PSC_RESP: u64 = 0x015;
+    pub const HV_FEATURES_REQ: u64 = 0x080;
+    pub const HV_FEATURES_RESP: u64 = 0x081;
+    pub const TERMINATE_REQ: u64 = 0x100;
+}
+
+/// GHCB page offsets (GHCB spec table 3).
+mod ghcb_page {
+    pub const SW_EXIT_CODE: usize = 0x390;
+    pub const SW_EXIT_INFO_1: usize = 0x398;
+    pub const SW_EXIT_INFO_2: usize = 0x3A0;
+    pub const VALID_BITMAP: usize = 0x3F0;
+    pub const USAGE: usize = 0xFFC;
+}
+
+/// NAE event: SNP guest request.
+const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
+/// GFN value meaning "refused" / "no preference" (all ones in bits 63:12).
+const GFN_NONE: u64 = 0xF_FFFF_FFFF_FFFF;
+/// Protocol versions offered: min 2 (SNP), max 2.
+const PROTOCOL_MIN: u64 = 2;
+const PROTOCOL_MAX: u64 = 2;
+/// C-bit position reported (Milan/Genoa: 51).
+const C_BIT: u64 = 51;
+/// PSC "generic error", as KVM reports it (bit 63 of the response).
+const PSC_ERROR: u64 = 1 << 31;
+
+/// Per-vCPU protocol state.
+#[derive(Clone, Copy, Debug, Default)]
+struct VcpuState {
+    msr: u64,
+    ghcb_gfn: Option<u64>,
+    pvalidate_result: u64,
+}
+
+/// What a VMGEXIT asks of the VMM beyond its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Continue the guest.
+    Resume,
+    /// The guest asked to terminate (reason set, reason code).
+    Terminate(u8, u8),
+    /// A GHCB-page exit from a GPA the vCPU never registered: the VM cannot
+    /// continue (KVM fails the vCPU run the same way).
+    Unregistered(u64),
+}
+
+/// A CPUID answer source for MSR-protocol CPUID requests.
+pub type CpuidTable = Vec<(u32, [u32; 4])>;
+
+/// The model's run-time half: the firmware model, the page states and the
+/// protocol state of every vCPU.
+pub struct SnpRuntime {
+    /// The firmware model (RMP, keys, guest messages).
+    pub model: SnpFirmwareModel,
+    shared: SharedMemory,
+    vcpus: Vec<VcpuState>,
+    sev_status: u64,
+    cpuid: CpuidTable,
+    /// Every report the model signed, for `--attest-out`.
+    pub reports: Vec<Vec<u8>>,
+}
+
+impl SnpRuntime {
+    /// A runtime for `vcpus` vCPUs of a guest with VMSA `guest_features`.
+    pub fn new(
+        model: SnpFirmwareModel,
+        shared: SharedMemory,
+        vcpus: u32,
+        guest_features: u64,
+        cpuid: CpuidTable,
+    ) -> Self {
+        SnpRuntime {
+            model,
+            shared,
+            vcpus: vec![VcpuState::default(); vcpus as usize],
+            // SEV_STATUS: SEV | SEV-ES | (SEV_FEATURES << 2); SNPActive is
+            // feature bit 0, so bit 2.
+            sev_status: 0b11 | (guest_features << 2),
+            cpuid,
+            reports: Vec::new(),
+        }
+    }
+
+    /// `rdmsr` of an intercepted MSR; `None` injects #GP.
+    pub fn rdmsr(&mut self, vcpu: u32, index: u32) -> Option<u64> {
+        let state = self.vcpus.get(vcpu as usize)?;
+        match index {
+            MSR_SEV_STATUS => Some(self.sev_status),
+            MSR_GHCB => Some(state.msr),
+            MSR_UMBRA_PVALIDATE => Some(state.pvalidate_result),
+            _ => None,
+        }
+    }
+
+    /// `wrmsr` of an intercepted MSR; `None` injects #GP.
+    pub fn wrmsr(&mut self, vcpu: u32, index: u32, value: u64) -> Option<Exit> {
+        if vcpu as usize >= self.vcpus.len() {
+            return None;
+        }
+        match index {
+            MSR_GHCB => {
+                self.vcpus[vcpu as usize].msr = value;
+                Some(Exit::Resume)
+            }
+            MSR_UMBRA_VMGEXIT => Some(self.vmgexit(vcpu as usize)),
+            MSR_UMBRA_PVALIDATE => {
+                self.pvalidate(vcpu as usize, value);
+                Some(Exit::Resume)
+            }
+            // SEV_STATUS is read-only.
+            _ => None,
+        }
+    }
+
+    fn pvalidate(&mut self, vcpu: usize, value: u64) {
+        let gpa = value & !0xFFF;
+        let validate = value & 2 != 0;
+        let size = if value & 1 != 0 {
+            PageSize::Size2M
+        } else {
+            PageSize::Size4K
+        };
+        // Private pages the guest never converted are assigned to it lazily
+        // (as KVM assigns guest_memfd pages on first fault), so that a
+        // 64 GiB guest costs no RMP entries until it touches its memory.
+        let private =
+            crate::devices::lock(self.shared.states()).state(gpa) == Some(PageState::Private);
+        let rmp = self.model.rmp_mut();
+        if private && !rmp.entry(gpa).is_some_and(|e| e.assigned) {
+            let mut page = gpa;
+            while page < gpa + size.bytes() {
+                if let Err(e) = rmp.assign(page, PageSize::Size4K, false) {
+                    log::warn!("vCPU {vcpu}: cannot assign {page:#x}: {e}");
+                }
+                page += PageSize::Size4K.bytes();
+            }
+        }
+        let result = match self.model.rmp_mut().pvalidate(gpa, size, validate) {
+            Ok(p) => u64::from(p.eax) | (u64::from(p.no_update) << 63),
+            Err(e) => {
+                log::warn!("vCPU {vcpu}: PVALIDATE {gpa:#x} refused: {e}");
+                u64::from(RET_FAIL_INPUT)
+            }
+        };
+        self.vcpus[vcpu].pvalidate_result = result;
+    }
+
+    fn vmgexit(&mut self, vcpu: usize) -> Exit {
+        let request = self.vcpus[vcpu].msr;
+        let code = request & 0xFFF;
+        if code == 0 {
+            return self.ghcb_page_exit(vcpu, request);
+        }
+        let data = request >> 12;
+        let response = match code {
+            info::SEV_INFO_REQ => Some(
+                (PROTOCOL_MAX << 48) | (PROTOCOL_MIN << 32) | (C_BIT << 24) | info::SEV_INFO_RESP,
+            ),
+            info::CPUID_REQ => {
+                let function = (request >> 32) as u32;
+                let register = ((request >> 30) & 3) as usize;
+                let value = self
+                    .cpuid
+                    .iter()
+                    .find(|(f, _)| *f == function)
+                    .map_or(0, |(_, r)| r[register]);
+                Some((u64::from(value) << 32) | ((register as u64) << 30) | info::CPUID_RESP)
+            }
+            info::PREFERRED_GHCB_REQ => Some((GFN_NONE << 12) | info::PREFERRED_GHCB_RESP),
+            info::REGISTER_GHCB_REQ => {
+                let gfn = data;
+                let ok = crate::devices::lock(self.shared.states())
+                    .state(gfn << 12)
+                    .is_some();
+                self.vcpus[vcpu].ghcb_gfn = ok.then_some(gfn);
+                Some(((if ok { gfn } else { GFN_NONE }) << 12) | info::REGISTER_GHCB_RESP)
+            }
+            info::PSC_REQ => Some(self.msr_psc(vcpu, request)),
+            info::HV_FEATURES_REQ => Some((1 << 12) | info::HV_FEATURES_RESP),
+            info::TERMINATE_REQ => {
+                let set = ((request >> 12) & 0xF) as u8;
+                let reason = ((request >> 16) & 0xFF) as u8;
+                return Exit::Terminate(set, reason);
+            }
+            _ => {
+                // KVM leaves the MSR unchanged for unknown requests; the
+                // guest must check the response code.
+                log::warn!("vCPU {vcpu}: unknown GHCB MSR request {code:#x}");
+                None
+            }
+        };
+        if let Some(response) = response {
+            self.vcpus[vcpu].msr = response;
+        }
+        Exit::Resume
+    }
+
+    /// MSR-protocol page-state change of one 4 KiB page.
+    fn msr_psc(&mut self, vcpu: usize, request: u64) -> u64 {
+        let op = (request >> 52) & 0xF;
+        let gpa = ((request >> 12) & ((1 << 40) - 1)) << 12;
+        let to = match op {
+            1 => PageState::Private,
+            2 => PageState::Shared,
+            _ => {
+                log::warn!("vCPU {vcpu}: page-state change with operation {op}");
+                return (PSC_ERROR << 32) | info::PSC_RESP;
+            }
+        };
+        match self.convert(gpa, PageSize::Size4K.bytes(), to) {
+            Ok(()) => info::PSC_RESP,
+            Err(why) => {
+                log::warn!("vCPU {vcpu}: page-state change of {gpa:#x} to {to:?} refused: {why}");
+                (PSC_ERROR << 32) | info::PSC_RESP
+            }
+        }
+    }
+
+    /// Converts a range in the tracker, the RMP and the VMM's view.
+    pub fn convert(&mut self, gpa: u64, len: u64, to: PageState) -> Result<(), String> {
+        crate::devices::lock(self.shared.states())
+            .convert(gpa, len, to)
+            .map_err(|e| e.to_string())?;
+        let rmp = self.model.rmp_mut();
+        let mut page = gpa;
+        while page < gpa + len {
+            // Shared pages belong to the hypervisor (RMP unassigned, and so
+            // no longer validated); private ones are assigned to the guest,
+            // which must PVALIDATE them before use.
+            let done = match to {
+                PageState::Shared => rmp.unassign(page, PageSize::Size4K),
+                PageState::Private => rmp.assign(page, PageSize::Size4K, false),
+            };
+            done.map_err(|e| e.to_string())?;
+            page += PageSize::Size4K.bytes();
+        }
+        self.shared
+            .ram()
+            .set_vmm_access(gpa, len, to == PageState::Shared)
+            .map_err(|e| e.to_string())
+    }
+
+    fn ghcb_page_exit(&mut self, vcpu: usize, gpa: u64) -> Exit {
+        if self.vcpus[vcpu].ghcb_gfn != Some(gpa >> 12) {
+            return Exit::Unregistered(gpa);
+        }
+        let mut page = [0u8; 4096];
+        if let Err(e) = self.shared.read(gpa, &mut page) {
+            log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} unreadable: {e}");
+            return Exit::Unregistered(gpa);
+        }
+        let u64_at = |p: &[u8; 4096], at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&p[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let valid = |p: &[u8; 4096], offset: usize| {
+            let bit = offset / 8;
+            p[ghcb_page::VALID_BITMAP + bit / 8] & (1 << (bit % 8)) != 0
+        };
+        let exit_code = u64_at(&page, ghcb_page::SW_EXIT_CODE);
+        let info1 = u64_at(&page, ghcb_page::SW_EXIT_INFO_1);
+        let info2 = u64_at(&page, ghcb_page::SW_EXIT_INFO_2);
+        let usage = u32::from_le_bytes([
+            page[ghcb_page::USAGE],
+            page[ghcb_page::USAGE + 1],
+            page[ghcb_page::USAGE + 2],
+            page[ghcb_page::USAGE + 3],
+        ]);
+        let all_valid = [
+            ghcb_page::SW_EXIT_CODE,
+            ghcb_page::SW_EXIT_INFO_1,
+            ghcb_page::SW_EXIT_INFO_2,
+        ]
+        .iter()
+        .all(|o| valid(&page, *o));
+        // GHCB spec error convention: info_1 = 2 "bad input" with the reason
+        // in info_2 (2 invalid usage, 4 missing input, 6 invalid event).
+        let (out1, out2) = if usage != 0 {
+            (2, 2)
+        } else if !all_valid {
+            (2, 4)
+        } else if exit_code == SNP_GUEST_REQUEST {
+            (0, self.guest_request(vcpu, info1, info2))
+        } else {
+            log::warn!("vCPU {vcpu}: unsupported GHCB event {exit_code:#x}");
+            (2, 6)
+        };
+        page[ghcb_page::VALID_BITMAP..ghcb_page::VALID_BITMAP + 16].fill(0);
+        page[ghcb_page::SW_EXIT_INFO_1..ghcb_page::SW_EXIT_INFO_1 + 8]
+            .copy_from_slice(&u64::to_le_bytes(out1));
+        page[ghcb_page::SW_EXIT_INFO_2..ghcb_page::SW_EXIT_INFO_2 + 8]
+            .copy_from_slice(&u64::to_le_bytes(out2));
+        let bits = ghcb_page::SW_EXIT_INFO_1 / 8;
+        page[ghcb_page::VALID_BITMAP + bits / 8] |= (1 << (bits % 8)) | (1 << ((bits + 1) % 8));
+        if let Err(e) = self.shared.write(gpa, &page) {
+            log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} became unwritable: {e}");
+        }
+        Exit::Resume
+    }
+
+    /// SNP_GUEST_REQUEST: returns the status for sw_exit_info_2 (0 success;
+    /// otherwise the firmware error in the low 32 bits).
+    fn guest_request(&mut self, vcpu: usize, request_gpa: u64, response_gpa: u64) -> u64 {
+        let mut request = [0u8; 4096];
+        if request_gpa & 0xFFF != 0
+            || response_gpa & 0xFFF != 0
+            || self.shared.read(request_gpa, &mut request).is_err()
+        {
+            log::warn!("vCPU {vcpu}: guest request pages {request_gpa:#x}/{response_gpa:#x} are not shared RAM");
+            return u64::from(crate::backend::confidential::FirmwareStatus::InvalidAddress as u32);
+        }
+        match self.model.guest_request(&request) {
+            Ok(outcome) => {
+                if let Some(report) = outcome.report {
+                    self.reports.push(report);
+                }
+                match self.shared.write(response_gpa, &outcome.response[..]) {
+                    Ok(()) => 0,
+                    Err(_) => u64::from(
+                        crate::backend::confidential::FirmwareStatus::InvalidAddress as u32,
+                    ),
+                }
+            }
+            Err(error) => {
+                log::warn!("vCPU {vcpu}: guest request refused: {error}");
+                u64::from(error.code())
+            }
+        }
+    }
+}

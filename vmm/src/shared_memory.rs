@@ -1,0 +1,112 @@
+//! The one accessor through which the VMM reads and writes guest memory of
+//! a confidential guest at run time: it sees shared pages only. Private
+//! pages are refused here, and are also PROT_NONE in the VMM's view of RAM
+//! (`memory::GuestRam::allocate_confidential`), so a path that bypassed this
+//! accessor would fault instead of reading them.
+
+use crate::memory::GuestRam;
+use crate::page_state::{PageState, PageStates};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress};
+
+/// Why an access was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SharedMemoryError {
+    /// Some byte of the range is private to the guest.
+    #[error("guest memory at {0:#x} is private to the guest")]
+    Private(u64),
+    /// The range is not guest RAM.
+    #[error("{0:#x} is not guest RAM")]
+    NotRam(u64),
+}
+
+/// Shared-only access to a guest's RAM.
+#[derive(Clone)]
+pub struct SharedMemory {
+    ram: Arc<GuestRam>,
+    states: Arc<Mutex<PageStates>>,
+}
+
+impl SharedMemory {
+    /// An accessor over `ram` governed by `states`.
+    pub fn new(ram: Arc<GuestRam>, states: Arc<Mutex<PageStates>>) -> Self {
+        SharedMemory { ram, states }
+    }
+
+    fn check(&self, gpa: u64, len: u64) -> Result<(), SharedMemoryError> {
+        let states = crate::devices::lock(&self.states);
+        match states.state(gpa) {
+            None => return Err(SharedMemoryError::NotRam(gpa)),
+            Some(PageState::Private) => return Err(SharedMemoryError::Private(gpa)),
+            Some(PageState::Shared) => {}
+        }
+        if !states.is_shared(gpa, len) {
+            return Err(SharedMemoryError::Private(gpa));
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `gpa` if every page is shared.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SharedMemoryError> {
+        self.check(gpa, buf.len() as u64)?;
+        self.ram
+            .memory
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| SharedMemoryError::NotRam(gpa))
+    }
+
+    /// Writes `data` at `gpa` if every page is shared.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), SharedMemoryError> {
+        self.check(gpa, data.len() as u64)?;
+        self.ram
+            .memory
+            .write_slice(data, GuestAddress(gpa))
+            .map_err(|_| SharedMemoryError::NotRam(gpa))
+    }
+
+    /// The page-state tracker.
+    pub fn states(&self) -> &Arc<Mutex<PageStates>> {
+        &self.states
+    }
+
+    /// The guest memory.
+    pub fn ram(&self) -> &Arc<GuestRam> {
+        &self.ram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryMap;
+
+    #[test]
+    fn sees_shared_pages_only() {
+        let map = MemoryMap::new(16 << 20, 64 << 10).unwrap();
+        let ram = Arc::new(GuestRam::allocate_confidential(&map).unwrap());
+        let states = PageStates::new(&[(0, 16 << 20)], PageState::Private).unwrap();
+        let shared = SharedMemory::new(ram.clone(), Arc::new(Mutex::new(states)));
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            shared.read(0x8000, &mut buf),
+            Err(SharedMemoryError::Private(0x8000))
+        );
+        assert_eq!(
+            shared.read(64 << 20, &mut buf),
+            Err(SharedMemoryError::NotRam(64 << 20))
+        );
+        crate::devices::lock(shared.states())
+            .convert(0x8000, 4096, PageState::Shared)
+            .unwrap();
+        ram.set_vmm_access(0x8000, 4096, true).unwrap();
+        shared.write(0x8000, b"ok!!").unwrap();
+        shared.read(0x8000, &mut buf).unwrap();
+        assert_eq!(&buf, b"ok!!");
+        // A read that straddles into a private page is refused as a whole.
+        assert_eq!(
+            shared.read(0x8FFE, &mut buf),
+            Err(SharedMemoryError::Private(0x8FFE))
+        );
+    }
+}
