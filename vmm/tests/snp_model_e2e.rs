@@ -1,0 +1,184 @@
+//! The whole chain on these machines: `umbra run --platform snp-model
+//! --cmdline 'scenario=attest report_data=HEX' --attest-out DIR` boots, the
+//! guest obtains its report through the encrypted guest message, DIR gets
+//! report.bin and the model's certificates, and the attestation library
+//! (the code behind `umbra-attest verify`) accepts it with the model's ARK as
+//! trust root, the predicted measurement and the report data — and fails on
+//! the right check when the firmware, vCPU count, policy or report data
+//! differ from what the verifier expects.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use umbra_attestation::chain::{load_cert, VekKind};
+use umbra_attestation::policy::PolicyFile;
+use umbra_attestation::report::AttestationReport;
+use umbra_attestation::verify::{verify, Certificates, Options, Status};
+
+const REPORT_DATA: &str = "c0ffee00112233445566778899aabbccddeeff";
+
+fn keys_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("umbra-e2e-model-keys-{}", std::process::id()));
+        umbra_vmm::snp_model::keys::ModelKeys::load_or_generate(&dir).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// Boots `scenario=attest` and returns the attestation directory.
+fn attest(name: &str, extra: &[&str], report_data: &str) -> PathBuf {
+    let dir = scratch(name).join("attest");
+    let keys = keys_dir();
+    let cmdline = format!("scenario=attest report_data={report_data}");
+    let mut args = vec![
+        "run",
+        "--platform",
+        "snp-model",
+        "--model-keys",
+        keys.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&["--cmdline", &cmdline, "--attest-out", dir.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let out = umbra(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("attest: report for our REPORT_DATA received: ok"));
+    dir
+}
+
+fn predicted(extra: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(["run", "--platform", "snp-model", "--print-measurement"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// Verifies like `umbra-attest verify --report DIR/report.bin --certs DIR
+/// --trust-root DIR/ark.pem --measurement M --report-data D [policy]`;
+/// returns the names of the failed checks.
+fn failed_checks(
+    dir: &Path,
+    measurement: &str,
+    report_data: &str,
+    policy_toml: &str,
+) -> Vec<String> {
+    let report =
+        AttestationReport::from_bytes(&std::fs::read(dir.join("report.bin")).unwrap()).unwrap();
+    let read = |f: &str| load_cert(&std::fs::read(dir.join(f)).unwrap(), f).unwrap();
+    let ark = read("ark.pem");
+    let certs = Certificates {
+        vek: read("vcek.pem"),
+        vek_kind: Some(VekKind::Vcek),
+        intermediate: Some(read("ask.pem")),
+        ark: Some(ark.clone()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let opts = Options {
+        at_unix: now,
+        trust_roots: vec![ark],
+        ..Default::default()
+    };
+    let verdict = verify(&report, &certs, &opts);
+    let toml = format!(
+        "measurements = [\"{measurement}\"]\nreport_data = \"{report_data}\"\n{policy_toml}"
+    );
+    let policy = PolicyFile::from_toml(&toml).unwrap().compile().unwrap();
+    verdict
+        .checks
+        .iter()
+        .chain(policy.check(&report, verdict.product).iter())
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+#[test]
+fn attest_report_verifies_and_fails_on_the_right_check() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = attest("e2e", &[], REPORT_DATA);
+    for f in ["report.bin", "ark.pem", "ask.pem", "vcek.pem"] {
+        assert!(dir.join(f).is_file(), "{f} written");
+    }
+    let m1 = predicted(&[]);
+    assert_eq!(
+        failed_checks(&dir, &m1, REPORT_DATA, ""),
+        Vec::<String>::new(),
+        "the genuine report verifies"
+    );
+
+    // Another vCPU count, another firmware byte: another measurement.
+    assert_eq!(
+        failed_checks(&dir, &predicted(&["--vcpus", "2"]), REPORT_DATA, ""),
+        ["measurement"]
+    );
+    let fw = scratch("e2e-fw").join("fw.fd");
+    let mut image = umbra_vmm::firmware::EMBEDDED_FIRMWARE.to_vec();
+    image[0x100] ^= 1;
+    std::fs::write(&fw, &image).unwrap();
+    assert_eq!(
+        failed_checks(
+            &dir,
+            &predicted(&["--firmware", fw.to_str().unwrap()]),
+            REPORT_DATA,
+            ""
+        ),
+        ["measurement"]
+    );
+    // Another nonce.
+    assert_eq!(failed_checks(&dir, &m1, "0badc0de", ""), ["report-data"]);
+    // A verifier that requires single-socket launch policy (bit 20) refuses a
+    // guest launched with the default policy 0x30000.
+    let failed = failed_checks(
+        &dir,
+        &m1,
+        REPORT_DATA,
+        "[guest_policy]\nrequire = [\"single-socket\"]\n",
+    );
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("policy"), "{failed:?}");
+}
+
+#[test]
+fn a_guest_launched_with_another_policy_and_host_data_reports_them() {
+    if !kvm_available() {
+        return;
+    }
+    let host_data = "ab".repeat(32);
+    let dir = attest(
+        "e2e-policy",
+        &["--policy", "0x130000", "--host-data", &host_data],
+        "01",
+    );
+    let report =
+        AttestationReport::from_bytes(&std::fs::read(dir.join("report.bin")).unwrap()).unwrap();
+    assert_eq!(report.policy.0, 0x13_0000);
+    assert_eq!(report.host_data, [0xAB; 32]);
+    // The measurement does not cover the policy: the same digest is predicted.
+    assert_eq!(
+        failed_checks(&dir, &predicted(&[]), "01", ""),
+        Vec::<String>::new()
+    );
+    let failed = failed_checks(
+        &dir,
+        &predicted(&[]),
+        "01",
+        &format!("host_data = \"{}\"\n", "cd".repeat(32)),
+    );
+    assert_eq!(failed, ["host-data"]);
+}
