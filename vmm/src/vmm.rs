@@ -164,7 +164,7 @@ fn platform_unavailable(platform: Platform) -> Option<VmmError> {
                 _ => "sev",
             };
             let reason = if std::path::Path::new("/dev/sev").exists() {
-                "the SEV launch backends are not part of this build yet".to_string()
+                "umbra run does not drive the SEV hardware backends yet (they run in the hardware tests: cargo test -p umbra-vmm --test hardware with UMBRA_HW=1)".to_string()
             } else {
                 "/dev/sev does not exist (no AMD SEV firmware on this host)".to_string()
             };
