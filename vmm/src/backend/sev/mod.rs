@@ -8,12 +8,15 @@
 //!   traits by wrapping a [`KvmVm`](super::kvm::KvmVm) and
 //!   [`ConfidentialLaunch`](super::confidential::ConfidentialLaunch); page
 //!   conversions at run time (`KVM_HC_MAP_GPA_RANGE`, memory faults).
+//! - `convert`: run-time private/shared conversions ([`snp::PrivateMemory`]),
+//!   with the guest's requests validated by pure functions.
 //! - [`legacy`]: SEV and SEV-ES on `KVM_X86_DEFAULT_VM` with `KVM_SEV_INIT` /
 //!   `KVM_SEV_ES_INIT` and the LAUNCH_* commands up to LAUNCH_MEASURE/SECRET.
 //!
 //! Every ioctl of these backends is in this module tree; nothing outside it
 //! issues SEV commands.
 
+mod convert;
 pub mod legacy;
 pub mod snp;
 pub mod uapi;

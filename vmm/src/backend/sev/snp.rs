@@ -21,6 +21,10 @@ use kvm_bindings::kvm_enable_cap;
 use umbra_attestation::measure::gctx::{LaunchDigest, VMSA_GPA};
 use vm_memory::{MmapRegion, VolatileMemory};
 
+use super::convert::GmemSlot;
+pub use super::convert::{
+    range_in_ram, validate_map_gpa_range, validate_memory_fault, MapGpaRange, PrivateMemory,
+};
 use super::uapi::{self, PAGE_SIZE};
 use super::{get_device_attr, sev_command, vm_types, FwFailure, SevDevice, SevError};
 use crate::backend::confidential::{
@@ -191,213 +195,6 @@ impl Hypervisor for SnpHypervisor {
     }
 }
 
-/// One RAM slot with its guest_memfd.
-#[derive(Debug)]
-struct GmemSlot {
-    gpa: u64,
-    size: u64,
-    gmem: OwnedFd,
-}
-
-/// The VM's private-memory state, shared with its vCPUs for conversions.
-pub struct PrivateMemory {
-    vm: Arc<KvmVm>,
-    slots: RwLock<Vec<GmemSlot>>,
-}
-
-/// Whether `[gpa, gpa + len)` lies entirely inside the union of `ram`
-/// ranges `(base, size)`.
-pub fn range_in_ram(gpa: u64, len: u64, ram: &[(u64, u64)]) -> bool {
-    let Some(end) = gpa.checked_add(len) else {
-        return false;
-    };
-    let mut at = gpa;
-    while at < end {
-        match ram
-            .iter()
-            .find(|(b, s)| *b <= at && at < b.saturating_add(*s))
-        {
-            Some((b, s)) => at = b.saturating_add(*s),
-            None => return false,
-        }
-    }
-    true
-}
-
-/// A validated `KVM_HC_MAP_GPA_RANGE` request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapGpaRange {
-    /// First byte.
-    pub gpa: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// Whether the range becomes private.
-    pub private: bool,
-}
-
-/// Validates the guest's `KVM_HC_MAP_GPA_RANGE` arguments (hostile input):
-/// `args[0]` a 4 KiB aligned GPA, `args[1]` a nonzero count of 4 KiB pages,
-/// `args[2]` only ENCRYPTED (bit 4) and one page-size bit; the whole range
-/// inside guest RAM. Returns the positive errno to give back otherwise.
-pub fn validate_map_gpa_range(
-    gpa: u64,
-    npages: u64,
-    attrs: u64,
-    ram: &[(u64, u64)],
-) -> Result<MapGpaRange, u64> {
-    let einval = libc::EINVAL as u64;
-    let known = uapi::MAP_GPA_RANGE_ENCRYPTED
-        | uapi::MAP_GPA_RANGE_PAGE_SZ_2M
-        | uapi::MAP_GPA_RANGE_PAGE_SZ_1G;
-    if attrs & !known != 0 {
-        return Err(einval);
-    }
-    let page_size_bits = attrs & (uapi::MAP_GPA_RANGE_PAGE_SZ_2M | uapi::MAP_GPA_RANGE_PAGE_SZ_1G);
-    if page_size_bits.count_ones() > 1 {
-        return Err(einval);
-    }
-    if !gpa.is_multiple_of(PAGE_SIZE) || npages == 0 {
-        return Err(einval);
-    }
-    let size = npages.checked_mul(PAGE_SIZE).ok_or(einval)?;
-    if !range_in_ram(gpa, size, ram) {
-        return Err(einval);
-    }
-    Ok(MapGpaRange {
-        gpa,
-        size,
-        private: attrs & uapi::MAP_GPA_RANGE_ENCRYPTED != 0,
-    })
-}
-
-/// Validates a `KVM_EXIT_MEMORY_FAULT` (flags, page-aligned range in RAM);
-/// returns whether the guest wants the range private.
-pub fn validate_memory_fault(
-    flags: u64,
-    gpa: u64,
-    size: u64,
-    ram: &[(u64, u64)],
-) -> Result<bool, &'static str> {
-    if flags & !uapi::MEMORY_EXIT_FLAG_PRIVATE != 0 {
-        return Err("unknown memory-fault flags");
-    }
-    if !gpa.is_multiple_of(PAGE_SIZE) || size == 0 || !size.is_multiple_of(PAGE_SIZE) {
-        return Err("memory fault on an unaligned range");
-    }
-    if !range_in_ram(gpa, size, ram) {
-        return Err("memory fault outside guest RAM");
-    }
-    Ok(flags & uapi::MEMORY_EXIT_FLAG_PRIVATE != 0)
-}
-
-impl PrivateMemory {
-    fn ram(&self) -> Vec<(u64, u64)> {
-        match self.slots.read() {
-            Ok(s) => s.iter().map(|s| (s.gpa, s.size)).collect(),
-            Err(p) => p.get_ref().iter().map(|s| (s.gpa, s.size)).collect(),
-        }
-    }
-
-    /// Sets `[gpa, gpa + size)` private or shared with `KVM_SET_MEMORY_ATTRIBUTES`;
-    /// when made shared, also releases the private backing (punches the
-    /// guest_memfd hole, best effort, as QEMU does).
-    pub fn set_private(&self, gpa: u64, size: u64, private: bool) -> Result<(), SevError> {
-        let attributes = if private {
-            uapi::MEMORY_ATTRIBUTE_PRIVATE
-        } else {
-            0
-        };
-        let attr = uapi::kvm_memory_attributes {
-            address: gpa,
-            size,
-            attributes,
-            flags: 0,
-        };
-        self.vm
-            .vm_fd()
-            .set_memory_attributes(attr)
-            .map_err(|source| SevError::SetMemoryAttributes {
-                gpa,
-                size,
-                attributes,
-                source,
-            })?;
-        if !private {
-            self.punch_private(gpa, size);
-        }
-        Ok(())
-    }
-
-    /// Releases the guest_memfd pages behind a range that became shared.
-    fn punch_private(&self, gpa: u64, size: u64) {
-        let Ok(slots) = self.slots.read() else { return };
-        let end = gpa.saturating_add(size);
-        for s in slots.iter() {
-            let (lo, hi) = (gpa.max(s.gpa), end.min(s.gpa.saturating_add(s.size)));
-            if lo >= hi {
-                continue;
-            }
-            let (Ok(offset), Ok(len)) = (i64::try_from(lo - s.gpa), i64::try_from(hi - lo)) else {
-                continue;
-            };
-            // SAFETY: fallocate only takes an fd we own and integers; it
-            // touches no memory of this process.
-            let ret = unsafe {
-                libc::fallocate(
-                    s.gmem.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    offset,
-                    len,
-                )
-            };
-            if ret != 0 {
-                log::debug!(
-                    "punching guest_memfd hole at {lo:#x}+{:#x}: {}",
-                    hi - lo,
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-    }
-
-    /// Answers a `KVM_HC_MAP_GPA_RANGE` exit: validates the guest's request,
-    /// converts the range, and returns what goes into `hypercall.ret`:
-    /// 0, `EINVAL` (bad request, refused conversion) or `EAGAIN` (retry) —
-    /// the only values the kernel accepts.
-    pub fn handle_map_gpa_range(&self, gpa: u64, npages: u64, attrs: u64) -> u64 {
-        let req = match validate_map_gpa_range(gpa, npages, attrs, &self.ram()) {
-            Ok(r) => r,
-            Err(errno) => {
-                log::warn!(
-                    "guest MAP_GPA_RANGE({gpa:#x}, {npages} pages, {attrs:#x}) refused: not aligned RAM"
-                );
-                return errno;
-            }
-        };
-        match self.set_private(req.gpa, req.size, req.private) {
-            Ok(()) => 0,
-            Err(SevError::SetMemoryAttributes { source, .. })
-                if source.errno() == libc::EAGAIN || source.errno() == libc::EINTR =>
-            {
-                libc::EAGAIN as u64
-            }
-            Err(e) => {
-                log::warn!("{e}");
-                libc::EINVAL as u64
-            }
-        }
-    }
-
-    /// Answers a `KVM_EXIT_MEMORY_FAULT`: converts the range to what the
-    /// access needs (private iff `KVM_MEMORY_EXIT_FLAG_PRIVATE`).
-    pub fn handle_memory_fault(&self, flags: u64, gpa: u64, size: u64) -> Result<(), String> {
-        let private = validate_memory_fault(flags, gpa, size, &self.ram())
-            .map_err(|why| format!("{why}: gpa {gpa:#x} size {size:#x} flags {flags:#x}"))?;
-        self.set_private(gpa, size, private)
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// An SEV-SNP VM on real hardware.
 pub struct SnpVm {
     inner: Arc<KvmVm>,
@@ -564,33 +361,27 @@ impl SnpVm {
         }
         self.memory.set_private(gpa, len, true)?;
         let page_type = update.page_type as u8;
-        let first = self.update_loop(gpa, len, page_type, &source);
-        match first {
-            Err(SevError::SnpLaunchUpdate { failure, .. })
-                if update.page_type == PageType::Cpuid
-                    && failure.fw_error == uapi::SEV_RET_INVALID_PARAM =>
-            {
-                // The firmware wrote the table it accepts back into `source`.
-                let mut proposed = vec![0u8; size];
-                let _ = buf.copy_to(&mut proposed[..]);
-                let old = match update.contents {
-                    Some(c) => c.to_vec(),
-                    None => {
-                        let kvm =
-                            uapi::cpuid_entries_from_kvm(self.inner.supported_cpuid().as_slice());
-                        uapi::cpuid_page_bytes(&kvm).map_or_else(Vec::new, |p| p.to_vec())
-                    }
-                };
-                let diff = uapi::cpuid_diff(&old, &proposed);
-                log::warn!("firmware corrected the CPUID page at {gpa:#x}; retrying once:\n{diff}");
-                self.update_loop(gpa, len, page_type, &source)
-                    .map_err(|_| SevError::CpuidRejected {
-                        gpa,
-                        diff: diff.clone(),
-                    })?;
-                self.cpuid_corrections = Some(diff);
+        if update.page_type == PageType::Cpuid {
+            let old = {
+                let mut v = vec![0u8; size];
+                let _ = buf.copy_to(&mut v[..]);
+                v
+            };
+            let corrections = update_cpuid_with_retry(
+                gpa,
+                &old,
+                || self.update_loop(gpa, len, page_type, &source),
+                || {
+                    let mut v = vec![0u8; size];
+                    let _ = buf.copy_to(&mut v[..]);
+                    v
+                },
+            )?;
+            if corrections.is_some() {
+                self.cpuid_corrections = corrections;
             }
-            other => other?,
+        } else {
+            self.update_loop(gpa, len, page_type, &source)?;
         }
         match (update.page_type, update.contents) {
             (PageType::Normal, Some(c)) => {
@@ -685,6 +476,37 @@ pub fn check_progress(
         return Err("kernel advanced uaddr inconsistently with len");
     }
     Ok(pages > 0)
+}
+
+/// Runs a CPUID-page LAUNCH_UPDATE (`update`). If the firmware rejects the
+/// table with `INVALID_PARAM`, it has written the table it accepts back
+/// into the source buffer (`read_back`): the difference from `old` is
+/// logged and the update retried once with the corrected table. Returns the
+/// readable diff when a correction was taken; a second rejection is
+/// [`SevError::CpuidRejected`] carrying it.
+pub fn update_cpuid_with_retry(
+    gpa: u64,
+    old: &[u8],
+    mut update: impl FnMut() -> Result<(), SevError>,
+    read_back: impl FnOnce() -> Vec<u8>,
+) -> Result<Option<String>, SevError> {
+    match update() {
+        Ok(()) => Ok(None),
+        Err(SevError::SnpLaunchUpdate { failure, .. })
+            if failure.fw_error == uapi::SEV_RET_INVALID_PARAM =>
+        {
+            let diff = uapi::cpuid_diff(old, &read_back());
+            log::warn!("firmware corrected the CPUID page at {gpa:#x}; retrying once:\n{diff}");
+            match update() {
+                Ok(()) => Ok(Some(diff)),
+                Err(e) => {
+                    log::error!("{e}");
+                    Err(SevError::CpuidRejected { gpa, diff })
+                }
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Drives one LAUNCH_UPDATE to completion through `issue` (the ioctl):

@@ -217,3 +217,95 @@ fn launch_update_that_never_progresses_gives_up() {
     });
     assert!(matches!(r, Err(SevError::SnpLaunchUpdate { .. })));
 }
+
+fn invalid_param() -> SevError {
+    SevError::SnpLaunchUpdate {
+        gpa: 0x19000,
+        len: 0x1000,
+        page_type: 6,
+        failure: FwFailure {
+            errno: std::io::Error::from_raw_os_error(libc::EIO),
+            fw_error: uapi::SEV_RET_INVALID_PARAM,
+        },
+    }
+}
+
+fn leaf7(ebx: u32) -> Vec<u8> {
+    uapi::cpuid_page_bytes(&[uapi::CpuidEntry {
+        eax_in: 7,
+        ebx,
+        ..Default::default()
+    }])
+    .expect("fits")
+    .to_vec()
+}
+
+#[test]
+fn rejected_cpuid_page_is_retried_once_with_the_firmware_table() {
+    // The source buffer as the fake firmware leaves it after rejecting.
+    let buffer = std::cell::RefCell::new(leaf7(0xFFFF_FFFF));
+    let mut attempts = Vec::new();
+    let r = update_cpuid_with_retry(
+        0x19000,
+        &leaf7(0xFFFF_FFFF),
+        || {
+            attempts.push(buffer.borrow().clone());
+            if attempts.len() == 1 {
+                *buffer.borrow_mut() = leaf7(0x0219_C7A9);
+                return Err(invalid_param());
+            }
+            Ok(())
+        },
+        || buffer.borrow().clone(),
+    );
+    assert_eq!(
+        r.expect("retry succeeds").as_deref(),
+        Some("leaf 0x00000007/0x0 ebx: 0xffffffff -> 0x0219c7a9\n")
+    );
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts[1],
+        leaf7(0x0219_C7A9),
+        "retry used the corrected table"
+    );
+}
+
+#[test]
+fn cpuid_page_rejected_twice_is_an_error_with_the_diff() {
+    let mut n = 0;
+    let r = update_cpuid_with_retry(
+        0x19000,
+        &leaf7(1),
+        || {
+            n += 1;
+            Err(invalid_param())
+        },
+        || leaf7(2),
+    );
+    assert_eq!(n, 2, "exactly one retry");
+    match r {
+        Err(SevError::CpuidRejected { gpa, diff }) => {
+            assert_eq!(gpa, 0x19000);
+            assert!(diff.contains("ebx: 0x00000001 -> 0x00000002"), "{diff}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Other failures are not retried.
+    let mut n = 0;
+    let r = update_cpuid_with_retry(
+        0x19000,
+        &leaf7(1),
+        || {
+            n += 1;
+            Err(SevError::Range { gpa: 0, len: 0 })
+        },
+        Vec::new,
+    );
+    assert!(matches!(r, Err(SevError::Range { .. })));
+    assert_eq!(n, 1);
+    // Accepted at once: no diff.
+    assert_eq!(
+        update_cpuid_with_retry(0, &leaf7(1), || Ok(()), Vec::new).ok(),
+        Some(None)
+    );
+}
