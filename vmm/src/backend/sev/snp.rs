@@ -417,11 +417,20 @@ impl SnpVm {
                 expected: 0,
             });
         }
+        // auth_key_en with an all-zero author key makes the firmware check a
+        // signature that cannot exist: only set it when the key is there.
+        let has_author_key = id_auth.as_deref().is_some_and(|a| {
+            umbra_attestation::id_block::IdAuth::from_slice(&a[..])
+                .is_ok_and(|a| a.has_author_key())
+        });
+        if params.auth_key_en && id_block.is_some() && !has_author_key {
+            log::warn!("LAUNCH_FINISH: ID auth carries no author key; auth_key_en cleared");
+        }
         let mut finish = uapi::kvm_sev_snp_launch_finish {
             id_block_uaddr: id_block.as_ref().map_or(0, |b| b.as_ptr() as u64),
             id_auth_uaddr: id_auth.as_ref().map_or(0, |b| b.as_ptr() as u64),
             id_block_en: u8::from(id_block.is_some()),
-            auth_key_en: u8::from(id_block.is_some() && params.auth_key_en),
+            auth_key_en: u8::from(id_block.is_some() && params.auth_key_en && has_author_key),
             vcek_disabled: u8::from(self.config.vcek_disabled),
             host_data: params.host_data,
             ..Default::default()
