@@ -259,6 +259,35 @@ fn host_status_reports_snp_on_hardware() {
     );
 }
 
+/// Runs everywhere: `umbra host status` in both forms exits 0 and, on a
+/// host without /dev/sev, says so truthfully.
+#[test]
+fn host_status_cli_is_truthful_and_exits_zero() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_umbra"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let human = run(&["host", "status"]);
+    assert_eq!(human.status.code(), Some(0), "{human:?}");
+    let text = String::from_utf8_lossy(&human.stdout).to_string();
+    let json = run(&["host", "status", "--json"]);
+    assert_eq!(json.status.code(), Some(0), "{json:?}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let present = Path::new("/dev/sev").exists();
+    assert_eq!(v["sev_device"]["present"], present, "{v}");
+    if !present {
+        assert!(text.contains("/dev/sev: not available"), "{text}");
+        assert!(text.contains("Can launch: snp no"), "{text}");
+        assert_eq!(v["can_launch"]["snp"], false);
+        assert!(v["sev_device"]["snp"].is_null());
+    }
+    if v["kvm"]["available"] == true {
+        assert_eq!(v["kvm"]["vm_types"][0], "default", "{v}");
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
