@@ -207,11 +207,26 @@ fn sev_es_legacy_launch_measure() {
     }
     let fw = FirmwareImage::parse(EMBEDDED_FIRMWARE).unwrap();
     let ap_eip = fw.sev_es_reset_eip().unwrap();
+    let hv = LegacyHypervisor::new(LegacyMode::SevEs, ap_eip)
+        .unwrap_or_else(|e| panic!("SEV-ES backend: {e}"));
+    sev_es_launch(&hv);
+}
+
+#[test]
+fn sev_es_init2_launch_measure() {
+    if !hardware() {
+        return;
+    }
+    let fw = FirmwareImage::parse(EMBEDDED_FIRMWARE).unwrap();
+    let ap_eip = fw.sev_es_reset_eip().unwrap();
+    let hv = LegacyHypervisor::with_init2(LegacyMode::SevEs, ap_eip, 0)
+        .unwrap_or_else(|e| panic!("SEV-ES (INIT2) backend: {e}"));
+    sev_es_launch(&hv);
+}
+
+/// LAUNCH_START, UPDATE_DATA of the image, UPDATE_VMSA, LAUNCH_MEASURE, FINISH.
+fn sev_es_launch(hv: &LegacyHypervisor) {
     let memory = GuestMemory::new();
-    let hv = match LegacyHypervisor::new(LegacyMode::SevEs, ap_eip) {
-        Ok(h) => h,
-        Err(e) => panic!("SEV-ES backend: {e}"),
-    };
     let mut vm = hv.create_legacy_vm().unwrap();
     for slot in memory.slots() {
         // SAFETY: `memory` is declared before `vm` and so outlives it.

@@ -4,15 +4,18 @@
 //! `LAUNCH_UPDATE_VMSA` (SEV-ES), `LAUNCH_MEASURE`, `LAUNCH_SECRET`,
 //! `LAUNCH_FINISH` (include/uapi/linux/kvm.h structs; amd-memory-encryption.rst).
 //!
+//! `LegacyHypervisor::with_init2` does the same on `KVM_X86_SEV_VM` /
+//! `KVM_X86_SEV_ES_VM` with `KVM_SEV_INIT2`, which pins the VMSA features.
+//!
 //! Memory is ordinary memslots registered with
 //! `KVM_MEMORY_ENCRYPT_REG_REGION` (pinned); vCPUs are plain KVM vCPUs.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use super::snp::{range_in_ram, set_ap_reset};
+use super::snp::{check_vmsa_features, range_in_ram, set_ap_reset};
 use super::uapi::{self, PAGE_SIZE};
-use super::{read_blob, sev_command, SevDevice, SevError};
+use super::{get_device_attr, read_blob, sev_command, vm_types, SevDevice, SevError};
 use crate::backend::kvm::{KvmHypervisor, KvmVcpu, KvmVm};
 use crate::backend::{BackendError, Hypervisor, MemorySlot, VcpuStart, Vm};
 
@@ -69,6 +72,8 @@ pub struct LegacyHypervisor {
     sev: Arc<SevDevice>,
     mode: LegacyMode,
     ap_reset_eip: Option<u32>,
+    /// `Some(vmsa_features)`: use VM type 2/3 with `KVM_SEV_INIT2`.
+    init2: Option<u64>,
 }
 
 impl LegacyHypervisor {
@@ -85,21 +90,84 @@ impl LegacyHypervisor {
             sev,
             mode,
             ap_reset_eip,
+            init2: None,
         })
     }
 
-    /// `KVM_CREATE_VM(0)` then `KVM_SEV_INIT` or `KVM_SEV_ES_INIT`.
+    /// Like [`new`](Self::new), but the VMs are `KVM_X86_SEV_VM` /
+    /// `KVM_X86_SEV_ES_VM` initialised with `KVM_SEV_INIT2`, which pins the
+    /// VMSA features (the legacy `KVM_SEV_ES_INIT` may turn on DebugSwap
+    /// depending on the kernel, changing the measurement) and copies the
+    /// FPU state into the VMSA. `vmsa_features` must be 0 for SEV and within
+    /// `KVM_X86_SEV_VMSA_FEATURES` for SEV-ES.
+    pub fn with_init2(
+        mode: LegacyMode,
+        ap_reset_eip: Option<u32>,
+        vmsa_features: u64,
+    ) -> Result<Self, SevError> {
+        let mut hv = Self::new(mode, ap_reset_eip)?;
+        let vm_type = hv.vm_type(true);
+        let offered = vm_types(hv.kvm.kvm());
+        if offered & (1 << vm_type) == 0 {
+            return Err(SevError::VmType { vm_type, offered });
+        }
+        let features = match mode {
+            LegacyMode::Sev if vmsa_features != 0 => {
+                return Err(SevError::VmsaFeatures {
+                    requested: vmsa_features,
+                    supported: 0,
+                })
+            }
+            LegacyMode::Sev => 0,
+            LegacyMode::SevEs => {
+                let supported =
+                    get_device_attr(hv.kvm.kvm(), uapi::GRP_SEV, uapi::ATTR_VMSA_FEATURES)?;
+                check_vmsa_features(vmsa_features, supported)?
+            }
+        };
+        hv.init2 = Some(features);
+        Ok(hv)
+    }
+
+    fn vm_type(&self, init2: bool) -> u64 {
+        match (init2, self.mode) {
+            (false, _) => uapi::VM_TYPE_DEFAULT,
+            (true, LegacyMode::Sev) => uapi::VM_TYPE_SEV,
+            (true, LegacyMode::SevEs) => uapi::VM_TYPE_SEV_ES,
+        }
+    }
+
+    /// `KVM_CREATE_VM(0)` then `KVM_SEV_INIT` or `KVM_SEV_ES_INIT`; or, when
+    /// made [`with_init2`](Self::with_init2), `KVM_CREATE_VM(2|3)` then
+    /// `KVM_SEV_INIT2`.
     pub fn create_legacy_vm(&self) -> Result<LegacyVm, SevError> {
         let inner = self
             .kvm
-            .create_vm_of_type(uapi::VM_TYPE_DEFAULT)
+            .create_vm_of_type(self.vm_type(self.init2.is_some()))
             .map_err(SevError::CreateVm)?;
-        let id = match self.mode {
-            LegacyMode::Sev => uapi::SEV_INIT,
-            LegacyMode::SevEs => uapi::SEV_ES_INIT,
-        };
-        sev_command::<()>(inner.vm_fd(), id, None, Some(self.sev.fd()))
-            .map_err(SevError::SevInit)?;
+        match self.init2 {
+            Some(vmsa_features) => {
+                let mut init = uapi::kvm_sev_init {
+                    vmsa_features,
+                    ..Default::default()
+                };
+                sev_command(
+                    inner.vm_fd(),
+                    uapi::SEV_INIT2,
+                    Some(&mut init),
+                    Some(self.sev.fd()),
+                )
+                .map_err(SevError::Init2)?;
+            }
+            None => {
+                let id = match self.mode {
+                    LegacyMode::Sev => uapi::SEV_INIT,
+                    LegacyMode::SevEs => uapi::SEV_ES_INIT,
+                };
+                sev_command::<()>(inner.vm_fd(), id, None, Some(self.sev.fd()))
+                    .map_err(SevError::SevInit)?;
+            }
+        }
         Ok(LegacyVm {
             inner,
             sev: Arc::clone(&self.sev),
@@ -130,7 +198,7 @@ impl Hypervisor for LegacyHypervisor {
         self.create_legacy_vm().map_err(|e| {
             log::error!("{e}");
             let errno = match &e {
-                SevError::SevInit(f) => f.errno.raw_os_error(),
+                SevError::SevInit(f) | SevError::Init2(f) => f.errno.raw_os_error(),
                 _ => None,
             };
             BackendError::VmSetup(
