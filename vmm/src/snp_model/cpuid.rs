@@ -250,3 +250,81 @@ fn validate_table(table: &mut CpuidPage, fms: u32) -> Vec<CpuidCorrection> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    const FMS: u32 = 0x00A0_0F11;
+
+    fn page(entries: &[CpuidEntry]) -> [u8; 4096] {
+        let mut t = CpuidPage::new_zeroed();
+        t.count = entries.len() as u32;
+        t.entries[..entries.len()].copy_from_slice(entries);
+        zerocopy::transmute!(t)
+    }
+
+    fn entry(leaf: u32, subleaf: u32) -> CpuidEntry {
+        CpuidEntry {
+            eax_in: leaf,
+            ecx_in: subleaf,
+            ..CpuidEntry::default()
+        }
+    }
+
+    #[test]
+    fn a_table_prepared_like_qemu_is_accepted_unchanged() {
+        let mut leaf1 = entry(1, 0);
+        leaf1.eax = FMS;
+        leaf1.ecx = 0x7ED8_320B; // TSC-deadline (bit 24) already cleared
+        let mut xsave = entry(0xD, 0);
+        (xsave.xcr0_in, xsave.ebx) = (1, 0x240);
+        let mut sev = entry(0x8000_001F, 0);
+        sev.eax = 0x1B;
+        let mut p = page(&[
+            entry(0, 0),
+            leaf1,
+            entry(7, 0),
+            xsave,
+            sev,
+            entry(0x4000_0000, 0),
+        ]);
+        let before = p;
+        assert_eq!(validate(&mut p, FMS), vec![]);
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn structural_errors_are_corrected() {
+        let mut e0 = entry(1, 5); // leaf 1 is not indexed
+        (e0.eax, e0.xcr0_in, e0.reserved) = (FMS, 3, 9);
+        let mut e1 = entry(0x14, 0); // not a Milan leaf: outputs zeroed
+        e1.ebx = 0xFFFF;
+        let mut e2 = entry(0x8000_0008, 0);
+        e2.ebx = 1 << 25 | 1 << 12; // VIRT_SSBD refused, bit 12 kept
+        let mut p = page(&[e0, e1, e2]);
+        p[4] = 1; // reserved header byte
+        p[0x10 + 3 * 0x30] = 0x42; // an entry past COUNT
+        let fixes = validate(&mut p, FMS);
+        let fields: Vec<_> = fixes.iter().map(|f| (f.index, f.field)).collect();
+        assert_eq!(
+            fields,
+            vec![
+                (None, "reserved 0x4"),
+                (Some(0), "reserved"),
+                (Some(0), "XCR0_IN"),
+                (Some(0), "ECX_IN"),
+                (Some(1), "EBX"),
+                (Some(2), "EBX"),
+                (None, "entry past COUNT"),
+            ]
+        );
+        let t: CpuidPage = zerocopy::transmute!(p);
+        assert_eq!(t.entries[2].ebx, 1 << 12);
+        assert_eq!(t.entries[3], CpuidEntry::default());
+        // The corrected page validates cleanly.
+        assert!(validate(&mut p, FMS).is_empty());
+        assert!(fixes[0].to_string().contains("reserved 0x4"));
+    }
+}

@@ -323,18 +323,16 @@ fn derive_root(vcek_key: &EcKey<Private>) -> Result<[u8; 48], KeyError> {
 
 /// HMAC-SHA-384 over the concatenation of `parts`.
 pub(super) fn hmac_sha384(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 48], KeyError> {
-    let run = ossl("compute an HMAC");
-    let pkey = PKey::hmac(key).map_err(ossl("compute an HMAC"))?;
-    let mut signer =
-        Signer::new(MessageDigest::sha384(), &pkey).map_err(ossl("compute an HMAC"))?;
+    let run = || ossl("compute an HMAC");
+    let pkey = PKey::hmac(key).map_err(run())?;
+    let mut signer = Signer::new(MessageDigest::sha384(), &pkey).map_err(run())?;
     for p in parts {
-        signer.update(p).map_err(ossl("compute an HMAC"))?;
+        signer.update(p).map_err(run())?;
     }
-    let mac = signer.sign_to_vec().map_err(run)?;
     let mut out = [0u8; 48];
-    if mac.len() == 48 {
-        out.copy_from_slice(&mac);
-    }
+    // SHA-384 output is always 48 bytes; `sign` refuses a short buffer.
+    let n = signer.sign(&mut out).map_err(run())?;
+    debug_assert_eq!(n, 48);
     Ok(out)
 }
 
@@ -659,4 +657,35 @@ fn certificate(spec: &CertSpec<'_>) -> Result<X509, KeyError> {
     bits.extend_from_slice(&sig);
     let cert = der::seq(&[&tbs, &alg, &der::tlv(0x03, &bits)]);
     X509::from_der(&cert).map_err(ossl("parse the certificate it made"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha384_known_answer() {
+        // RFC 4231 §4.2, test case 1.
+        let mac = hmac_sha384(&[0x0b; 20], &[b"Hi ", b"There"]).unwrap();
+        assert_eq!(
+            hex::encode(&mac),
+            "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec6\
+             82aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6"
+        );
+    }
+
+    #[test]
+    fn pss_algorithm_identifier_is_rfc4055_sha384_salt48() {
+        let alg = pss_algorithm();
+        // SEQUENCE { OID rsassa-pss, SEQUENCE { [0] sha384, [1] mgf1(sha384), [2] 48 } }
+        assert_eq!(&alg[2..13], &der::oid(&oid::RSASSA_PSS)[..]);
+        assert!(alg.ends_with(&[0xA2, 0x03, 0x02, 0x01, 48]));
+        let sha384 = [
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        ];
+        assert_eq!(
+            alg.windows(sha384.len()).filter(|w| *w == sha384).count(),
+            2
+        );
+    }
 }
