@@ -41,6 +41,8 @@ pub struct Timings {
     pub to_first_serial_byte_ms: Option<f64>,
     /// Until the VM stopped.
     pub to_exit_ms: f64,
+    /// Spent in the kernel registering memslots (KVM_SET_USER_MEMORY_REGION).
+    pub memslots_ms: f64,
 }
 
 /// The summary of one run.

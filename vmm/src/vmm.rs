@@ -224,6 +224,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     } else {
         GuestRam::allocate(&map, config.memory_backing, config.ksm)?
     });
+    let memslots_start = Instant::now();
     for (slot, range) in ram.guest_ranges().into_iter().enumerate() {
         let role = map.find(range.gpa).map_or(RegionRole::Ram, |r| r.role);
         let access = if role == RegionRole::Rom {
@@ -243,6 +244,9 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         // dropped along with the VM.
         unsafe { vm.map_memory(&slot)? };
     }
+    // The kernel's memslot setup grows with guest RAM on shadow-paging KVM;
+    // the metrics report it apart from umbra's own launch work.
+    let memslots_ms = memslots_start.elapsed().as_secs_f64() * 1000.0;
 
     let mut snp: Option<snp_run::SnpLaunched> = None;
     let start = match (&config.boot, &firmware) {
@@ -407,6 +411,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
             to_first_instruction_ms: context.first_instruction.get().copied().map(ms),
             to_first_serial_byte_ms: first_serial_byte.get().copied().map(ms),
             to_exit_ms: ms(exited),
+            memslots_ms,
         },
     };
     Ok(RunOutcome {
