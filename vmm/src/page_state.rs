@@ -350,13 +350,7 @@ mod tests {
     fn refuses_rom_mmio_guard_and_out_of_range() {
         let mut p = four_gib();
         // ROM just below 4 GiB, the MMIO window, the guard after low RAM.
-        for gpa in [
-            0xFFFF_F000,
-            0xD000_0000,
-            3 * GIB,
-            5 * GIB,
-            !0xfff_u64,
-        ] {
+        for gpa in [0xFFFF_F000, 0xD000_0000, 3 * GIB, 5 * GIB, !0xfff_u64] {
             assert!(
                 matches!(
                     p.convert(gpa, PAGE_4K, PageState::Private),

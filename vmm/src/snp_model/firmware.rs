@@ -306,7 +306,8 @@ impl SnpFirmwareModel {
         if !gpa.is_multiple_of(page) {
             return Err(FirmwareStatus::InvalidAddress);
         }
-        if len == 0 || !len.is_multiple_of(page) || contents.is_some_and(|c| c.len() as u64 != len) {
+        if len == 0 || !len.is_multiple_of(page) || contents.is_some_and(|c| c.len() as u64 != len)
+        {
             return Err(FirmwareStatus::InvalidLength);
         }
         match page_type {
