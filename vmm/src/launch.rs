@@ -233,7 +233,13 @@ pub fn execute<B: ConfidentialLaunch>(
     let finish = LaunchFinishParams {
         id_block: options.id_block.clone(),
         id_auth: options.id_auth.clone(),
-        auth_key_en: options.id_auth.is_some(),
+        // AUTHOR_KEY_EN when the ID auth carries an author key: its curve
+        // field (SNP ABI §8.18, ID_AUTH offset 0x880) is non-zero.
+        auth_key_en: options
+            .id_auth
+            .as_ref()
+            .and_then(|auth| auth.get(0x880..0x884))
+            .is_some_and(|curve| curve != [0; 4]),
         host_data: options.host_data,
         vmsa_pages: plan.vmsa_pages()?,
     };

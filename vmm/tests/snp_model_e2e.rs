@@ -182,3 +182,88 @@ fn a_guest_launched_with_another_policy_and_host_data_reports_them() {
     );
     assert_eq!(failed, ["host-data"]);
 }
+
+/// Writes an ID block for `measurement` signed by a fresh P-384 ID key and,
+/// when `author` is set, an author key; returns (block, auth, id-key digest).
+fn id_block(dir: &Path, measurement: &str, author: bool) -> (PathBuf, PathBuf, [u8; 48]) {
+    use umbra_attestation::id_block::{IdAuth, IdBlock, SigningKey};
+    use zerocopy::IntoBytes;
+    let key = || {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap();
+        let pem = openssl::ec::EcKey::generate(&group)
+            .unwrap()
+            .private_key_to_pem()
+            .unwrap();
+        SigningKey::from_pem(&pem).unwrap()
+    };
+    let ld: [u8; 48] = umbra_attestation::hex::decode_exact(measurement).unwrap();
+    let block = IdBlock::new(ld, [1; 16], [2; 16], 7, 0x3_0000);
+    let author_key = author.then(key);
+    let auth = IdAuth::sign(&block, &key(), author_key.as_ref()).unwrap();
+    let (b, a) = (dir.join("id_block.bin"), dir.join("id_auth.bin"));
+    std::fs::write(&b, block.as_bytes()).unwrap();
+    std::fs::write(&a, auth.as_bytes()).unwrap();
+    (b, a, auth.id_key_digest())
+}
+
+#[test]
+fn id_block_is_checked_at_finish_and_lands_in_the_report() {
+    if !kvm_available() {
+        return;
+    }
+    let work = scratch("e2e-idblock");
+    let m1 = predicted(&[]);
+    for author in [false, true] {
+        let (block, auth, digest) = id_block(&work, &m1, author);
+        let dir = attest(
+            &format!("e2e-id-{author}"),
+            &[
+                "--id-block",
+                block.to_str().unwrap(),
+                "--id-auth",
+                auth.to_str().unwrap(),
+            ],
+            "02",
+        );
+        let report =
+            AttestationReport::from_bytes(&std::fs::read(dir.join("report.bin")).unwrap()).unwrap();
+        assert_eq!(report.id_key_digest, digest);
+        assert_eq!(
+            (report.guest_svn, report.family_id, report.image_id),
+            (7, [1; 16], [2; 16])
+        );
+        assert_eq!(report.key_info.author_key_en, author);
+        let policy = format!(
+            "id_key_digests = [\"{}\"]\n",
+            umbra_attestation::hex::encode(&digest)
+        );
+        assert_eq!(
+            failed_checks(&dir, &m1, "02", &policy),
+            Vec::<String>::new()
+        );
+    }
+    // The same ID block for a 2-vCPU launch: the digest differs, the model's
+    // LAUNCH_FINISH refuses with BAD_MEASUREMENT and nothing runs.
+    let (block, auth, _) = id_block(&work, &m1, false);
+    let keys = keys_dir();
+    let out = umbra(&[
+        "run",
+        "--platform",
+        "snp-model",
+        "--model-keys",
+        keys.to_str().unwrap(),
+        "--vcpus",
+        "2",
+        "--id-block",
+        block.to_str().unwrap(),
+        "--id-auth",
+        auth.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("SNP_LAUNCH_FINISH refused: BAD_MEASUREMENT"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "the guest never ran");
+}
