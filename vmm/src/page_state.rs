@@ -6,9 +6,10 @@
 //! private); in the SNP model it is the hypervisor's half of the RMP
 //! (`snp_model::rmp` is the firmware's half).
 //!
-//! One bit per GFN, one bitmap per RAM range: 64 GiB of RAM (16 Mi frames) is
-//! a 2 MiB bitmap, allocated zeroed (so untouched pages of a shared bitmap
-//! cost nothing until written). Conversions work a 64-bit word at a time so a
+//! One bit per GFN (set = shared), one bitmap per RAM range: 64 GiB of RAM
+//! (16 Mi frames) is a 2 MiB bitmap, allocated zeroed for the all-private
+//! start of a confidential guest (so untouched words cost nothing until a
+//! conversion writes them). Conversions work a 64-bit word at a time so a
 //! 2 MiB page-state change is eight word operations and a popcount.
 
 use serde::Serialize;
@@ -168,10 +169,12 @@ impl PageStates {
                 }
             }
             let pages = len / PAGE_4K;
+            // A set bit means shared. Confidential guests start all private,
+            // so their bitmap is vec![0; n]: calloc, zero pages handed out
+            // lazily, and launch time does not grow with guest RAM.
             let bits = match initial {
-                // vec![0; n] is calloc: the kernel hands out zero pages lazily.
-                PageState::Shared => vec![0u64; words(pages)],
-                PageState::Private => {
+                PageState::Private => vec![0u64; words(pages)],
+                PageState::Shared => {
                     let mut v = vec![u64::MAX; words(pages)];
                     if let Some(last) = v.last_mut() {
                         *last = mask(0, pages - (words(pages) as u64 - 1) * 64);
@@ -266,8 +269,8 @@ impl PageStates {
             let word = &mut bits[w];
             let before = *word;
             *word = match to {
-                PageState::Private => before | m,
-                PageState::Shared => before & !m,
+                PageState::Private => before & !m,
+                PageState::Shared => before | m,
             };
             changed += u64::from((before ^ *word).count_ones());
             i += hi - lo;
@@ -295,9 +298,9 @@ impl PageStates {
         let (ri, idx) = self.locate(gpa & !(PAGE_4K - 1), PAGE_4K).ok()?;
         let word = self.ranges[ri].bits[(idx / 64) as usize];
         Some(if word >> (idx % 64) & 1 == 1 {
-            PageState::Private
-        } else {
             PageState::Shared
+        } else {
+            PageState::Private
         })
     }
 
@@ -320,7 +323,7 @@ impl PageStates {
         while i < stop {
             let lo = i % 64;
             let hi = (stop - (i - lo)).min(64);
-            if bits[(i / 64) as usize] & mask(lo, hi) != 0 {
+            if !bits[(i / 64) as usize] & mask(lo, hi) != 0 {
                 return false;
             }
             i += hi - lo;

@@ -83,7 +83,7 @@ fn hex_nibble(c: u8) -> Option<u8> {
 
 fn parse_report_data(text: &str) -> Option<[u8; 64]> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 || bytes.len() > 128 {
+    if !bytes.len().is_multiple_of(2) || bytes.len() > 128 {
         return None;
     }
     let mut out = [0u8; 64];
