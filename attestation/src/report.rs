@@ -53,6 +53,119 @@ const P384_LEN: usize = 48;
 const _: () = assert!(OFF_SIG_S + SIG_COMPONENT_LEN <= REPORT_SIZE);
 const _: () = assert!(OFF_SIG_R == SIGNED_LEN);
 
+/// ATTESTATION_REPORT as it lies in memory (SNP ABI 56860 §7.3, table
+/// "ATTESTATION_REPORT Structure"), for code that builds reports (the SNP
+/// firmware model). Every field offset is asserted against the offsets the
+/// parser above reads, so the two views cannot drift apart.
+#[derive(
+    Clone,
+    Debug,
+    zerocopy::FromZeros,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct AttestationReportRaw {
+    /// Report version.
+    pub version: u32,
+    /// Guest SVN from the ID block.
+    pub guest_svn: u32,
+    /// Guest policy.
+    pub policy: u64,
+    /// FAMILY_ID from the ID block.
+    pub family_id: [u8; 16],
+    /// IMAGE_ID from the ID block.
+    pub image_id: [u8; 16],
+    /// VMPL of the report.
+    pub vmpl: u32,
+    /// 1 = ECDSA P-384 with SHA-384.
+    pub signature_algo: u32,
+    /// Current TCB.
+    pub current_tcb: u64,
+    /// PLATFORM_INFO bits.
+    pub platform_info: u64,
+    /// KEY_INFO: bit 0 AUTHOR_KEY_EN, bit 1 MASK_CHIP_KEY, bits 4:2 signing key.
+    pub key_info: u32,
+    /// Reserved.
+    pub reserved0: u32,
+    /// Guest-supplied data.
+    pub report_data: [u8; 64],
+    /// Launch digest.
+    pub measurement: [u8; 48],
+    /// HOST_DATA from LAUNCH_FINISH.
+    pub host_data: [u8; 32],
+    /// SHA-384 of the ID key.
+    pub id_key_digest: [u8; 48],
+    /// SHA-384 of the author key.
+    pub author_key_digest: [u8; 48],
+    /// Guest report ID.
+    pub report_id: [u8; 32],
+    /// Report ID assigned by the migration agent (all ones: none).
+    pub report_id_ma: [u8; 32],
+    /// TCB the VCEK was derived with.
+    pub reported_tcb: u64,
+    /// CPUID family (with extended family).
+    pub cpuid_fam_id: u8,
+    /// CPUID model (with extended model).
+    pub cpuid_mod_id: u8,
+    /// CPUID stepping.
+    pub cpuid_step: u8,
+    /// Reserved.
+    pub reserved1: [u8; 21],
+    /// CHIP_ID (zero with MASK_CHIP_KEY).
+    pub chip_id: [u8; 64],
+    /// Committed TCB.
+    pub committed_tcb: u64,
+    /// Current firmware build, minor, major, reserved.
+    pub current_version: [u8; 4],
+    /// Committed firmware build, minor, major, reserved.
+    pub committed_version: [u8; 4],
+    /// TCB at launch.
+    pub launch_tcb: u64,
+    /// Reserved (version 5 mitigation vectors and reserved bytes).
+    pub reserved2: [u8; 0xA8],
+    /// Signature R, little-endian, zero-extended to 72 bytes.
+    pub sig_r: [u8; 72],
+    /// Signature S, little-endian, zero-extended to 72 bytes.
+    pub sig_s: [u8; 72],
+    /// Rest of the signature field.
+    pub sig_reserved: [u8; 368],
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    type R = AttestationReportRaw;
+    assert!(size_of::<R>() == REPORT_SIZE);
+    assert!(offset_of!(R, version) == OFF_VERSION);
+    assert!(offset_of!(R, guest_svn) == OFF_GUEST_SVN);
+    assert!(offset_of!(R, policy) == OFF_POLICY);
+    assert!(offset_of!(R, family_id) == OFF_FAMILY_ID);
+    assert!(offset_of!(R, image_id) == OFF_IMAGE_ID);
+    assert!(offset_of!(R, vmpl) == OFF_VMPL);
+    assert!(offset_of!(R, signature_algo) == OFF_SIG_ALGO);
+    assert!(offset_of!(R, current_tcb) == OFF_CURRENT_TCB);
+    assert!(offset_of!(R, platform_info) == OFF_PLATFORM_INFO);
+    assert!(offset_of!(R, key_info) == OFF_KEY_INFO);
+    assert!(offset_of!(R, report_data) == OFF_REPORT_DATA);
+    assert!(offset_of!(R, measurement) == OFF_MEASUREMENT);
+    assert!(offset_of!(R, host_data) == OFF_HOST_DATA);
+    assert!(offset_of!(R, id_key_digest) == OFF_ID_KEY_DIGEST);
+    assert!(offset_of!(R, author_key_digest) == OFF_AUTHOR_KEY_DIGEST);
+    assert!(offset_of!(R, report_id) == OFF_REPORT_ID);
+    assert!(offset_of!(R, report_id_ma) == OFF_REPORT_ID_MA);
+    assert!(offset_of!(R, reported_tcb) == OFF_REPORTED_TCB);
+    assert!(offset_of!(R, cpuid_fam_id) == OFF_CPUID);
+    assert!(offset_of!(R, chip_id) == OFF_CHIP_ID);
+    assert!(offset_of!(R, committed_tcb) == OFF_COMMITTED_TCB);
+    assert!(offset_of!(R, current_version) == OFF_CURRENT_VERSION);
+    assert!(offset_of!(R, committed_version) == OFF_COMMITTED_VERSION);
+    assert!(offset_of!(R, launch_tcb) == OFF_LAUNCH_TCB);
+    assert!(offset_of!(R, reserved2) == OFF_LAUNCH_MIT);
+    assert!(offset_of!(R, sig_r) == OFF_SIG_R);
+    assert!(offset_of!(R, sig_s) == OFF_SIG_S);
+};
+
 /// Why bytes are not a valid attestation report.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ReportError {

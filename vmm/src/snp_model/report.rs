@@ -6,102 +6,16 @@
 //! The report parses with `umbra_attestation::report::AttestationReport` and
 //! verifies with `umbra-attest verify --trust-root <model ARK>`.
 
-use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromZeros, IntoBytes};
 
 use super::firmware::{SnpFirmwareModel, FW_BUILD, FW_MAJOR, FW_MINOR};
 use super::guest_msg::{GuestRequestError, KeyReq, KeyRsp, ReportReq, ReportRsp};
 use super::keys::{hmac_sha384, DEFAULT_TCB};
 use crate::backend::confidential::FirmwareStatus;
 
-/// Bytes in an attestation report.
-pub const REPORT_SIZE: usize = 0x4A0;
-/// Bytes covered by the signature.
-pub const SIGNED_LEN: usize = 0x2A0;
+pub use umbra_attestation::report::{AttestationReportRaw, REPORT_SIZE, SIGNED_LEN};
 /// The report version the model produces (3: with CPUID fields).
 pub const REPORT_VERSION: u32 = 3;
-
-/// ATTESTATION_REPORT (SNP ABI 56860 §7.3, version 3).
-#[derive(Clone, Debug, FromZeros, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct AttestationReportRaw {
-    /// Report version.
-    pub version: u32,
-    /// Guest SVN from the ID block.
-    pub guest_svn: u32,
-    /// Guest policy.
-    pub policy: u64,
-    /// FAMILY_ID from the ID block.
-    pub family_id: [u8; 16],
-    /// IMAGE_ID from the ID block.
-    pub image_id: [u8; 16],
-    /// VMPL of the report.
-    pub vmpl: u32,
-    /// 1 = ECDSA P-384 with SHA-384.
-    pub signature_algo: u32,
-    /// Current TCB.
-    pub current_tcb: u64,
-    /// PLATFORM_INFO bits.
-    pub platform_info: u64,
-    /// KEY_INFO: bit 0 AUTHOR_KEY_EN, bit 1 MASK_CHIP_KEY, bits 4:2 signing key.
-    pub key_info: u32,
-    /// Reserved.
-    pub reserved0: u32,
-    /// Guest-supplied data.
-    pub report_data: [u8; 64],
-    /// Launch digest.
-    pub measurement: [u8; 48],
-    /// HOST_DATA from LAUNCH_FINISH.
-    pub host_data: [u8; 32],
-    /// SHA-384 of the ID key.
-    pub id_key_digest: [u8; 48],
-    /// SHA-384 of the author key.
-    pub author_key_digest: [u8; 48],
-    /// Guest report ID.
-    pub report_id: [u8; 32],
-    /// Report ID assigned by the migration agent (all ones: none).
-    pub report_id_ma: [u8; 32],
-    /// TCB the VCEK was derived with.
-    pub reported_tcb: u64,
-    /// CPUID family (with extended family).
-    pub cpuid_fam_id: u8,
-    /// CPUID model (with extended model).
-    pub cpuid_mod_id: u8,
-    /// CPUID stepping.
-    pub cpuid_step: u8,
-    /// Reserved.
-    pub reserved1: [u8; 21],
-    /// CHIP_ID (zero with MASK_CHIP_KEY).
-    pub chip_id: [u8; 64],
-    /// Committed TCB.
-    pub committed_tcb: u64,
-    /// Current firmware build, minor, major, reserved.
-    pub current_version: [u8; 4],
-    /// Committed firmware build, minor, major, reserved.
-    pub committed_version: [u8; 4],
-    /// TCB at launch.
-    pub launch_tcb: u64,
-    /// Reserved (version 5 mitigation vectors and reserved bytes).
-    pub reserved2: [u8; 0xA8],
-    /// Signature R, little-endian, zero-extended to 72 bytes.
-    pub sig_r: [u8; 72],
-    /// Signature S, little-endian, zero-extended to 72 bytes.
-    pub sig_s: [u8; 72],
-    /// Rest of the signature field.
-    pub sig_reserved: [u8; 368],
-}
-
-// SNP ABI 56860 §7.3: offsets of the ATTESTATION_REPORT table.
-const _: () = assert!(core::mem::size_of::<AttestationReportRaw>() == REPORT_SIZE);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, report_data) == 0x50);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, measurement) == 0x90);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, report_id) == 0x140);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, reported_tcb) == 0x180);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, cpuid_fam_id) == 0x188);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, chip_id) == 0x1A0);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, current_version) == 0x1E8);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, launch_tcb) == 0x1F0);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, sig_r) == SIGNED_LEN);
-const _: () = assert!(core::mem::offset_of!(AttestationReportRaw, sig_s) == 0x2E8);
 
 /// KEY_INFO signing-key values (bits 4:2).
 const SIGNING_KEY_VCEK: u32 = 0;
