@@ -432,27 +432,9 @@ pub const CPUID_ENTRY_SIZE: usize = 48;
 /// Offset of the first entry (after `count` u32 and 12 reserved bytes).
 pub const CPUID_ENTRIES_OFFSET: usize = 16;
 
-/// One CPUID page entry: `eax_in` @0, `ecx_in` @4, `xcr0_in` @8, `xss_in` @16,
-/// `eax` @24, `ebx` @28, `ecx` @32, `edx` @36, reserved u64 @40.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuidEntry {
-    /// Leaf.
-    pub eax_in: u32,
-    /// Subleaf.
-    pub ecx_in: u32,
-    /// XCR0 the entry applies to.
-    pub xcr0_in: u64,
-    /// XSS the entry applies to.
-    pub xss_in: u64,
-    /// Output EAX.
-    pub eax: u32,
-    /// Output EBX.
-    pub ebx: u32,
-    /// Output ECX.
-    pub ecx: u32,
-    /// Output EDX.
-    pub edx: u32,
-}
+/// One CPUID page entry (SNP ABI CPUID_FUNCTION, 48 bytes): the same wire
+/// struct the firmware model validates.
+pub use crate::snp_model::cpuid::CpuidEntry;
 
 /// Serialises a CPUID page (count, then entries; the rest zero).
 /// More than [`CPUID_MAX_ENTRIES`] entries are an error the caller sees.
@@ -496,6 +478,7 @@ pub fn parse_cpuid_page(page: &[u8]) -> Vec<CpuidEntry> {
                 ebx: le_u32(e, 28),
                 ecx: le_u32(e, 32),
                 edx: le_u32(e, 36),
+                reserved: le_u64(e, 40),
             })
         })
         .collect()
@@ -517,6 +500,7 @@ pub fn cpuid_entries_from_kvm(kvm: &[kvm_bindings::kvm_cpuid_entry2]) -> Vec<Cpu
                 ebx: k.ebx,
                 ecx: k.ecx,
                 edx: k.edx,
+                reserved: 0,
             };
             if k.function == 0xD && k.index <= 1 {
                 e.ebx = 0x240;

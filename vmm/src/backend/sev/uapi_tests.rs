@@ -536,6 +536,7 @@ fn cpuid_page_layout_and_roundtrip() {
         ebx: 0x33,
         ecx: 0x1FD,
         edx: 0x64,
+        reserved: 0,
     };
     let page = cpuid_page_bytes(&[e]).expect("one entry fits");
     // count @0, entries @16: eax_in @0, ecx_in @4, xcr0_in @8, xss_in @16,
