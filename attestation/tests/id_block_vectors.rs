@@ -3,6 +3,8 @@
 //! key encodings and digests, the assembled auth block) are compared with the
 //! vectors and the signatures are verified.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,13 +14,7 @@ use umbra_attestation::id_block::{EcdsaSignature, IdAuth, IdBlock, SigningKey};
 use zerocopy::{FromBytes, IntoBytes};
 
 fn vectors() -> Option<PathBuf> {
-    match std::env::var_os("UMBRA_VECTORS") {
-        Some(v) => Some(PathBuf::from(v).join("launch-measurement")),
-        None => {
-            println!("skipped: UMBRA_VECTORS not set");
-            None
-        }
-    }
+    common::launch_vectors()
 }
 
 fn cases(dir: &Path) -> Vec<Value> {

@@ -3,6 +3,8 @@
 //! download, progress, back-off on 429, timeout, validation before caching,
 //! and `verify` working offline from the cache.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -18,13 +20,7 @@ use umbra_attestation::kds;
 use umbra_attestation::report::{AttestationReport, Product, TcbVersion};
 
 fn vectors() -> Option<PathBuf> {
-    match std::env::var_os("UMBRA_VECTORS") {
-        Some(v) => Some(PathBuf::from(v)),
-        None => {
-            eprintln!("skipped: UMBRA_VECTORS not set");
-            None
-        }
-    }
+    common::vectors()
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Launch-digest cases from `$UMBRA_VECTORS/launch-measurement/measurement_cases.json`,
 //! checked through the library API and through `umbra-attest measure`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,13 +12,7 @@ use umbra_attestation::measure::{
 };
 
 fn vectors() -> Option<PathBuf> {
-    match std::env::var_os("UMBRA_VECTORS") {
-        Some(v) => Some(PathBuf::from(v).join("launch-measurement")),
-        None => {
-            println!("skipped: UMBRA_VECTORS not set");
-            None
-        }
-    }
+    common::launch_vectors()
 }
 
 fn cases(dir: &Path) -> Vec<Value> {

@@ -7,6 +7,8 @@
 //!   reader, the certificate loader or the extension parser; the number of
 //!   inputs run is printed (`cargo test -- --nocapture` shows it).
 
+mod common;
+
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -17,13 +19,7 @@ use umbra_attestation::verify::{self, Certificates, Options, Status, VerifiedCha
 use umbra_attestation::{der, time};
 
 fn vectors() -> Option<PathBuf> {
-    match std::env::var_os("UMBRA_VECTORS") {
-        Some(v) => Some(PathBuf::from(v)),
-        None => {
-            eprintln!("skipped: UMBRA_VECTORS not set");
-            None
-        }
-    }
+    common::vectors()
 }
 
 /// (report bytes, verified chain) for positive vectors with a DER/PEM VEK.

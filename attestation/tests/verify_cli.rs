@@ -2,19 +2,15 @@
 //! exit codes per failure class, one clear line per bad input, never a
 //! panic. Uses the real vectors in `$UMBRA_VECTORS` (skips when unset).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
 fn vectors() -> Option<PathBuf> {
-    match std::env::var_os("UMBRA_VECTORS") {
-        Some(v) => Some(PathBuf::from(v)),
-        None => {
-            eprintln!("skipped: UMBRA_VECTORS not set");
-            None
-        }
-    }
+    common::vectors()
 }
 
 struct Run {

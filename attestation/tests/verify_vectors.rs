@@ -3,6 +3,8 @@
 //! values come from EXPECTED.json, decoded independently of this crate.
 //! When UMBRA_VECTORS is unset the tests print a skip reason and return.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -13,13 +15,7 @@ use umbra_attestation::time::parse_rfc3339;
 use umbra_attestation::verify::{self, Certificates, Options, Status, Verdict};
 
 fn vectors() -> Option<PathBuf> {
-    match std::env::var_os("UMBRA_VECTORS") {
-        Some(v) => Some(PathBuf::from(v)),
-        None => {
-            eprintln!("skipped: UMBRA_VECTORS not set");
-            None
-        }
-    }
+    common::vectors()
 }
 
 fn read(dir: &Path, rel: &str) -> Vec<u8> {
