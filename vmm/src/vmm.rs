@@ -2,6 +2,7 @@
 //! threads, handle their exits, stop cleanly, report.
 
 use crate::backend::kvm::KvmHypervisor;
+use crate::backend::sev::snp::{SnpConfig, SnpHypervisor, SnpVm};
 use crate::backend::{
     BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm,
 };
@@ -12,7 +13,7 @@ use crate::devices::serial::{ConsoleWriter, SerialPort, COM1};
 use crate::devices::PioBus;
 use crate::exit_code;
 use crate::firmware::EMBEDDED_FIRMWARE;
-use crate::launch::{LaunchOptions, LaunchPlan, PlanError};
+use crate::launch::{self, LaunchOptions, LaunchPlan, PlanError};
 use crate::loader::{self, LoadError};
 use crate::memory::{GuestRam, MemoryError, MemoryMap, RegionRole};
 use crate::metrics::{RunMetrics, Timings, VcpuExitCounts};
@@ -75,6 +76,12 @@ pub enum VmmError {
     /// An eventfd or signal handler could not be created.
     #[error("cannot set up {0}")]
     HostSetup(&'static str, #[source] std::io::Error),
+    /// The SEV-SNP hardware backend refused.
+    #[error(transparent)]
+    Sev(#[from] crate::backend::sev::SevError),
+    /// The hardware SNP launch failed.
+    #[error("the SNP launch failed")]
+    HardwareLaunch(#[source] launch::ExecuteError),
     /// The SNP model could not be prepared or launched.
     #[error(transparent)]
     SnpModel(#[from] snp_run::SnpRunError),
@@ -157,14 +164,19 @@ fn platform_unavailable(platform: Platform) -> Option<VmmError> {
     let (name, reason) = match platform {
         Platform::None => return None,
         Platform::SnpModel => return None,
-        Platform::Snp | Platform::SevEs | Platform::Sev => {
-            let name = match platform {
-                Platform::Snp => "snp",
-                Platform::SevEs => "sev-es",
-                _ => "sev",
-            };
+        Platform::Snp if std::path::Path::new("/dev/sev").exists() => return None,
+        Platform::Snp => (
+            "snp",
+            "/dev/sev does not exist (no AMD SEV firmware on this host); --platform snp-model runs the \
+             software model instead"
+                .to_string(),
+        ),
+        Platform::SevEs | Platform::Sev => {
+            let name = if platform == Platform::SevEs { "sev-es" } else { "sev" };
             let reason = if std::path::Path::new("/dev/sev").exists() {
-                "umbra run does not drive the SEV hardware backends yet (they run in the hardware tests: cargo test -p umbra-vmm --test hardware with UMBRA_HW=1)".to_string()
+                "umbra run does not drive the legacy SEV/SEV-ES flows yet (they run in the hardware tests: \
+                 cargo test -p umbra-vmm --test hardware with UMBRA_HW=1)"
+                    .to_string()
             } else {
                 "/dev/sev does not exist (no AMD SEV firmware on this host)".to_string()
             };
@@ -202,8 +214,54 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         .map_or(umbra_firmware::layout::ROM_SIZE, |f| f.len() as u64);
     let map = MemoryMap::new(config.memory, rom_size)?;
 
+    if config.platform == Platform::Snp {
+        // Real hardware: the KVM SNP backend launches the plan; KVM builds
+        // the VMSAs from the vCPUs' reset state at LAUNCH_FINISH.
+        let image = firmware.as_deref().ok_or(VmmError::ConfidentialKernel)?;
+        let plan = LaunchPlan::new(image, launch_options(config)?)?;
+        let ap_reset_eip = umbra_attestation::measure::ovmf::FirmwareImage::parse(image)
+            .ok()
+            .and_then(|fw| fw.sev_es_reset_eip().ok().flatten());
+        let hypervisor = SnpHypervisor::new(SnpConfig {
+            vmsa_features: config.snp.guest_features,
+            gosvw: [0; 16],
+            vcek_disabled: false,
+            ap_reset_eip,
+        })?;
+        check_vcpus(config, hypervisor.max_vcpus())?;
+        let vm = hypervisor.create_snp_vm()?;
+        let launch: HardwareLaunch<'_, SnpVm> = Box::new(move |vm: &mut SnpVm| {
+            let (_, finished) = launch::execute(vm, &plan).map_err(VmmError::HardwareLaunch)?;
+            Ok(finished.measurement)
+        });
+        return boot(
+            config,
+            process_start,
+            "kvm-snp",
+            vm,
+            map,
+            firmware.as_deref(),
+            Some(launch),
+        );
+    }
     let hypervisor = KvmHypervisor::new()?;
-    let max = hypervisor.max_vcpus();
+    check_vcpus(config, hypervisor.max_vcpus())?;
+    let vm = hypervisor.create_vm()?;
+    boot(
+        config,
+        process_start,
+        hypervisor.name(),
+        vm,
+        map,
+        firmware.as_deref(),
+        None,
+    )
+}
+
+/// A hardware backend's launch, run after the vCPUs exist and before they run.
+type HardwareLaunch<'a, V> = Box<dyn FnOnce(&mut V) -> Result<[u8; 48], VmmError> + 'a>;
+
+fn check_vcpus(config: &VmConfig, max: u32) -> Result<(), VmmError> {
     if config.vcpus > max {
         return Err(VmmError::TooManyVcpus {
             requested: config.vcpus,
@@ -211,9 +269,26 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
             limit: "KVM on this host",
         });
     }
-    let vm = hypervisor.create_vm()?;
+    Ok(())
+}
+
+/// Maps memory, loads the guest, creates the vCPUs, launches (SNP model or
+/// hardware), runs them to a stop and reports.
+fn boot<V>(
+    config: &VmConfig,
+    process_start: Instant,
+    backend_name: &str,
+    mut vm: V,
+    map: MemoryMap,
+    firmware: Option<&[u8]>,
+    hardware_launch: Option<HardwareLaunch<'_, V>>,
+) -> Result<RunOutcome, VmmError>
+where
+    V: Vm,
+    V::Vcpu: 'static,
+{
     let confidential = config.platform == Platform::SnpModel;
-    let plan = match (&firmware, confidential) {
+    let plan = match (firmware, confidential) {
         (Some(image), true) => Some(LaunchPlan::new(image, launch_options(config)?)?),
         (None, true) => return Err(VmmError::ConfidentialKernel),
         _ => None,
@@ -249,7 +324,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     let memslots_ms = memslots_start.elapsed().as_secs_f64() * 1000.0;
 
     let mut snp: Option<snp_run::SnpLaunched> = None;
-    let start = match (&config.boot, &firmware) {
+    let start = match (&config.boot, firmware) {
         (BootSource::Kernel { kernel, initrd }, _) => {
             vm.create_legacy_irqchip()?;
             let entry = loader::load_linux(
@@ -340,14 +415,25 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         )
     })?;
 
+    let features = if confidential {
+        UMBRA_FEATURE_SNP_MODEL
+    } else {
+        0
+    };
+    let vcpus = (0..config.vcpus)
+        .map(|index| vm.create_vcpu(index, config.vcpus, start, features))
+        .collect::<Result<Vec<_>, _>>()?;
+    // KVM measures every vCPU's VMSA at LAUNCH_FINISH: launch now that they
+    // all exist, before any of them runs.
+    let hardware_measurement = match hardware_launch {
+        Some(launch) => Some(launch(&mut vm)?),
+        None => None,
+    };
+    if let Some(m) = &hardware_measurement {
+        log::info!("SNP launch digest {}", umbra_attestation::hex::encode(m));
+    }
     let mut threads: Vec<JoinHandle<VcpuExitCounts>> = Vec::new();
-    for index in 0..config.vcpus {
-        let features = if confidential {
-            UMBRA_FEATURE_SNP_MODEL
-        } else {
-            0
-        };
-        let vcpu = vm.create_vcpu(index, config.vcpus, start, features)?;
+    for (index, vcpu) in vcpus.into_iter().enumerate() {
         let ctx = context.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
@@ -400,7 +486,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         snp,
         exit_code,
         stop_reason: describe(&reason),
-        platform: hypervisor.name().to_string(),
+        platform: backend_name.to_string(),
         vcpus: config.vcpus,
         memory_bytes: config.memory,
         memory_regions: context.map.regions().to_vec(),

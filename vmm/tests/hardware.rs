@@ -306,3 +306,32 @@ fn host_status_cli_is_truthful_and_exits_zero() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// `umbra run --platform snp` launches the firmware on silicon with the
+/// digest `--print-measurement` predicts (the firmware itself cannot run
+/// far under real SEV-ES rules — its port I/O needs a #VC handler — so the
+/// launch is what this checks).
+#[test]
+fn umbra_run_launches_snp_with_the_predicted_digest() {
+    if !hardware() {
+        return;
+    }
+    let umbra = env!("CARGO_BIN_EXE_umbra");
+    let predicted = std::process::Command::new(umbra)
+        .args(["run", "--platform", "snp", "--print-measurement"])
+        .output()
+        .expect("run umbra");
+    let predicted = String::from_utf8_lossy(&predicted.stdout)
+        .trim()
+        .to_string();
+    let out = std::process::Command::new(umbra)
+        .args(["run", "--platform", "snp", "--timeout", "10"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run umbra");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("SNP launch digest {predicted}")),
+        "{stderr}"
+    );
+}

@@ -202,3 +202,20 @@ pub trait ConfidentialLaunch {
     fn launch_finish(&mut self, params: &LaunchFinishParams)
         -> Result<LaunchFinished, LaunchError>;
 }
+
+/// A launch can be driven through a borrowed backend, which keeps the VM
+/// for the run that follows.
+impl<T: ConfidentialLaunch + ?Sized> ConfidentialLaunch for &mut T {
+    fn launch_start(&mut self, params: &LaunchStartParams) -> Result<(), LaunchError> {
+        (**self).launch_start(params)
+    }
+    fn launch_update(&mut self, update: &LaunchUpdate<'_>) -> Result<(), LaunchError> {
+        (**self).launch_update(update)
+    }
+    fn launch_finish(
+        &mut self,
+        params: &LaunchFinishParams,
+    ) -> Result<LaunchFinished, LaunchError> {
+        (**self).launch_finish(params)
+    }
+}
