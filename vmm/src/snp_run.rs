@@ -3,6 +3,8 @@
 //! keys, the launch through the typestate engine, and the run-time state
 //! the vCPU loop hands MSR exits to.
 
+use crate::backend::confidential::PageType;
+use crate::backend::sev::uapi::CpuidEntry;
 use crate::config::VmConfig;
 use crate::launch::{self, LaunchPlan};
 use crate::memory::{GuestRam, MemoryMap, RegionRole};
@@ -117,6 +119,7 @@ pub fn launch(
     let states =
         PageStates::new(&ram_ranges, PageState::Private).map_err(SnpRunError::PageStates)?;
     let shared = SharedMemory::new(ram.clone(), Arc::new(Mutex::new(states)));
+    let runtime_cpuid = cpuid.clone();
     let mut runtime = SnpRuntime::new(
         model,
         shared.clone(),
@@ -127,6 +130,20 @@ pub fn launch(
     share_page(&mut runtime, umbra_firmware::layout::BOOT_INFO_GPA)?;
     write_boot_info(ram)?;
 
+    // Propose a CPUID page built from the host's CPUID, as QEMU does from
+    // KVM's; the model validates it like the firmware and corrects it.
+    if let Some(step) = plan.updates().find(|s| s.page_type == PageType::Cpuid) {
+        let entries = cpuid_entries(&runtime_cpuid);
+        if let Some(page) = crate::backend::sev::uapi::cpuid_page_bytes(&entries) {
+            if !ram.firmware_write(step.gpa, &page) {
+                return Err(SnpRunError::ShareBootInfo(format!(
+                    "CPUID page at {:#x} is outside RAM",
+                    step.gpa
+                ))
+                .into());
+            }
+        }
+    }
     let launch = SnpModelLaunch::new(&mut runtime.model, &**ram);
     let (_, finished) = launch::execute(launch, plan).map_err(SnpRunError::Launch)?;
     Ok(SnpLaunched {
@@ -151,4 +168,35 @@ pub fn write_attestation(launched: &SnpLaunched, dir: &std::path::Path) -> Resul
         std::fs::write(dir.join("report.bin"), report).map_err(io_err)?;
     }
     Ok(())
+}
+
+/// The CPUID entries proposed for the CPUID page: every leaf in the basic
+/// and extended ranges the host reports (subleaf 0), at most 64, leaf 0xD
+/// subleaves as QEMU sets them (XCR0_IN 1, EBX 0x240).
+fn cpuid_entries(cpuid: &CpuidTable) -> Vec<CpuidEntry> {
+    let max_basic = cpuid.iter().find(|(l, _)| *l == 0).map_or(0, |(_, r)| r[0]);
+    let max_ext = cpuid
+        .iter()
+        .find(|(l, _)| *l == 0x8000_0000)
+        .map_or(0, |(_, r)| r[0]);
+    cpuid
+        .iter()
+        .filter(|(leaf, _)| *leaf <= max_basic || (0x8000_0000..=max_ext).contains(leaf))
+        .map(|(leaf, r)| {
+            let mut e = CpuidEntry {
+                eax_in: *leaf,
+                eax: r[0],
+                ebx: r[1],
+                ecx: r[2],
+                edx: r[3],
+                ..Default::default()
+            };
+            if *leaf == 0xD {
+                e.xcr0_in = 1;
+                e.ebx = 0x240;
+            }
+            e
+        })
+        .take(crate::backend::sev::uapi::CPUID_MAX_ENTRIES)
+        .collect()
 }

@@ -520,20 +520,34 @@ impl<M: GuestPages> ConfidentialLaunch for SnpModelLaunch<'_, M> {
                 return Err(LaunchError::ContentsLength(c.len()));
             }
         }
-        self.model
-            .launch_update(
+        let mut result = self.model.launch_update(
+            update.gpa,
+            update.len,
+            update.page_type,
+            update.contents,
+            self.memory,
+        );
+        // A refused CPUID page comes back corrected in guest memory: the VMM
+        // reports the firmware's corrections and retries once, as QEMU and
+        // the hardware backend do.
+        if update.page_type == PageType::Cpuid && result == Err(FirmwareStatus::InvalidParam) {
+            for correction in self.model.cpuid_corrections() {
+                log::warn!("SNP model corrected the CPUID page: {correction}");
+            }
+            result = self.model.launch_update(
                 update.gpa,
                 update.len,
                 update.page_type,
-                update.contents,
+                None,
                 self.memory,
-            )
-            .map_err(|status| LaunchError::Update {
-                gpa: update.gpa,
-                pages: update.len / PAGE_SIZE as u64,
-                page_type: update.page_type,
-                status,
-            })
+            );
+        }
+        result.map_err(|status| LaunchError::Update {
+            gpa: update.gpa,
+            pages: update.len / PAGE_SIZE as u64,
+            page_type: update.page_type,
+            status,
+        })
     }
 
     fn launch_finish(
@@ -809,6 +823,36 @@ mod tests {
             m.launch_update(0x6000, 4096, PageType::Cpuid, Some(&page), &mem),
             Err(FirmwareStatus::InvalidParam)
         );
+    }
+
+    #[test]
+    fn launch_wrapper_retries_a_corrected_cpuid_page_once() {
+        let mem = memory();
+        let mut m = model();
+        let mut page = [0u8; PAGE_SIZE];
+        page[0..4].copy_from_slice(&1u32.to_le_bytes());
+        page[0x10..0x14].copy_from_slice(&1u32.to_le_bytes());
+        page[0x28..0x2C].copy_from_slice(&0x00B0_0F21u32.to_le_bytes()); // a Turin FMS
+        mem.write_slice(&page, GuestAddress(0x5000)).unwrap();
+        let mut launch = SnpModelLaunch::new(&mut m, &mem);
+        launch
+            .launch_start(&LaunchStartParams { policy: 0x30000 })
+            .unwrap();
+        let update = LaunchUpdate {
+            gpa: 0x5000,
+            len: 4096,
+            page_type: PageType::Cpuid,
+            contents: None,
+        };
+        launch.launch_update(&update).unwrap();
+        let mut added = [0u8; PAGE_SIZE];
+        mem.read_slice(&mut added, GuestAddress(0x5000)).unwrap();
+        assert_eq!(
+            &added[0x28..0x2C],
+            &0x00A0_0F11u32.to_le_bytes(),
+            "the model's Milan FMS"
+        );
+        assert_eq!(m.pages_launched, 1);
     }
 
     #[test]
