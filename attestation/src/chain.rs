@@ -119,40 +119,38 @@ impl VekKind {
     }
 }
 
-// AMD's published certificates (kdsintf.amd.com cert_chain). Public data.
-const MILAN_ARK: &str = include_str!("roots/milan_ark.pem");
-const MILAN_ASK: &str = include_str!("roots/milan_ask.pem");
-const MILAN_ASVK: &str = include_str!("roots/milan_asvk.pem");
-const GENOA_ARK: &str = include_str!("roots/genoa_ark.pem");
-const GENOA_ASK: &str = include_str!("roots/genoa_ask.pem");
-const GENOA_ASVK: &str = include_str!("roots/genoa_asvk.pem");
-const TURIN_ARK: &str = include_str!("roots/turin_ark.pem");
-const TURIN_ASK: &str = include_str!("roots/turin_ask.pem");
-const TURIN_ASVK: &str = include_str!("roots/turin_asvk.pem");
+// AMD's ARKs and ASKs come from the `sev` crate's built-ins. It has no
+// ASVKs, so those are AMD's published VLEK chains (kdsintf.amd.com
+// /vlek/v1/{product}/cert_chain), public data; their fingerprints are pinned
+// by a test below.
+use sev::certs::snp::builtin::{genoa, milan, turin};
+const MILAN_ASVK: &[u8] = include_bytes!("roots/milan_asvk.pem");
+const GENOA_ASVK: &[u8] = include_bytes!("roots/genoa_asvk.pem");
+const TURIN_ASVK: &[u8] = include_bytes!("roots/turin_asvk.pem");
 
 /// Embedded AMD certificates for one product.
 #[derive(Debug, Clone, Copy)]
 pub struct BuiltinRoots {
-    pub ark: &'static str,
-    pub ask: &'static str,
-    pub asvk: &'static str,
+    pub ark: &'static [u8],
+    pub ask: &'static [u8],
+    pub asvk: &'static [u8],
 }
 
 pub fn builtin(product: Product) -> BuiltinRoots {
     match product {
         Product::Milan => BuiltinRoots {
-            ark: MILAN_ARK,
-            ask: MILAN_ASK,
+            ark: milan::ARK,
+            ask: milan::ASK,
             asvk: MILAN_ASVK,
         },
         Product::Genoa => BuiltinRoots {
-            ark: GENOA_ARK,
-            ask: GENOA_ASK,
+            ark: genoa::ARK,
+            ask: genoa::ASK,
             asvk: GENOA_ASVK,
         },
         Product::Turin => BuiltinRoots {
-            ark: TURIN_ARK,
-            ask: TURIN_ASK,
+            ark: turin::ARK,
+            ask: turin::ASK,
             asvk: TURIN_ASVK,
         },
     }
@@ -160,7 +158,7 @@ pub fn builtin(product: Product) -> BuiltinRoots {
 
 /// The embedded ARK for `product`.
 pub fn builtin_ark(product: Product) -> Result<X509, ChainError> {
-    load_cert(builtin(product).ark.as_bytes(), "embedded ARK")
+    load_cert(builtin(product).ark, "embedded ARK")
 }
 
 /// The embedded ASK (VCEK) or ASVK (VLEK) for `product`.
@@ -170,7 +168,7 @@ pub fn builtin_intermediate(product: Product, kind: VekKind) -> Result<X509, Cha
         VekKind::Vcek => roots.ask,
         VekKind::Vlek => roots.asvk,
     };
-    load_cert(pem.as_bytes(), "embedded intermediate")
+    load_cert(pem, "embedded intermediate")
 }
 
 /// Loads one certificate, PEM or DER, whichever the bytes are.
@@ -534,8 +532,7 @@ mod tests {
         ];
         for (p, ark, ask, asvk) in expected {
             let r = builtin(p);
-            let fp =
-                |pem: &str| fingerprint(&load_cert(pem.as_bytes(), "t").expect("embedded PEM"));
+            let fp = |pem: &[u8]| fingerprint(&load_cert(pem, "t").expect("embedded PEM"));
             assert_eq!(fp(r.ark), ark, "{p} ARK");
             assert_eq!(fp(r.ask), ask, "{p} ASK");
             assert_eq!(fp(r.asvk), asvk, "{p} ASVK");

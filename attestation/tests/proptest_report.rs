@@ -229,7 +229,6 @@ fn fuzz_certificate_parsers() {
         .collect(),
         None => vec![chain::builtin(umbra_attestation::report::Product::Milan)
             .ark
-            .as_bytes()
             .to_vec()],
     };
     for seed in seeds {
