@@ -82,7 +82,7 @@ pub struct SnpMetrics {
     /// The firmware model's state and RMP counters.
     pub model: crate::snp_model::firmware::ModelSummary,
     /// Attestation reports the model signed.
-    pub reports_signed: usize,
+    pub reports_signed: u64,
 }
 
 impl RunMetrics {

@@ -230,6 +230,22 @@ impl PageStates {
         Ok(())
     }
 
+    /// Checks that `gpa..gpa+len` could be converted in pages of `size`
+    /// without converting anything (so callers can prepare other state
+    /// first); a refusal is counted as a refused request.
+    pub fn check_range(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        size: PageSize,
+    ) -> Result<(), PageStateError> {
+        let checked = Self::check(gpa, len, size).and_then(|()| self.locate(gpa, len).map(|_| ()));
+        if checked.is_err() {
+            self.summary.refused += 1;
+        }
+        checked
+    }
+
     /// Converts `gpa..gpa+len` (4 KiB pages) to `to`.
     pub fn convert(
         &mut self,
@@ -314,7 +330,10 @@ impl PageStates {
             return false;
         };
         let first = gpa & !(PAGE_4K - 1);
-        let Ok((ri, idx)) = self.locate(first, end.next_multiple_of(PAGE_4K) - first) else {
+        let Some(last) = end.checked_next_multiple_of(PAGE_4K) else {
+            return false;
+        };
+        let Ok((ri, idx)) = self.locate(first, last - first) else {
             return false;
         };
         let pages = (end - first).div_ceil(PAGE_4K);

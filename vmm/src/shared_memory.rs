@@ -34,7 +34,16 @@ impl SharedMemory {
         SharedMemory { ram, states }
     }
 
-    fn check(&self, gpa: u64, len: u64) -> Result<(), SharedMemoryError> {
+    /// Runs `access` with the tracker locked, if every page of the range is
+    /// shared. Holding the lock across the copy keeps a concurrent
+    /// conversion (which changes the tracker and the VMM's page protection
+    /// under the same lock) from making a page private mid-access.
+    fn with_shared<T>(
+        &self,
+        gpa: u64,
+        len: u64,
+        access: impl FnOnce() -> T,
+    ) -> Result<T, SharedMemoryError> {
         let states = crate::devices::lock(&self.states);
         match states.state(gpa) {
             None => return Err(SharedMemoryError::NotRam(gpa)),
@@ -44,25 +53,26 @@ impl SharedMemory {
         if !states.is_shared(gpa, len) {
             return Err(SharedMemoryError::Private(gpa));
         }
-        Ok(())
+        let result = access();
+        drop(states);
+        Ok(result)
     }
 
     /// Reads `buf.len()` bytes at `gpa` if every page is shared.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SharedMemoryError> {
-        self.check(gpa, buf.len() as u64)?;
-        self.ram
-            .memory
-            .read_slice(buf, GuestAddress(gpa))
-            .map_err(|_| SharedMemoryError::NotRam(gpa))
+        let len = buf.len() as u64;
+        self.with_shared(gpa, len, || {
+            self.ram.memory.read_slice(buf, GuestAddress(gpa))
+        })?
+        .map_err(|_| SharedMemoryError::NotRam(gpa))
     }
 
     /// Writes `data` at `gpa` if every page is shared.
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), SharedMemoryError> {
-        self.check(gpa, data.len() as u64)?;
-        self.ram
-            .memory
-            .write_slice(data, GuestAddress(gpa))
-            .map_err(|_| SharedMemoryError::NotRam(gpa))
+        self.with_shared(gpa, data.len() as u64, || {
+            self.ram.memory.write_slice(data, GuestAddress(gpa))
+        })?
+        .map_err(|_| SharedMemoryError::NotRam(gpa))
     }
 
     /// The page-state tracker.

@@ -41,8 +41,11 @@ pub enum SnpRunError {
     #[error("cannot write the SNP model's certificates")]
     WriteCerts(#[source] crate::snp_model::keys::KeyError),
     /// Sharing the boot-information page failed.
-    #[error("cannot share the boot-information page: {0}")]
-    ShareBootInfo(String),
+    #[error("cannot share the boot-information page")]
+    ShareBootInfo(#[source] crate::snp_model::ghcb::ConvertError),
+    /// The proposed CPUID page lies outside guest RAM.
+    #[error("the CPUID page at {0:#x} lies outside guest RAM")]
+    WriteCpuidPage(u64),
 }
 
 /// The firmware reads and writes guest pages through the guest's mapping.
@@ -136,11 +139,7 @@ pub fn launch(
         let entries = cpuid_entries(&runtime_cpuid);
         if let Some(page) = crate::backend::sev::uapi::cpuid_page_bytes(&entries) {
             if !ram.firmware_write(step.gpa, &page) {
-                return Err(SnpRunError::ShareBootInfo(format!(
-                    "CPUID page at {:#x} is outside RAM",
-                    step.gpa
-                ))
-                .into());
+                return Err(SnpRunError::WriteCpuidPage(step.gpa).into());
             }
         }
     }
@@ -164,7 +163,7 @@ pub fn write_attestation(launched: &SnpLaunched, dir: &std::path::Path) -> Resul
         .write_certs(dir)
         .map_err(SnpRunError::WriteCerts)?;
     let runtime = crate::devices::lock(&launched.runtime);
-    if let Some(report) = runtime.reports.last() {
+    if let Some(report) = &runtime.last_report {
         std::fs::write(dir.join("report.bin"), report).map_err(io_err)?;
     }
     Ok(())

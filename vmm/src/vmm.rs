@@ -476,7 +476,7 @@ where
             measurement: umbra_attestation::hex::encode(&s.measurement),
             page_states: crate::devices::lock(s.shared.states()).summary(),
             model: runtime.model.summary(),
-            reports_signed: runtime.reports.len(),
+            reports_signed: runtime.reports_signed,
         }
     });
     if let (Some(s), Some(dir)) = (context.snp.as_ref(), config.snp.attest_out.as_ref()) {

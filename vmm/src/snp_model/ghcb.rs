@@ -60,6 +60,17 @@ const C_BIT: u64 = 51;
 /// PSC "generic error", as KVM reports it (bit 63 of the response).
 const PSC_ERROR: u64 = 1 << 31;
 
+/// Why a page-state conversion was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The range is not convertible guest RAM (ROM, MMIO, guard, outside RAM, unaligned).
+    #[error("page-state change refused")]
+    CheckRange(#[source] crate::page_state::PageStateError),
+    /// The VMM's view could not be re-protected (e.g. too many mappings).
+    #[error("cannot change the VMM's access to the range")]
+    Protect(#[source] crate::memory::MemoryError),
+}
+
 /// Per-vCPU protocol state.
 #[derive(Clone, Copy, Debug, Default)]
 struct VcpuState {
@@ -92,8 +103,10 @@ pub struct SnpRuntime {
     vcpus: Vec<VcpuState>,
     sev_status: u64,
     cpuid: CpuidTable,
-    /// Every report the model signed, for `--attest-out`.
-    pub reports: Vec<Vec<u8>>,
+    /// The last report the model signed, for `--attest-out`.
+    pub last_report: Option<Vec<u8>>,
+    /// Reports signed so far.
+    pub reports_signed: u64,
 }
 
 impl SnpRuntime {
@@ -113,7 +126,8 @@ impl SnpRuntime {
             // feature bit 0, so bit 2.
             sev_status: 0b11 | (guest_features << 2),
             cpuid,
-            reports: Vec::new(),
+            last_report: None,
+            reports_signed: 0,
         }
     }
 
@@ -156,29 +170,43 @@ impl SnpRuntime {
         } else {
             PageSize::Size4K
         };
-        // Private pages the guest never converted are assigned to it lazily
-        // (as KVM assigns guest_memfd pages on first fault), so that a
-        // 64 GiB guest costs no RMP entries until it touches its memory.
-        let private =
-            crate::devices::lock(self.shared.states()).state(gpa) == Some(PageState::Private);
-        let rmp = self.model.rmp_mut();
-        if private && !rmp.entry(gpa).is_some_and(|e| e.assigned) {
-            let mut page = gpa;
-            while page < gpa + size.bytes() {
-                if let Err(e) = rmp.assign(page, PageSize::Size4K, false) {
-                    log::warn!("vCPU {vcpu}: cannot assign {page:#x}: {e}");
+        self.vcpus[vcpu].pvalidate_result = if value & 0xFFC != 0 {
+            // Bits 11:2 of the request are reserved (an invalid operand).
+            u64::from(RET_FAIL_INPUT)
+        } else {
+            self.assign_if_private(gpa, size);
+            match self.model.rmp_mut().pvalidate(gpa, size, validate) {
+                Ok(p) => u64::from(p.eax) | (u64::from(p.no_update) << 63),
+                Err(e) => {
+                    // On hardware this is a nested page fault the host would
+                    // see; the model answers FAIL_INPUT and logs it.
+                    log::warn!("vCPU {vcpu}: PVALIDATE {gpa:#x} refused: {e}");
+                    u64::from(RET_FAIL_INPUT)
                 }
-                page += PageSize::Size4K.bytes();
-            }
-        }
-        let result = match self.model.rmp_mut().pvalidate(gpa, size, validate) {
-            Ok(p) => u64::from(p.eax) | (u64::from(p.no_update) << 63),
-            Err(e) => {
-                log::warn!("vCPU {vcpu}: PVALIDATE {gpa:#x} refused: {e}");
-                u64::from(RET_FAIL_INPUT)
             }
         };
-        self.vcpus[vcpu].pvalidate_result = result;
+    }
+
+    /// Private pages the guest never converted are assigned to it lazily (as
+    /// KVM assigns guest_memfd pages on first fault), so a 64 GiB guest costs
+    /// no RMP entries until it touches its memory. Only a range that is
+    /// private as a whole, aligned to its size and not yet assigned is.
+    fn assign_if_private(&mut self, gpa: u64, size: PageSize) {
+        let bytes = size.bytes();
+        if !gpa.is_multiple_of(bytes) {
+            return;
+        }
+        let states = crate::devices::lock(self.shared.states());
+        let all_private = (gpa..gpa.saturating_add(bytes))
+            .step_by(PageSize::Size4K.bytes() as usize)
+            .all(|page| states.state(page) == Some(PageState::Private));
+        drop(states);
+        let rmp = self.model.rmp_mut();
+        if all_private && !rmp.entry(gpa).is_some_and(|e| e.assigned) {
+            if let Err(e) = rmp.assign(gpa, size, false) {
+                log::debug!("cannot assign {gpa:#x}: {e}");
+            }
+        }
     }
 
     fn vmgexit(&mut self, vcpu: usize) -> Exit {
@@ -204,10 +232,11 @@ impl SnpRuntime {
             }
             info::PREFERRED_GHCB_REQ => Some((GFN_NONE << 12) | info::PREFERRED_GHCB_RESP),
             info::REGISTER_GHCB_REQ => {
+                // The GHCB must be a shared RAM page (the guest converts it
+                // before registering, as Linux does).
                 let gfn = data;
-                let ok = crate::devices::lock(self.shared.states())
-                    .state(gfn << 12)
-                    .is_some();
+                let ok = crate::devices::lock(self.shared.states()).state(gfn << 12)
+                    == Some(PageState::Shared);
                 self.vcpus[vcpu].ghcb_gfn = ok.then_some(gfn);
                 Some(((if ok { gfn } else { GFN_NONE }) << 12) | info::REGISTER_GHCB_RESP)
             }
@@ -246,34 +275,61 @@ impl SnpRuntime {
         match self.convert(gpa, PageSize::Size4K.bytes(), to) {
             Ok(()) => info::PSC_RESP,
             Err(why) => {
-                log::warn!("vCPU {vcpu}: page-state change of {gpa:#x} to {to:?} refused: {why}");
+                log::warn!(
+                    "vCPU {vcpu}: page-state change of {gpa:#x} to {to:?}: {}",
+                    crate::cli::error_chain(&why)
+                );
                 (PSC_ERROR << 32) | info::PSC_RESP
             }
         }
     }
 
-    /// Converts a range in the tracker, the RMP and the VMM's view.
-    pub fn convert(&mut self, gpa: u64, len: u64, to: PageState) -> Result<(), String> {
-        crate::devices::lock(self.shared.states())
-            .convert(gpa, len, to)
-            .map_err(|e| e.to_string())?;
+    /// Converts a range in the tracker, the VMM's view and the RMP, under
+    /// the tracker's lock so that the shared-only accessor never sees a page
+    /// the tracker calls shared while the VMM's view of it is inaccessible.
+    /// A failure leaves every page as it was.
+    pub fn convert(&mut self, gpa: u64, len: u64, to: PageState) -> Result<(), ConvertError> {
+        let ram = self.shared.ram().clone();
+        let states_lock = self.shared.states().clone();
+        let mut states = crate::devices::lock(&states_lock);
+        states
+            .check_range(gpa, len, PageSize::Size4K)
+            .map_err(ConvertError::CheckRange)?;
+        match to {
+            PageState::Shared => {
+                // Grant the VMM access first, then publish the page as shared.
+                ram.set_vmm_access(gpa, len, true)
+                    .map_err(ConvertError::Protect)?;
+                states
+                    .convert(gpa, len, to)
+                    .map_err(ConvertError::CheckRange)?;
+            }
+            PageState::Private => {
+                // Publish the page as private first, then take the access away.
+                states
+                    .convert(gpa, len, to)
+                    .map_err(ConvertError::CheckRange)?;
+                if let Err(e) = ram.set_vmm_access(gpa, len, false) {
+                    let _ = states.convert(gpa, len, PageState::Shared);
+                    return Err(ConvertError::Protect(e));
+                }
+            }
+        }
+        drop(states);
+        // Shared pages belong to the hypervisor (RMP unassigned, and so no
+        // longer validated); private ones are assigned to the guest, which
+        // must PVALIDATE them before use.
         let rmp = self.model.rmp_mut();
-        let mut page = gpa;
-        while page < gpa + len {
-            // Shared pages belong to the hypervisor (RMP unassigned, and so
-            // no longer validated); private ones are assigned to the guest,
-            // which must PVALIDATE them before use.
+        for page in (gpa..gpa + len).step_by(PageSize::Size4K.bytes() as usize) {
             let done = match to {
                 PageState::Shared => rmp.unassign(page, PageSize::Size4K),
                 PageState::Private => rmp.assign(page, PageSize::Size4K, false),
             };
-            done.map_err(|e| e.to_string())?;
-            page += PageSize::Size4K.bytes();
+            if let Err(e) = done {
+                log::debug!("RMP update of {page:#x} to {to:?}: {e}");
+            }
         }
-        self.shared
-            .ram()
-            .set_vmm_access(gpa, len, to == PageState::Shared)
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 
     fn ghcb_page_exit(&mut self, vcpu: usize, gpa: u64) -> Exit {
@@ -327,8 +383,11 @@ impl SnpRuntime {
             .copy_from_slice(&u64::to_le_bytes(out1));
         page[ghcb_page::SW_EXIT_INFO_2..ghcb_page::SW_EXIT_INFO_2 + 8]
             .copy_from_slice(&u64::to_le_bytes(out2));
-        let bits = ghcb_page::SW_EXIT_INFO_1 / 8;
-        page[ghcb_page::VALID_BITMAP + bits / 8] |= (1 << (bits % 8)) | (1 << ((bits + 1) % 8));
+        // The hypervisor marks the fields it returns valid.
+        for field in [ghcb_page::SW_EXIT_INFO_1, ghcb_page::SW_EXIT_INFO_2] {
+            let bit = field / 8;
+            page[ghcb_page::VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
+        }
         if let Err(e) = self.shared.write(gpa, &page) {
             log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} became unwritable: {e}");
         }
@@ -349,7 +408,8 @@ impl SnpRuntime {
         match self.model.guest_request(&request) {
             Ok(outcome) => {
                 if let Some(report) = outcome.report {
-                    self.reports.push(report);
+                    self.last_report = Some(report);
+                    self.reports_signed += 1;
                 }
                 match self.shared.write(response_gpa, &outcome.response[..]) {
                     Ok(()) => 0,
