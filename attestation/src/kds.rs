@@ -179,7 +179,12 @@ impl Url {
             Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
             None => (authority, if tls { 443 } else { 80 }),
         };
-        if host.is_empty() || path.contains(['\r', '\n', ' ']) {
+        // The host goes into the Host header and the path into the request
+        // line: neither may carry whitespace or control characters. IPv6
+        // literals ([...]) are not supported.
+        let clean = |s: &str| !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        let host_ok = !host.is_empty() && clean(host) && !host.contains(['[', ']', '/', '@']);
+        if !host_ok || !clean(path) {
             return Err(bad());
         }
         Ok(Url {
@@ -449,6 +454,12 @@ mod tests {
         );
         assert!(Url::parse("ftp://x/").is_err());
         assert!(Url::parse("http://x/a b").is_err());
+        assert!(
+            Url::parse("http://evil\r\nX-Injected: 1/").is_err(),
+            "header injection through the host"
+        );
+        assert!(Url::parse("http://user@host/").is_err());
+        assert!(Url::parse("http://host/a\tb").is_err());
     }
 
     #[test]

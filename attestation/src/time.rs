@@ -41,7 +41,22 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, TimeError> {
         return Err(err());
     };
     let (y, mo, d) = (num(y)?, num(mo)?, num(d)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
         return Err(err());
     }
     let mut secs = days_from_civil(y, mo, d) * 86_400;
@@ -73,6 +88,22 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, TimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_impossible_dates() {
+        assert!(parse_rfc3339("2024-02-31T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2023-02-29T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2025-04-31T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok(), "a leap day");
+        assert!(
+            parse_rfc3339("2000-02-29T00:00:00Z").is_ok(),
+            "a 400-year leap day"
+        );
+        assert!(
+            parse_rfc3339("1900-02-29T00:00:00Z").is_err(),
+            "no leap day in 1900"
+        );
+    }
 
     #[test]
     fn parses() {

@@ -44,6 +44,8 @@ mod off {
 pub enum MsgError {
     /// The payload does not fit.
     TooLarge,
+    /// AES-GCM refused to encrypt (the payload exceeds what GCM allows).
+    Encrypt,
     /// Header fields are not what was expected.
     Header,
     /// The sequence number is not the expected one.
@@ -89,7 +91,7 @@ pub fn seal(
             &header[off::ALGO..HEADER_SIZE],
             body.into(),
         )
-        .map_err(|_| MsgError::TooLarge)?;
+        .map_err(|_| MsgError::Encrypt)?;
     header[off::AUTHTAG..off::AUTHTAG + 16].copy_from_slice(&tag);
     Ok(())
 }

@@ -10,7 +10,7 @@ pub const DEFAULT_TSM_ROOT: &str = "/sys/kernel/config/tsm/report";
 
 /// Errors while obtaining a report.
 #[derive(Debug, Error)]
-pub enum AgentError {
+pub enum TsmError {
     /// The configfs-tsm directory is missing (no SEV-SNP guest driver or no configfs).
     #[error("{0} does not exist: is this an SEV-SNP guest with configfs mounted?")]
     NoTsm(PathBuf),
@@ -70,14 +70,14 @@ fn attr(entry: &Path, name: &str) -> PathBuf {
     entry.join(name)
 }
 
-fn read_attr(entry: &Path, name: &str) -> Result<Vec<u8>, AgentError> {
+fn read_attr(entry: &Path, name: &str) -> Result<Vec<u8>, TsmError> {
     let path = attr(entry, name);
-    fs::read(&path).map_err(|source| AgentError::Attribute { path, source })
+    fs::read(&path).map_err(|source| TsmError::Attribute { path, source })
 }
 
-fn write_attr(entry: &Path, name: &str, value: &[u8]) -> Result<(), AgentError> {
+fn write_attr(entry: &Path, name: &str, value: &[u8]) -> Result<(), TsmError> {
     let path = attr(entry, name);
-    fs::write(&path, value).map_err(|source| AgentError::Attribute { path, source })
+    fs::write(&path, value).map_err(|source| TsmError::Attribute { path, source })
 }
 
 /// Requests a report with `report_data` (zero-padded to 64 bytes) at
@@ -88,17 +88,17 @@ pub fn get_report(
     name: &str,
     report_data: &[u8],
     privlevel: Option<u32>,
-) -> Result<Evidence, AgentError> {
+) -> Result<Evidence, TsmError> {
     if report_data.len() > 64 {
-        return Err(AgentError::ReportDataLength(report_data.len()));
+        return Err(TsmError::ReportDataLength(report_data.len()));
     }
     if !root.is_dir() {
-        return Err(AgentError::NoTsm(root.to_path_buf()));
+        return Err(TsmError::NoTsm(root.to_path_buf()));
     }
     let entry = root.join(name);
     let created = !entry.exists();
     if created {
-        fs::create_dir(&entry).map_err(|source| AgentError::CreateEntry {
+        fs::create_dir(&entry).map_err(|source| TsmError::CreateEntry {
             path: entry.clone(),
             source,
         })?;
@@ -111,11 +111,7 @@ pub fn get_report(
     result
 }
 
-fn request(
-    entry: &Path,
-    report_data: &[u8],
-    privlevel: Option<u32>,
-) -> Result<Evidence, AgentError> {
+fn request(entry: &Path, report_data: &[u8], privlevel: Option<u32>) -> Result<Evidence, TsmError> {
     let mut data = [0u8; 64];
     data[..report_data.len()].copy_from_slice(report_data);
     if let Some(level) = privlevel {
@@ -135,11 +131,11 @@ fn request(
         .trim()
         .to_string();
     if before != after {
-        return Err(AgentError::Generation { before, after });
+        return Err(TsmError::Generation { before, after });
     }
-    let parsed = AttestationReport::from_bytes(&report).map_err(AgentError::ParseReport)?;
+    let parsed = AttestationReport::from_bytes(&report).map_err(TsmError::ParseReport)?;
     if parsed.report_data != data {
-        return Err(AgentError::ReportDataMismatch);
+        return Err(TsmError::ReportDataMismatch);
     }
     Ok(Evidence {
         report,
@@ -163,10 +159,10 @@ mod tests {
     #[test]
     fn refuses_missing_tsm_and_long_report_data() {
         let err = get_report(Path::new("/nonexistent/tsm"), "x", b"nonce", None).unwrap_err();
-        assert!(matches!(err, AgentError::NoTsm(_)));
+        assert!(matches!(err, TsmError::NoTsm(_)));
         let root = scratch("long");
         let err = get_report(&root, "x", &[0u8; 65], None).unwrap_err();
-        assert!(matches!(err, AgentError::ReportDataLength(65)));
+        assert!(matches!(err, TsmError::ReportDataLength(65)));
     }
 
     #[test]
@@ -177,7 +173,7 @@ mod tests {
         fs::write(entry.join("outblob"), b"not a report").unwrap();
         fs::write(entry.join("generation"), b"1\n").unwrap();
         let err = get_report(&root, "e", b"nonce", Some(0)).unwrap_err();
-        assert!(matches!(err, AgentError::ParseReport(_)), "{err}");
+        assert!(matches!(err, TsmError::ParseReport(_)), "{err}");
         // What we wrote is what the kernel would have received.
         let inblob = fs::read(entry.join("inblob")).unwrap();
         assert_eq!(&inblob[..5], b"nonce");

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use umbra_guest_agent::tsm::{get_report, AgentError};
+use umbra_guest_agent::tsm::{get_report, TsmError};
 
 fn vectors() -> Option<PathBuf> {
     match std::env::var("UMBRA_VECTORS") {
@@ -49,5 +49,5 @@ fn refuses_a_report_for_another_nonce() {
     let report = fs::read(v.join("milan-gosevguest/attestation.bin")).unwrap();
     let root = fake_entry("replay", &report);
     let err = get_report(&root, "e", b"fresh nonce", None).unwrap_err();
-    assert!(matches!(err, AgentError::ReportDataMismatch), "{err}");
+    assert!(matches!(err, TsmError::ReportDataMismatch), "{err}");
 }

@@ -1,10 +1,11 @@
-//! The private/shared state of every 4 KiB guest RAM frame, shared by every
-//! backend (plain KVM, KVM SNP and the SNP firmware model).
+//! The private/shared state of every 4 KiB guest RAM frame of a
+//! confidential guest, as the VMM tracks it.
 //!
-//! What a device or the VMM may touch is the shared set only. On hardware the
-//! state is mirrored into `KVM_SET_MEMORY_ATTRIBUTES` (attribute bit 4 =
-//! private); in the SNP model it is the hypervisor's half of the RMP
-//! (`snp_model::rmp` is the firmware's half).
+//! What a device or the VMM may touch is the shared set only. In the SNP
+//! model it is the hypervisor's half of the RMP (`snp_model::rmp` is the
+//! firmware's half). The hardware SNP backend keeps the same state in KVM
+//! itself (`KVM_SET_MEMORY_ATTRIBUTES`, attribute bit 3 = private) and does
+//! not use this tracker yet.
 //!
 //! One bit per GFN (set = shared), one bitmap per RAM range: 64 GiB of RAM
 //! (16 Mi frames) is a 2 MiB bitmap, allocated zeroed for the all-private
@@ -120,7 +121,7 @@ pub struct PageStateSummary {
 struct Range {
     base: u64,
     pages: u64,
-    /// Bit `i` set = frame `base/4096 + i` is private.
+    /// Bit `i` set = frame `base/4096 + i` is shared.
     bits: Vec<u64>,
 }
 

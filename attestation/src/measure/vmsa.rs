@@ -170,11 +170,8 @@ impl SevEsSaveArea {
 
     /// The 4 KiB page as KVM encrypts it.
     pub fn as_page(&self) -> &[u8; PAGE_SIZE] {
-        // The const assertion above makes the size exact; this cannot fail.
-        match self.as_bytes().try_into() {
-            Ok(p) => p,
-            Err(_) => unreachable!("SevEsSaveArea is 4096 bytes"),
-        }
+        // The const assertion above makes the size exact.
+        zerocopy::transmute_ref!(self)
     }
 }
 
