@@ -281,6 +281,15 @@ pub fn check_link(child: &X509, issuer: &X509, link: &'static str) -> Result<(),
             found: child.signature_algorithm().object().to_string(),
         });
     }
+    // OpenSSL verifies with whatever PSS parameters the certificate names;
+    // AMD signs with SHA-384 / MGF1-SHA-384 / salt 48 only, so insist on it.
+    let der = child.to_der().map_err(|e| ossl(link, e))?;
+    if !crate::der::is_pss_sha384(&der).unwrap_or(false) {
+        return Err(ChainError::CheckSignatureAlgorithm {
+            link,
+            found: "RSASSA-PSS with parameters other than SHA-384, MGF1-SHA-384, salt 48".into(),
+        });
+    }
     let key = issuer.public_key().map_err(|e| ossl(link, e))?;
     // A malformed signature is an OpenSSL error rather than `false`; both
     // mean the link does not hold.

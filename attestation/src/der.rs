@@ -189,8 +189,97 @@ pub fn certificate_extensions(cert_der: &[u8]) -> Result<Vec<(String, &[u8])>, D
     Ok(out)
 }
 
+/// OID content bytes of SHA-384 (2.16.840.1.101.3.4.2.2).
+const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+/// OID content bytes of MGF1 (1.2.840.113549.1.1.8).
+const OID_MGF1: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x08];
+/// OID content bytes of RSASSA-PSS (1.2.840.113549.1.1.10).
+const OID_RSASSA_PSS: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0A];
+
+/// Whether a certificate's outer signatureAlgorithm is RSASSA-PSS with
+/// SHA-384, MGF1-SHA-384, a 48-byte salt and trailer field 1 — the only
+/// parameters AMD uses (RFC 4055 §3.1; absent fields take the defaults
+/// SHA-1 and salt 20, which are refused).
+pub fn is_pss_sha384(cert_der: &[u8]) -> Result<bool, DerError> {
+    let mut cert = Reader::new(Reader::new(cert_der).expect(TAG_SEQUENCE)?);
+    cert.expect(TAG_SEQUENCE)?; // tbsCertificate
+    let mut alg = Reader::new(cert.expect(TAG_SEQUENCE)?);
+    if alg.expect(TAG_OID)? != OID_RSASSA_PSS {
+        return Ok(false);
+    }
+    let mut params = Reader::new(alg.expect(TAG_SEQUENCE)?);
+    let (mut hash_ok, mut mgf_ok, mut salt_ok) = (false, false, false);
+    while !params.is_empty() {
+        let field = params.next_tlv()?;
+        let mut inner = Reader::new(field.content);
+        match field.tag {
+            0xA0 => {
+                hash_ok = Reader::new(inner.expect(TAG_SEQUENCE)?).expect(TAG_OID)? == OID_SHA384
+            }
+            0xA1 => {
+                let mut mgf = Reader::new(inner.expect(TAG_SEQUENCE)?);
+                let is_mgf1 = mgf.expect(TAG_OID)? == OID_MGF1;
+                let hash = Reader::new(mgf.expect(TAG_SEQUENCE)?).expect(TAG_OID)?;
+                mgf_ok = is_mgf1 && hash == OID_SHA384;
+            }
+            0xA2 => salt_ok = integer_u64(inner.expect(TAG_INTEGER)?)? == 48,
+            0xA3 => {
+                if integer_u64(inner.expect(TAG_INTEGER)?)? != 1 {
+                    return Ok(false);
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(hash_ok && mgf_ok && salt_ok)
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn amd_ark_der() -> Vec<u8> {
+        openssl::x509::X509::from_pem(sev::certs::snp::builtin::milan::ARK)
+            .expect("AMD's ARK")
+            .to_der()
+            .expect("DER")
+    }
+
+    /// Replaces the last occurrence of `from` in `der` with `to` (same length):
+    /// the outer signatureAlgorithm follows the tbsCertificate.
+    fn patched(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        let at = der
+            .windows(from.len())
+            .rposition(|w| w == from)
+            .expect("pattern present");
+        let mut out = der.to_vec();
+        out[at..at + to.len()].copy_from_slice(to);
+        out
+    }
+
+    #[test]
+    fn amd_pss_parameters_are_recognised_and_others_refused() {
+        let ark = amd_ark_der();
+        assert_eq!(is_pss_sha384(&ark), Ok(true));
+        // saltLength [2] INTEGER 48 -> 32.
+        let salt32 = patched(
+            &ark,
+            &[0xA2, 0x03, 0x02, 0x01, 0x30],
+            &[0xA2, 0x03, 0x02, 0x01, 0x20],
+        );
+        assert_eq!(is_pss_sha384(&salt32), Ok(false));
+        // The MGF1 hash (the last SHA-384 OID) -> SHA-256 (…04 02 01).
+        let sha256 = patched(
+            &ark,
+            OID_SHA384,
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01],
+        );
+        assert_eq!(is_pss_sha384(&sha256), Ok(false));
+        assert!(
+            is_pss_sha384(&ark[..40]).is_err(),
+            "truncated input is an error, not a panic"
+        );
+    }
+
     use super::*;
 
     #[test]
