@@ -554,9 +554,9 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &ExitContext) -> VcpuExitCounts {
         let exit = match vcpu.run() {
             Ok(exit) => exit,
             Err(e) => {
-                log::error!("{e}");
-                ctx.control
-                    .request_stop(StopReason::VmmError(e.to_string()));
+                let why = crate::cli::error_chain(&e);
+                log::error!("{why}");
+                ctx.control.request_stop(StopReason::VmmError(why));
                 break;
             }
         };
