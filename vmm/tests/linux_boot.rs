@@ -24,7 +24,9 @@ fn uart_register_writes(kernel: &str, cmdline: &str) -> std::collections::BTreeM
             "--cmdline",
             cmdline,
             "--timeout",
-            "8",
+            // The UART is programmed about 2 s in; leave room for a loaded
+            // CI machine (guest code is emulated).
+            "12",
         ])
         .args(["--metrics-json", m.to_str().unwrap()])
         .output()
