@@ -8,4 +8,6 @@
 //! parsed and its REPORT_DATA compared with what was asked for, so a stale
 //! or replayed report is refused here already.
 
+pub mod cert_table;
 pub mod tsm;
+pub mod verify;

@@ -1,8 +1,13 @@
-//! `umbra-agent`: obtain an SEV-SNP attestation report inside the guest.
+//! `umbra-agent`: obtain an SEV-SNP attestation report inside the guest and,
+//! optionally, check it against AMD's roots before sending it on.
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
-use umbra_guest_agent::tsm::{get_report, DEFAULT_TSM_ROOT};
+use std::path::{Path, PathBuf};
+use umbra_attestation::hex;
+use umbra_attestation::verify::Status;
+use umbra_guest_agent::cert_table;
+use umbra_guest_agent::tsm::{get_report, Evidence, DEFAULT_TSM_ROOT};
+use umbra_guest_agent::verify::verify_with_table;
 
 /// Obtain SEV-SNP attestation evidence from inside a guest.
 #[derive(Parser, Debug)]
@@ -25,9 +30,17 @@ enum Command {
         /// Where to write the report.
         #[arg(long, default_value = "report.bin")]
         out: PathBuf,
-        /// Where to write the certificate table from the host, if any.
+        /// Where to write the raw certificate table from the host, if any.
         #[arg(long)]
         certs_out: Option<PathBuf>,
+        /// Write the host's certificates as ark.der/ask.der/vcek.der/... here
+        /// (the layout `umbra-attest verify --certs DIR` reads).
+        #[arg(long)]
+        certs_dir: Option<PathBuf>,
+        /// Check the report with the host's certificates against AMD's
+        /// pinned roots; exit 1 if any check fails.
+        #[arg(long)]
+        verify: bool,
         /// configfs-tsm report directory.
         #[arg(long, default_value = DEFAULT_TSM_ROOT)]
         tsm_root: PathBuf,
@@ -37,16 +50,53 @@ enum Command {
     },
 }
 
+/// Prints one error line with its causes and exits with `code`.
+fn fail(err: &dyn std::error::Error, code: i32) -> ! {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    eprintln!("umbra-agent: {text}");
+    std::process::exit(code)
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Err(err) = std::fs::write(path, bytes) {
+        eprintln!("umbra-agent: cannot write {}: {err}", path.display());
+        std::process::exit(1);
+    }
+}
+
+fn write_certs_dir(dir: &Path, evidence: &Evidence) {
+    let entries = match cert_table::parse(&evidence.certificates) {
+        Ok(entries) => entries,
+        Err(err) => fail(&err, 1),
+    };
+    if let Err(err) = std::fs::create_dir_all(dir) {
+        eprintln!("umbra-agent: cannot create {}: {err}", dir.display());
+        std::process::exit(1);
+    }
+    for (kind, bytes) in entries {
+        if let Some(name) = kind.file_name() {
+            write(&dir.join(name), bytes);
+        }
+    }
+}
+
 fn main() {
     let Command::Report {
         report_data,
         vmpl,
         out,
         certs_out,
+        certs_dir,
+        verify,
         tsm_root,
         entry,
     } = Cli::parse().command;
-    let data = match umbra_attestation::hex::decode(report_data.trim().trim_start_matches("0x")) {
+    let data = match hex::decode(report_data.trim().trim_start_matches("0x")) {
         Ok(data) => data,
         Err(err) => {
             eprintln!("umbra-agent: --report-data: {err}");
@@ -55,41 +105,45 @@ fn main() {
     };
     let evidence = match get_report(&tsm_root, &entry, &data, vmpl) {
         Ok(evidence) => evidence,
-        Err(err) => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            eprintln!("umbra-agent: {text}");
-            std::process::exit(1);
-        }
+        Err(err) => fail(&err, 1),
     };
-    let mut writes = vec![(out.clone(), evidence.report.clone())];
-    if let Some(path) = certs_out {
-        writes.push((path, evidence.certificates.clone()));
+    write(&out, &evidence.report);
+    if let Some(path) = &certs_out {
+        write(path, &evidence.certificates);
     }
-    for (path, bytes) in writes {
-        if let Err(err) = std::fs::write(&path, bytes) {
-            eprintln!("umbra-agent: cannot write {}: {err}", path.display());
+    if let Some(dir) = &certs_dir {
+        write_certs_dir(dir, &evidence);
+    }
+    let provider = if evidence.provider.is_empty() {
+        "configfs-tsm"
+    } else {
+        &evidence.provider
+    };
+    println!(
+        "report v{} from {provider} written to {} (measurement {})",
+        evidence.parsed.version,
+        out.display(),
+        hex::encode(&evidence.parsed.measurement)
+    );
+    if verify {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let checks = match verify_with_table(&evidence.parsed, &evidence.certificates, now) {
+            Ok(checks) => checks,
+            Err(err) => fail(&err, 1),
+        };
+        for c in &checks {
+            let tag = match c.status {
+                Status::Pass => "ok  ",
+                Status::Fail => "FAIL",
+                Status::Warn => "warn",
+                Status::Skip => "skip",
+            };
+            println!("{tag} {:<22} {}", c.name, c.detail);
+        }
+        if checks.iter().any(|c| c.status == Status::Fail) {
             std::process::exit(1);
         }
     }
-    println!(
-        "report v{} from {} written to {} (measurement {})",
-        evidence.parsed.version,
-        if evidence.provider.is_empty() {
-            "configfs-tsm"
-        } else {
-            &evidence.provider
-        },
-        out.display(),
-        evidence
-            .parsed
-            .measurement
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
 }

@@ -51,3 +51,50 @@ fn refuses_a_report_for_another_nonce() {
     let err = get_report(&root, "e", b"fresh nonce", None).unwrap_err();
     assert!(matches!(err, TsmError::ReportDataMismatch), "{err}");
 }
+
+#[test]
+fn cli_writes_the_report_and_certs_and_verifies_them() {
+    let Some(v) = vectors() else { return };
+    let report = fs::read(v.join("milan-gosevguest/attestation.bin")).unwrap();
+    let vcek = fs::read(v.join("milan-gosevguest/vcek.der")).unwrap();
+    let root = fake_entry("cli", &report);
+    // The host's certificate table: the VCEK, then the all-zero terminator.
+    let mut table = vec![0u8; 48];
+    table[..16].copy_from_slice(
+        &umbra_guest_agent::cert_table::guid_of(umbra_guest_agent::cert_table::CertKind::Vcek)
+            .unwrap(),
+    );
+    table[16..20].copy_from_slice(&48u32.to_le_bytes());
+    table[20..24].copy_from_slice(&(vcek.len() as u32).to_le_bytes());
+    table.extend_from_slice(&vcek);
+    fs::write(root.join("e/auxblob"), &table).unwrap();
+    let out_dir = root.join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_umbra-agent"))
+        .args([
+            "report",
+            "--report-data",
+            "0102030405",
+            "--entry",
+            "e",
+            "--verify",
+        ])
+        .arg("--tsm-root")
+        .arg(&root)
+        .arg("--out")
+        .arg(root.join("report.bin"))
+        .arg("--certs-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok   report-signature"), "{stdout}");
+    assert!(stdout.contains("ok   ark-pinned"), "{stdout}");
+    assert_eq!(fs::read(out_dir.join("vcek.der")).unwrap(), vcek);
+    assert_eq!(fs::read(root.join("report.bin")).unwrap(), report);
+}

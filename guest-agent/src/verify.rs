@@ -1,0 +1,57 @@
+//! Checking a report inside the guest before sending it on: the chain from
+//! the host's certificate table (or AMD's embedded ARK/ASK where the table
+//! omits them) to AMD's pinned roots, the signature, and the chip and TCB
+//! bindings, with the attestation library's code.
+
+use crate::cert_table::{self, CertKind, CertTableError};
+use thiserror::Error;
+use umbra_attestation::chain::{load_cert, VekKind};
+use umbra_attestation::report::AttestationReport;
+use umbra_attestation::verify::{verify, Certificates, Check, Options};
+
+/// Why the evidence could not be checked at all.
+#[derive(Debug, Error)]
+pub enum VerifyError {
+    /// The host's certificate table is malformed.
+    #[error("the host's certificate table is malformed")]
+    ParseTable(#[source] CertTableError),
+    /// The table carries no VCEK or VLEK to check the signature with.
+    #[error("the host's certificate table carries no VCEK or VLEK")]
+    FindVek,
+    /// A certificate in the table does not parse.
+    #[error("a certificate in the host's table does not parse")]
+    ParseCertificate(#[source] umbra_attestation::chain::ChainError),
+}
+
+/// Verifies `report` with the certificates in `table` at Unix time `now`;
+/// returns every check, passed or failed.
+pub fn verify_with_table(
+    report: &AttestationReport,
+    table: &[u8],
+    now: i64,
+) -> Result<Vec<Check>, VerifyError> {
+    let entries = cert_table::parse(table).map_err(VerifyError::ParseTable)?;
+    let find = |kind: CertKind| entries.iter().find(|(k, _)| *k == kind).map(|(_, b)| *b);
+    let (vek, kind) = match (find(CertKind::Vcek), find(CertKind::Vlek)) {
+        (Some(v), _) => (v, VekKind::Vcek),
+        (None, Some(v)) => (v, VekKind::Vlek),
+        (None, None) => return Err(VerifyError::FindVek),
+    };
+    let load =
+        |bytes: &[u8], what: &str| load_cert(bytes, what).map_err(VerifyError::ParseCertificate);
+    let certs = Certificates {
+        vek: load(vek, "VEK from the host")?,
+        vek_kind: Some(kind),
+        intermediate: find(CertKind::Ask)
+            .map(|b| load(b, "ASK from the host"))
+            .transpose()?,
+        ark: find(CertKind::Ark)
+            .map(|b| load(b, "ARK from the host"))
+            .transpose()?,
+    };
+    let opts = Options {
+        at_unix: now,
+        ..Default::default()
+    };
+    Ok(verify(report, &certs, &opts).checks)
+}
