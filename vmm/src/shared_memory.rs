@@ -15,10 +15,10 @@ use vm_memory::{Bytes, GuestAddress};
 pub enum SharedMemoryError {
     /// Some byte of the range is private to the guest.
     #[error("guest memory at {0:#x} is private to the guest")]
-    Private(u64),
+    CheckShared(u64),
     /// The range is not guest RAM.
     #[error("{0:#x} is not guest RAM")]
-    NotRam(u64),
+    FindRam(u64),
 }
 
 /// Shared-only access to a guest's RAM.
@@ -46,12 +46,12 @@ impl SharedMemory {
     ) -> Result<T, SharedMemoryError> {
         let states = crate::devices::lock(&self.states);
         match states.state(gpa) {
-            None => return Err(SharedMemoryError::NotRam(gpa)),
-            Some(PageState::Private) => return Err(SharedMemoryError::Private(gpa)),
+            None => return Err(SharedMemoryError::FindRam(gpa)),
+            Some(PageState::Private) => return Err(SharedMemoryError::CheckShared(gpa)),
             Some(PageState::Shared) => {}
         }
         if !states.is_shared(gpa, len) {
-            return Err(SharedMemoryError::Private(gpa));
+            return Err(SharedMemoryError::CheckShared(gpa));
         }
         let result = access();
         drop(states);
@@ -64,7 +64,7 @@ impl SharedMemory {
         self.with_shared(gpa, len, || {
             self.ram.memory.read_slice(buf, GuestAddress(gpa))
         })?
-        .map_err(|_| SharedMemoryError::NotRam(gpa))
+        .map_err(|_| SharedMemoryError::FindRam(gpa))
     }
 
     /// Writes `data` at `gpa` if every page is shared.
@@ -72,7 +72,7 @@ impl SharedMemory {
         self.with_shared(gpa, data.len() as u64, || {
             self.ram.memory.write_slice(data, GuestAddress(gpa))
         })?
-        .map_err(|_| SharedMemoryError::NotRam(gpa))
+        .map_err(|_| SharedMemoryError::FindRam(gpa))
     }
 
     /// The page-state tracker.
@@ -100,11 +100,11 @@ mod tests {
         let mut buf = [0u8; 4];
         assert_eq!(
             shared.read(0x8000, &mut buf),
-            Err(SharedMemoryError::Private(0x8000))
+            Err(SharedMemoryError::CheckShared(0x8000))
         );
         assert_eq!(
             shared.read(64 << 20, &mut buf),
-            Err(SharedMemoryError::NotRam(64 << 20))
+            Err(SharedMemoryError::FindRam(64 << 20))
         );
         crate::devices::lock(shared.states())
             .convert(0x8000, 4096, PageState::Shared)
@@ -116,7 +116,7 @@ mod tests {
         // A read that straddles into a private page is refused as a whole.
         assert_eq!(
             shared.read(0x8FFE, &mut buf),
-            Err(SharedMemoryError::Private(0x8FFE))
+            Err(SharedMemoryError::CheckShared(0x8FFE))
         );
     }
 }

@@ -41,8 +41,8 @@ impl PioDevice for MemoryProbe {
         let mut word = [0u8; 4];
         (self.value, self.status) = match self.memory.read(gpa, &mut word) {
             Ok(()) => (u32::from_le_bytes(word), PROBE_OK),
-            Err(SharedMemoryError::Private(_)) => (u32::MAX, PROBE_REFUSED_PRIVATE),
-            Err(SharedMemoryError::NotRam(_)) => (u32::MAX, PROBE_NOT_RAM),
+            Err(SharedMemoryError::CheckShared(_)) => (u32::MAX, PROBE_REFUSED_PRIVATE),
+            Err(SharedMemoryError::FindRam(_)) => (u32::MAX, PROBE_NOT_RAM),
         };
         log::info!("probe of {gpa:#x}: status {}", self.status);
     }
