@@ -86,6 +86,17 @@ pub struct Check {
 }
 
 impl Check {
+    /// The check as one text line: `ok  `/`FAIL`/`warn`/`skip`, name, detail.
+    pub fn line(&self) -> String {
+        let tag = match self.status {
+            Status::Pass => "ok  ",
+            Status::Fail => "FAIL",
+            Status::Warn => "warn",
+            Status::Skip => "skip",
+        };
+        format!("{tag} {:<22} {}", self.name, self.detail)
+    }
+
     pub fn new(name: &str, class: CheckClass, status: Status, detail: impl Into<String>) -> Self {
         Check {
             name: name.to_string(),

@@ -134,13 +134,7 @@ fn main() {
             Err(err) => fail(&err, 1),
         };
         for c in &checks {
-            let tag = match c.status {
-                Status::Pass => "ok  ",
-                Status::Fail => "FAIL",
-                Status::Warn => "warn",
-                Status::Skip => "skip",
-            };
-            println!("{tag} {:<22} {}", c.name, c.detail);
+            println!("{}", c.line());
         }
         if checks.iter().any(|c| c.status == Status::Fail) {
             std::process::exit(1);

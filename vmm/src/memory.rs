@@ -391,11 +391,7 @@ impl GuestRam {
     /// confidential guest's RAM (page aligned). A no-op for other guests.
     pub fn set_vmm_access(&self, gpa: u64, len: u64, accessible: bool) -> Result<(), MemoryError> {
         use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
-        if !self
-            .guest_mappings
-            .iter()
-            .any(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
-        {
+        if self.guest_mapping(gpa).is_none() {
             return Ok(());
         }
         let region = self
@@ -431,51 +427,48 @@ impl GuestRam {
     /// firmware does (secrets and CPUID pages at launch). Returns false when
     /// the range is not inside one region.
     pub fn firmware_write(&self, gpa: u64, data: &[u8]) -> bool {
-        let Some(m) = self
-            .guest_mappings
-            .iter()
-            .find(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
-        else {
+        let Some(mapping) = self.guest_mapping(gpa) else {
             use vm_memory::Bytes;
             return self.memory.write_slice(data, GuestAddress(gpa)).is_ok();
         };
-        let offset = (gpa - m.gpa) as usize;
-        if offset
-            .checked_add(data.len())
-            .is_none_or(|end| end > m.size)
-        {
+        let Some(dst) = mapping.range(gpa, data.len()) else {
             return false;
-        }
-        // SAFETY: offset..offset+len lies inside the guest mapping (checked);
-        // the source is a distinct Rust slice, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), m.addr.add(offset), data.len()) };
+        };
+        // SAFETY: `range` checked that dst..dst+len lies inside the guest
+        // mapping; the source is a distinct Rust slice, so no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         true
     }
-}
 
-impl GuestRam {
     /// Reads guest memory through the guest's own mapping, as the SEV
     /// firmware does. Returns false when the range is not inside one region.
     pub fn firmware_read(&self, gpa: u64, data: &mut [u8]) -> bool {
-        let Some(m) = self
-            .guest_mappings
-            .iter()
-            .find(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
-        else {
+        let Some(mapping) = self.guest_mapping(gpa) else {
             use vm_memory::Bytes;
             return self.memory.read_slice(data, GuestAddress(gpa)).is_ok();
         };
-        let offset = (gpa - m.gpa) as usize;
-        if offset
-            .checked_add(data.len())
-            .is_none_or(|end| end > m.size)
-        {
+        let Some(src) = mapping.range(gpa, data.len()) else {
             return false;
-        }
-        // SAFETY: offset..offset+len lies inside the guest mapping (checked);
-        // the destination is a distinct Rust slice.
-        unsafe { std::ptr::copy_nonoverlapping(m.addr.add(offset), data.as_mut_ptr(), data.len()) };
+        };
+        // SAFETY: `range` checked that src..src+len lies inside the guest
+        // mapping; the destination is a distinct Rust slice.
+        unsafe { std::ptr::copy_nonoverlapping(src, data.as_mut_ptr(), data.len()) };
         true
+    }
+
+    /// The guest's own mapping holding `gpa` (confidential guests only).
+    fn guest_mapping(&self, gpa: u64) -> Option<&GuestMapping> {
+        self.guest_mappings
+            .iter()
+            .find(|m| gpa >= m.gpa && gpa - m.gpa < m.size as u64)
+    }
+}
+
+impl GuestMapping {
+    /// Host address of `gpa..gpa+len`, if the range lies inside this mapping.
+    fn range(&self, gpa: u64, len: usize) -> Option<*mut u8> {
+        let offset = usize::try_from(gpa.checked_sub(self.gpa)?).ok()?;
+        (offset.checked_add(len)? <= self.size).then(|| self.addr.wrapping_add(offset))
     }
 }
 

@@ -122,7 +122,16 @@ pub fn launch(
     let states =
         PageStates::new(&ram_ranges, PageState::Private).map_err(SnpRunError::PageStates)?;
     let shared = SharedMemory::new(ram.clone(), Arc::new(Mutex::new(states)));
-    let runtime_cpuid = cpuid.clone();
+    // Propose a CPUID page built from the host's CPUID, as QEMU does from
+    // KVM's; the model validates it like the firmware and corrects it.
+    if let Some(step) = plan.updates().find(|s| s.page_type == PageType::Cpuid) {
+        let entries = cpuid_entries(&cpuid);
+        if let Some(page) = crate::backend::sev::uapi::cpuid_page_bytes(&entries) {
+            if !ram.firmware_write(step.gpa, &page) {
+                return Err(SnpRunError::WriteCpuidPage(step.gpa).into());
+            }
+        }
+    }
     let mut runtime = SnpRuntime::new(
         model,
         shared.clone(),
@@ -133,16 +142,6 @@ pub fn launch(
     share_page(&mut runtime, umbra_firmware::layout::BOOT_INFO_GPA)?;
     write_boot_info(ram)?;
 
-    // Propose a CPUID page built from the host's CPUID, as QEMU does from
-    // KVM's; the model validates it like the firmware and corrects it.
-    if let Some(step) = plan.updates().find(|s| s.page_type == PageType::Cpuid) {
-        let entries = cpuid_entries(&runtime_cpuid);
-        if let Some(page) = crate::backend::sev::uapi::cpuid_page_bytes(&entries) {
-            if !ram.firmware_write(step.gpa, &page) {
-                return Err(SnpRunError::WriteCpuidPage(step.gpa).into());
-            }
-        }
-    }
     let launch = SnpModelLaunch::new(&mut runtime.model, &**ram);
     let (_, finished) = launch::execute(launch, plan).map_err(SnpRunError::Launch)?;
     Ok(SnpLaunched {

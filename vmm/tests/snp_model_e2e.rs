@@ -18,20 +18,10 @@ use umbra_attestation::verify::{verify, Certificates, Options, Status};
 
 const REPORT_DATA: &str = "c0ffee00112233445566778899aabbccddeeff";
 
-fn keys_dir() -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("umbra-e2e-model-keys-{}", std::process::id()));
-        umbra_vmm::snp_model::keys::ModelKeys::load_or_generate(&dir).unwrap();
-        dir
-    })
-    .clone()
-}
-
 /// Boots `scenario=attest` and returns the attestation directory.
 fn attest(name: &str, extra: &[&str], report_data: &str) -> PathBuf {
     let dir = scratch(name).join("attest");
-    let keys = keys_dir();
+    let keys = model_keys();
     let cmdline = format!("scenario=attest report_data={report_data}");
     let mut args = vec![
         "run",
@@ -52,16 +42,6 @@ fn attest(name: &str, extra: &[&str], report_data: &str) -> PathBuf {
     );
     assert!(stdout(&out).contains("attest: report for our REPORT_DATA received: ok"));
     dir
-}
-
-fn predicted(extra: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(["run", "--platform", "snp-model", "--print-measurement"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout(&out).trim().to_string()
 }
 
 /// Verifies like `umbra-attest verify --report DIR/report.bin --certs DIR
@@ -245,7 +225,7 @@ fn id_block_is_checked_at_finish_and_lands_in_the_report() {
     // The same ID block for a 2-vCPU launch: the digest differs, the model's
     // LAUNCH_FINISH refuses with BAD_MEASUREMENT and nothing runs.
     let (block, auth, _) = id_block(&work, &m1, false);
-    let keys = keys_dir();
+    let keys = model_keys();
     let out = umbra(&[
         "run",
         "--platform",

@@ -6,20 +6,6 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
-/// One key directory for the whole test binary (RSA-4096 generation is slow).
-fn model_keys() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("umbra-test-model-keys-{}", std::process::id()));
-        umbra_vmm::snp_model::keys::ModelKeys::load_or_generate(&dir).unwrap();
-        dir
-    })
-    .clone()
-}
 
 fn run_model(args: &[&str], metrics_path: &std::path::Path) -> std::process::Output {
     let keys = model_keys();
@@ -33,17 +19,6 @@ fn run_model(args: &[&str], metrics_path: &std::path::Path) -> std::process::Out
     all.extend_from_slice(&["--metrics-json", metrics_path.to_str().unwrap()]);
     all.extend_from_slice(args);
     umbra(&all)
-}
-
-fn predicted(args: &[&str]) -> String {
-    let mut all = vec!["run", "--platform", "snp-model", "--print-measurement"];
-    all.extend_from_slice(args);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(&all)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout(&out).trim().to_string()
 }
 
 #[test]

@@ -15,7 +15,7 @@ use serde_json::json;
 use umbra_attestation::chain::{self, VekKind};
 use umbra_attestation::policy::{BitRequirements, PolicyFile, TcbMinimum};
 use umbra_attestation::report::{AttestationReport, Product, SigningKey};
-use umbra_attestation::verify::{self, Certificates, CheckClass, Options, Status, Verdict};
+use umbra_attestation::verify::{self, Certificates, CheckClass, Options, Verdict};
 
 use super::report::Format;
 
@@ -376,13 +376,7 @@ pub fn run(args: VerifyArgs) -> i32 {
         }
         Format::Text => {
             for c in &verdict.checks {
-                let tag = match c.status {
-                    Status::Pass => "ok  ",
-                    Status::Fail => "FAIL",
-                    Status::Warn => "warn",
-                    Status::Skip => "skip",
-                };
-                println!("{tag} {:<22} {}", c.name, c.detail);
+                println!("{}", c.line());
             }
             let summary = match code {
                 EXIT_OK => "verified".to_string(),

@@ -72,3 +72,27 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// One SNP-model key directory per test binary (RSA-4096 generation is slow).
+pub fn model_keys() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("umbra-test-model-keys-{}", std::process::id()));
+        umbra_vmm::snp_model::keys::ModelKeys::load_or_generate(&dir)
+            .expect("generate the model's keys");
+        dir
+    })
+    .clone()
+}
+
+/// The digest `umbra run --platform snp-model --print-measurement` predicts.
+pub fn predicted(extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(["run", "--platform", "snp-model", "--print-measurement"])
+        .args(extra)
+        .output()
+        .expect("spawn umbra");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
