@@ -29,11 +29,14 @@ pub enum Scenario {
     Psc,
     /// SNP: ask the VMM to read a private page; expect refusal.
     PrivateRead,
+    /// Take the UART's transmit interrupt through the IOAPIC and the local
+    /// APIC in x2APIC mode.
+    SerialIrq,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 8] = [
+    pub const ALL: [(&'static str, Scenario); 9] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
@@ -42,6 +45,7 @@ impl Scenario {
         ("attest", Scenario::Attest),
         ("psc", Scenario::Psc),
         ("private-read", Scenario::PrivateRead),
+        ("serial-irq", Scenario::SerialIrq),
     ];
 }
 
@@ -119,6 +123,10 @@ mod tests {
         assert_eq!(
             Cmdline::new("scenario=rom-write x=1").scenario(),
             Ok(Scenario::RomWrite)
+        );
+        assert_eq!(
+            Cmdline::new("scenario=serial-irq").scenario(),
+            Ok(Scenario::SerialIrq)
         );
         assert_eq!(Cmdline::new("scenario=nope").scenario(), Err("nope"));
     }

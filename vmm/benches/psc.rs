@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use umbra_snp_model::rmp::Rmp;
 use umbra_vmm::page_state::{PageSize, PageState, PageStates, PAGE_2M, PAGE_4K};
-use umbra_vmm::snp_model::rmp::Rmp;
 
 const GIB: u64 = 1 << 30;
 /// A 64 GiB guest laid out like memory::MemoryMap (low RAM to 3 GiB).

@@ -5,7 +5,7 @@ use crate::config::{
     VmConfig,
 };
 use crate::exit_code;
-use crate::vmm;
+use crate::run;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -131,12 +131,6 @@ fn parse_host_data(text: &str) -> Result<[u8; 32], String> {
 
 impl RunArgs {
     fn to_config(&self) -> Result<VmConfig, String> {
-        if self.ksm && self.platform != Platform::None {
-            return Err(
-                "--ksm is refused for confidential guests: page merging leaks contents across VMs"
-                    .into(),
-            );
-        }
         let boot = match (&self.firmware, &self.kernel) {
             (Some(fw), _) => BootSource::Firmware(fw.clone()),
             (None, Some(kernel)) => BootSource::Kernel {
@@ -211,7 +205,7 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
         }
     };
     if args.print_measurement {
-        return match vmm::predicted_measurement(&config) {
+        return match run::predicted_measurement(&config) {
             Ok(digest) => {
                 println!("{}", umbra_attestation::hex::encode(&digest));
                 0
@@ -222,7 +216,7 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
             }
         };
     }
-    let outcome = match vmm::run(&config, process_start) {
+    let outcome = match run::run(&config, process_start) {
         Ok(outcome) => outcome,
         Err(err) => {
             eprintln!("umbra: {}", error_chain(&err));
@@ -230,7 +224,7 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
         }
     };
     if !matches!(outcome.reason, crate::run_control::StopReason::GuestExit(_)) {
-        eprintln!("umbra: {}", vmm::describe(&outcome.reason));
+        eprintln!("umbra: {}", run::describe(&outcome.reason));
     }
     if let Some(path) = &args.metrics_json {
         if let Err(err) = outcome.metrics.write_to(path) {
@@ -241,17 +235,7 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
     outcome.exit_code
 }
 
-/// An error and its sources on one line: `a: b: c`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use crate::error::error_chain;
 
 /// Prints help and version as clap does; a usage error becomes one line on
 /// stderr and exit code 2.

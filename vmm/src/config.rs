@@ -18,6 +18,17 @@ pub enum ConfigError {
     /// The vCPU count is zero.
     #[error("at least one vCPU is required")]
     NoVcpus,
+    /// KSM was asked for on a confidential platform.
+    #[error("--ksm is refused for confidential guests (--platform {0}): page merging leaks contents across VMs")]
+    KsmConfidential(&'static str),
+    /// A RAM backing the platform does not honour.
+    #[error("--memory-backing {backing} is not supported on --platform {platform}: confidential RAM is a private memfd of 4 KiB pages")]
+    BackingUnsupported {
+        /// The backing asked for.
+        backing: &'static str,
+        /// The platform.
+        platform: &'static str,
+    },
 }
 
 /// Smallest guest umbra starts (the firmware's stacks end at 2 MiB).
@@ -41,6 +52,24 @@ pub enum Platform {
     Sev,
 }
 
+impl Platform {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::None => "none",
+            Platform::SnpModel => "snp-model",
+            Platform::Snp => "snp",
+            Platform::SevEs => "sev-es",
+            Platform::Sev => "sev",
+        }
+    }
+
+    /// Whether guest memory is (or models) encrypted, private memory.
+    pub fn is_confidential(self) -> bool {
+        self != Platform::None
+    }
+}
+
 /// What to do when the guest makes a refused memory access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ViolationPolicy {
@@ -60,6 +89,17 @@ pub enum MemoryBacking {
     Thp,
     /// A memfd on the hugetlb pool (2 MiB pages, reserved up front).
     Hugetlb,
+}
+
+impl MemoryBacking {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryBacking::Anon => "anon",
+            MemoryBacking::Thp => "thp",
+            MemoryBacking::Hugetlb => "hugetlb",
+        }
+    }
 }
 
 /// Where guest code comes from.
@@ -181,6 +221,17 @@ impl VmConfig {
         if self.vcpus == 0 {
             return Err(ConfigError::NoVcpus);
         }
+        if self.platform.is_confidential() {
+            if self.ksm {
+                return Err(ConfigError::KsmConfidential(self.platform.name()));
+            }
+            if self.memory_backing != MemoryBacking::Anon {
+                return Err(ConfigError::BackingUnsupported {
+                    backing: self.memory_backing.name(),
+                    platform: self.platform.name(),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -210,6 +261,37 @@ pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confidential_platforms_refuse_ksm_and_other_backings() {
+        for platform in [
+            Platform::SnpModel,
+            Platform::Snp,
+            Platform::SevEs,
+            Platform::Sev,
+        ] {
+            let mut config = VmConfig::embedded(64 << 20, 1, "");
+            config.platform = platform;
+            assert_eq!(config.validate(), Ok(()));
+            config.ksm = true;
+            assert_eq!(
+                config.validate(),
+                Err(ConfigError::KsmConfidential(platform.name()))
+            );
+            config.ksm = false;
+            for backing in [MemoryBacking::Thp, MemoryBacking::Hugetlb] {
+                config.memory_backing = backing;
+                assert!(matches!(
+                    config.validate(),
+                    Err(ConfigError::BackingUnsupported { .. })
+                ));
+            }
+        }
+        let mut plain = VmConfig::embedded(64 << 20, 1, "");
+        plain.ksm = true;
+        plain.memory_backing = MemoryBacking::Thp;
+        assert_eq!(plain.validate(), Ok(()));
+    }
 
     #[test]
     fn sizes_follow_qemu_units() {

@@ -200,7 +200,7 @@ fn probe_sev(path: &Path) -> SevStatus {
         ..Default::default()
     };
     match SevDevice::open_path(path) {
-        Err(e) => s.error = Some(format!("{e}: {}", error_chain(&e))),
+        Err(e) => s.error = Some(crate::error::error_chain(&e)),
         Ok(dev) => {
             match dev.platform_status() {
                 Ok(p) => s.platform = Some(p),
@@ -213,10 +213,6 @@ fn probe_sev(path: &Path) -> SevStatus {
         }
     }
     s
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    e.source().map_or_else(String::new, |s| s.to_string())
 }
 
 /// What can be launched, from the probed facts.

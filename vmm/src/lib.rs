@@ -1,26 +1,35 @@
 //! umbra-vmm: a confidential-computing VMM for AMD SEV-SNP on KVM.
 //!
-//! Code map: `cli` parses the command line into a `config::VmConfig`;
-//! `vmm::run` lays out `memory`, loads the guest through `loader`, creates
-//! vCPUs through the `backend` boundary and runs them, routing port I/O to
-//! `devices` and refused memory accesses to `violation`; `metrics` is the
-//! JSON summary. `firmware` embeds the image built from `umbra-firmware`.
+//! Code map (docs/architecture.md has the picture): `cli` parses the command
+//! line into a `config::VmConfig`; `run` picks the backend for the platform
+//! and drives one run: `builder` (memory, memslots, load, vCPUs, launch),
+//! `device_manager` (buses, interrupts, devices), `vcpu` (threads and exit
+//! dispatch) and `event_loop` (the device thread). `backend` is the
+//! hypervisor boundary (plain KVM, hardware SEV/SNP, the SNP model);
+//! `dma` is the only way devices reach guest memory. Leaf utilities:
+//! `error`, `sync`.
 
 pub mod backend;
+pub(crate) mod builder;
 pub mod cli;
 pub mod config;
+pub(crate) mod device_manager;
 pub mod devices;
+pub mod dma;
+pub mod error;
+pub(crate) mod event_loop;
 pub mod exit_code;
 pub mod firmware;
 pub mod host_status;
+pub(crate) mod interrupts;
 pub mod launch;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
 pub mod page_state;
+pub mod run;
 pub mod run_control;
 pub mod shared_memory;
-pub mod snp_model;
-pub mod snp_run;
+pub mod sync;
+pub(crate) mod vcpu;
 pub mod violation;
-pub mod vmm;

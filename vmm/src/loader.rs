@@ -90,12 +90,13 @@ fn write(
 /// Copies a ROM image into the ROM region and writes the boot-information
 /// page umbra's firmware reads (other firmware ignores that RAM page).
 pub fn load_firmware(
-    mem: &GuestMemoryMmap,
+    ram: &crate::memory::GuestRam,
     map: &MemoryMap,
     image: &[u8],
     vcpus: u32,
     cmdline: &str,
 ) -> Result<(), LoadError> {
+    let mem = &ram.memory;
     let rom_base = map.rom().map_or(0, |r| r.gpa);
     write(mem, "firmware image", image, rom_base)?;
     let guard = map.first_guard().map_or((0, 0), |g| (g.gpa, g.size));
@@ -257,7 +258,7 @@ mod tests {
     fn firmware_lands_at_rom_and_boot_info_in_ram() {
         let (map, ram) = guest(16 << 20);
         let image: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
-        load_firmware(&ram.memory, &map, &image, 3, "scenario=smp").unwrap();
+        load_firmware(&ram, &map, &image, 3, "scenario=smp").unwrap();
         let mut back = vec![0u8; image.len()];
         ram.memory
             .read_slice(&mut back, GuestAddress(0xFFFF_0000))

@@ -166,6 +166,12 @@ impl MemoryMap {
             Region::new("guard-after-ram", RegionRole::Guard, low, RAM_GUARD_SIZE),
             Region::new("mmio", RegionRole::Mmio, MMIO_BASE, MMIO_END - MMIO_BASE),
             Region::new(
+                "ioapic",
+                RegionRole::Mmio,
+                crate::devices::ioapic::IOAPIC_BASE,
+                crate::devices::ioapic::IOAPIC_SIZE,
+            ),
+            Region::new(
                 "guard-below-rom",
                 RegionRole::Guard,
                 rom_base - ROM_GUARD_SIZE,
@@ -188,6 +194,15 @@ impl MemoryMap {
     /// All regions in address order.
     pub fn regions(&self) -> &[Region] {
         &self.regions
+    }
+
+    /// The RAM regions as `(gpa, size)`.
+    pub fn ram_ranges(&self) -> Vec<(u64, u64)> {
+        self.regions
+            .iter()
+            .filter(|r| r.role == RegionRole::Ram)
+            .map(|r| (r.gpa, r.size))
+            .collect()
     }
 
     /// The region containing `gpa`, if any.
@@ -221,8 +236,9 @@ impl MemoryMap {
 /// once as `memory`, the VMM's own view, where private pages are PROT_NONE so
 /// that a VMM bug that reaches for them faults instead of reading them.
 pub struct GuestRam {
-    /// The VMM's view of RAM and ROM, addressable by GPA.
-    pub memory: GuestMemoryMmap,
+    /// The VMM's view of RAM and ROM, addressable by GPA. Crate-private:
+    /// devices reach guest memory through `dma::DeviceMemory` only.
+    pub(crate) memory: GuestMemoryMmap,
     /// The guest's own mappings of RAM when they differ from `memory`.
     guest_mappings: Vec<GuestMapping>,
 }
@@ -426,7 +442,7 @@ impl GuestRam {
     /// Writes guest memory through the guest's own mapping, as the SEV
     /// firmware does (secrets and CPUID pages at launch). Returns false when
     /// the range is not inside one region.
-    pub fn firmware_write(&self, gpa: u64, data: &[u8]) -> bool {
+    pub(crate) fn firmware_write(&self, gpa: u64, data: &[u8]) -> bool {
         let Some(mapping) = self.guest_mapping(gpa) else {
             use vm_memory::Bytes;
             return self.memory.write_slice(data, GuestAddress(gpa)).is_ok();
@@ -442,7 +458,7 @@ impl GuestRam {
 
     /// Reads guest memory through the guest's own mapping, as the SEV
     /// firmware does. Returns false when the range is not inside one region.
-    pub fn firmware_read(&self, gpa: u64, data: &mut [u8]) -> bool {
+    pub(crate) fn firmware_read(&self, gpa: u64, data: &mut [u8]) -> bool {
         let Some(mapping) = self.guest_mapping(gpa) else {
             use vm_memory::Bytes;
             return self.memory.read_slice(data, GuestAddress(gpa)).is_ok();
@@ -567,6 +583,7 @@ mod tests {
                 "ram-low",
                 "guard-after-ram",
                 "mmio",
+                "ioapic",
                 "guard-below-rom",
                 "rom"
             ]

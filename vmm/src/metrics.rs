@@ -25,6 +25,8 @@ pub struct VcpuExitCounts {
     pub msr: u64,
     /// Signal kicks.
     pub interrupted: u64,
+    /// Exits the backend answered itself (GHCB, page-state changes).
+    pub handled: u64,
     /// Anything else.
     pub other: u64,
     /// Port writes by port number (how far a guest got, e.g. which UART
@@ -80,7 +82,7 @@ pub struct SnpMetrics {
     /// Private/shared page counts and conversions.
     pub page_states: crate::page_state::PageStateSummary,
     /// The firmware model's state and RMP counters.
-    pub model: crate::snp_model::firmware::ModelSummary,
+    pub model: umbra_snp_model::psp::ModelSummary,
     /// Attestation reports the model signed.
     pub reports_signed: u64,
 }

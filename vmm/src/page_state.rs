@@ -16,10 +16,7 @@
 use serde::Serialize;
 use thiserror::Error;
 
-/// Bytes in a small page.
-pub const PAGE_4K: u64 = 4096;
-/// Bytes in a large page.
-pub const PAGE_2M: u64 = 2 << 20;
+pub use umbra_snp_model::abi::{PageSize, PAGE_2M, PAGE_4K};
 
 /// Whether a frame is private to the guest or shared with the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -29,25 +26,6 @@ pub enum PageState {
     Shared,
     /// Guest-private (C-bit set); the host must not touch it.
     Private,
-}
-
-/// The page size of a conversion request (GHCB PSC entry bit 56).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum PageSize {
-    /// 4 KiB.
-    Size4K,
-    /// 2 MiB: the request must be 2 MiB aligned and a multiple of 2 MiB.
-    Size2M,
-}
-
-impl PageSize {
-    /// Bytes in one page of this size.
-    pub fn bytes(self) -> u64 {
-        match self {
-            PageSize::Size4K => PAGE_4K,
-            PageSize::Size2M => PAGE_2M,
-        }
-    }
 }
 
 /// Why a page-state request was refused.

@@ -1,8 +1,11 @@
 //! Stop requests shared by the vCPU threads and devices: the first reason
-//! to stop wins, and every vCPU loop checks the flag between exits.
+//! to stop wins, every vCPU loop checks the flag between exits, and the
+//! main thread sleeps on a condition variable until a stop or the last
+//! vCPU thread's exit wakes it (no polling).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why the VM stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,21 +24,84 @@ pub enum StopReason {
     Timeout,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    reason: Option<StopReason>,
+    running_vcpus: u32,
+}
+
 /// The shared stop flag and the reason of the first stop.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct RunControl {
     stopping: AtomicBool,
-    reason: Mutex<Option<StopReason>>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// Marks one running vCPU thread; dropping it (however the thread ends)
+/// tells the run control. Taken before the thread is spawned, so a wait
+/// that starts before the thread runs still counts it.
+#[derive(Debug)]
+pub struct VcpuRunning(Arc<RunControl>);
+
+impl Drop for VcpuRunning {
+    fn drop(&mut self) {
+        let mut state = crate::sync::lock(&self.0.state);
+        state.running_vcpus = state.running_vcpus.saturating_sub(1);
+        self.0.changed.notify_all();
+    }
 }
 
 impl RunControl {
     /// Asks every vCPU to stop; only the first reason is kept.
     pub fn request_stop(&self, reason: StopReason) {
-        let mut slot = crate::devices::lock(&self.reason);
-        if slot.is_none() {
-            *slot = Some(reason);
+        let mut state = crate::sync::lock(&self.state);
+        if state.reason.is_none() {
+            state.reason = Some(reason);
         }
         self.stopping.store(true, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// Counts a vCPU thread as running until the guard drops.
+    pub fn vcpu_started(self: &Arc<Self>) -> VcpuRunning {
+        crate::sync::lock(&self.state).running_vcpus += 1;
+        VcpuRunning(self.clone())
+    }
+
+    /// Sleeps until a stop is requested, every vCPU thread has ended, or
+    /// `deadline` passes. Returns false when the deadline passed first.
+    pub fn wait(&self, deadline: Option<Instant>) -> bool {
+        let mut state = crate::sync::lock(&self.state);
+        loop {
+            if state.reason.is_some() || state.running_vcpus == 0 {
+                return true;
+            }
+            state = match deadline {
+                None => self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Sleeps until every vCPU thread has ended or `timeout` passes;
+    /// returns whether they all ended.
+    pub fn wait_vcpus_ended(&self, timeout: Duration) -> bool {
+        let state = crate::sync::lock(&self.state);
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.running_vcpus > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        state.running_vcpus == 0
     }
 
     /// Whether a stop was requested.
@@ -45,7 +111,7 @@ impl RunControl {
 
     /// The reason of the first stop.
     pub fn reason(&self) -> Option<StopReason> {
-        crate::devices::lock(&self.reason).clone()
+        crate::sync::lock(&self.state).reason.clone()
     }
 }
 
@@ -61,5 +127,23 @@ mod tests {
         control.request_stop(StopReason::GuestExit(0));
         assert!(control.is_stopping());
         assert_eq!(control.reason(), Some(StopReason::Violation));
+    }
+
+    #[test]
+    fn wait_wakes_on_stop_and_on_the_last_vcpu() {
+        let control = Arc::new(RunControl::default());
+        let running = control.vcpu_started();
+        let past = Instant::now();
+        assert!(
+            !control.wait(Some(past)),
+            "deadline passed, nothing happened"
+        );
+        drop(running);
+        assert!(control.wait(None), "no vCPU left");
+        let _running = control.vcpu_started();
+        let c = control.clone();
+        let waiter = std::thread::spawn(move || c.wait(None));
+        control.request_stop(StopReason::Timeout);
+        assert!(waiter.join().unwrap());
     }
 }

@@ -44,7 +44,7 @@ impl SharedMemory {
         len: u64,
         access: impl FnOnce() -> T,
     ) -> Result<T, SharedMemoryError> {
-        let states = crate::devices::lock(&self.states);
+        let states = crate::sync::lock(&self.states);
         match states.state(gpa) {
             None => return Err(SharedMemoryError::FindRam(gpa)),
             Some(PageState::Private) => return Err(SharedMemoryError::CheckShared(gpa)),
@@ -76,13 +76,8 @@ impl SharedMemory {
     }
 
     /// The page-state tracker.
-    pub fn states(&self) -> &Arc<Mutex<PageStates>> {
+    pub(crate) fn states(&self) -> &Arc<Mutex<PageStates>> {
         &self.states
-    }
-
-    /// The guest memory.
-    pub fn ram(&self) -> &Arc<GuestRam> {
-        &self.ram
     }
 }
 
@@ -106,7 +101,7 @@ mod tests {
             shared.read(64 << 20, &mut buf),
             Err(SharedMemoryError::FindRam(64 << 20))
         );
-        crate::devices::lock(shared.states())
+        crate::sync::lock(shared.states())
             .convert(0x8000, 4096, PageState::Shared)
             .unwrap();
         ram.set_vmm_access(0x8000, 4096, true).unwrap();

@@ -106,7 +106,7 @@ impl ViolationLog {
             region,
             violation.vcpu
         );
-        let mut recorded = crate::devices::lock(&self.recorded);
+        let mut recorded = crate::sync::lock(&self.recorded);
         if recorded.len() < MAX_RECORDED {
             recorded.push(violation);
         }
@@ -120,7 +120,7 @@ impl ViolationLog {
 
     /// The recorded violations (the first [`MAX_RECORDED`]).
     pub fn recorded(&self) -> Vec<Violation> {
-        crate::devices::lock(&self.recorded).clone()
+        crate::sync::lock(&self.recorded).clone()
     }
 }
 

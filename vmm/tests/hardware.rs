@@ -19,6 +19,7 @@ use std::path::Path;
 
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
+use std::sync::Arc;
 use umbra_attestation::id_block::{IdAuth, IdBlock, SigningKey};
 use umbra_attestation::measure::vmsa::VmmType;
 use umbra_attestation::measure::{
@@ -30,9 +31,10 @@ use umbra_vmm::backend::confidential::{
 };
 use umbra_vmm::backend::sev::legacy::{policy, LegacyHypervisor, LegacyMode};
 use umbra_vmm::backend::sev::snp::{SnpConfig, SnpHypervisor};
-use umbra_vmm::backend::{MemorySlot, SlotAccess, VcpuStart, Vm};
+use umbra_vmm::backend::{VcpuStart, Vm};
+use umbra_vmm::config::MemoryBacking;
 use umbra_vmm::firmware::EMBEDDED_FIRMWARE;
-use vm_memory::{MmapRegion, VolatileMemory};
+use umbra_vmm::memory::{GuestRam, MemoryMap};
 use zerocopy::IntoBytes;
 
 /// Guest RAM below the firmware: holds every SEV metadata section.
@@ -53,37 +55,13 @@ fn hardware() -> bool {
 }
 
 /// Host memory for the guest: low RAM and the firmware image region.
-struct GuestMemory {
-    low: MmapRegion,
-    rom: MmapRegion,
-}
-
-impl GuestMemory {
-    fn new() -> Self {
-        let low = MmapRegion::<()>::new(LOW_RAM).unwrap();
-        let rom = MmapRegion::<()>::new(EMBEDDED_FIRMWARE.len()).unwrap();
-        rom.as_volatile_slice().copy_from(EMBEDDED_FIRMWARE);
-        GuestMemory { low, rom }
-    }
-
-    fn slots(&self) -> [MemorySlot; 2] {
-        [
-            MemorySlot {
-                slot: 0,
-                gpa: 0,
-                size: LOW_RAM as u64,
-                host_addr: self.low.as_ptr() as u64,
-                access: SlotAccess::ReadWrite,
-            },
-            MemorySlot {
-                slot: 1,
-                gpa: ROM_GPA,
-                size: EMBEDDED_FIRMWARE.len() as u64,
-                host_addr: self.rom.as_ptr() as u64,
-                access: SlotAccess::ReadWrite,
-            },
-        ]
-    }
+/// Guest RAM and the ROM with the embedded firmware, as `umbra run` lays
+/// them out; the VM takes ownership when the RAM is registered.
+fn guest_memory() -> (Arc<GuestRam>, MemoryMap) {
+    let map = MemoryMap::new(LOW_RAM as u64, EMBEDDED_FIRMWARE.len() as u64).unwrap();
+    let ram = Arc::new(GuestRam::allocate(&map, MemoryBacking::Anon, false).unwrap());
+    umbra_vmm::loader::load_firmware(&ram, &map, EMBEDDED_FIRMWARE, 1, "").unwrap();
+    (ram, map)
 }
 
 fn sections_fit(fw: &FirmwareImage<'_>) {
@@ -113,9 +91,7 @@ fn snp_launch_digest_of_embedded_firmware_matches_prediction() {
     let fw = FirmwareImage::parse(EMBEDDED_FIRMWARE).unwrap();
     sections_fit(&fw);
     let ap_eip = fw.sev_es_reset_eip().unwrap();
-    // Memory before the VM: locals drop in reverse order, so the mappings
-    // outlive the VM as map_memory requires.
-    let memory = GuestMemory::new();
+    let (ram, map) = guest_memory();
     let hv = SnpHypervisor::new(SnpConfig {
         vmsa_features: 0x1,
         ap_reset_eip: ap_eip,
@@ -123,10 +99,7 @@ fn snp_launch_digest_of_embedded_firmware_matches_prediction() {
     })
     .unwrap();
     let mut vm = hv.create_snp_vm().unwrap();
-    for slot in memory.slots() {
-        // SAFETY: `memory` is declared before `vm` and so outlives it.
-        unsafe { vm.map_memory(&slot) }.unwrap();
-    }
+    vm.register_ram(ram, &map).unwrap();
     let _vcpu = vm.create_vcpu(0, 1, VcpuStart::Reset, 0).unwrap();
     let sig = vcpu_signature(vm.kvm_vm().supported_cpuid());
 
@@ -226,12 +199,9 @@ fn sev_es_init2_launch_measure() {
 
 /// LAUNCH_START, UPDATE_DATA of the image, UPDATE_VMSA, LAUNCH_MEASURE, FINISH.
 fn sev_es_launch(hv: &LegacyHypervisor) {
-    let memory = GuestMemory::new();
+    let (ram, map) = guest_memory();
     let mut vm = hv.create_legacy_vm().unwrap();
-    for slot in memory.slots() {
-        // SAFETY: `memory` is declared before `vm` and so outlives it.
-        unsafe { vm.map_memory(&slot) }.unwrap();
-    }
+    vm.register_ram(ram, &map).unwrap();
     let _vcpu = vm.create_vcpu(0, 1, VcpuStart::Reset, 0).unwrap();
     let handle = vm
         .launch_start(policy::NODBG | policy::ES, None, None)

@@ -11,13 +11,14 @@ use std::sync::{Arc, OnceLock};
 use umbra_attestation::chain;
 use umbra_attestation::report::{AttestationReport, SigningKey};
 use umbra_attestation::verify::{self, Certificates, Options, Status};
-use umbra_vmm::backend::confidential::{FirmwareStatus, LaunchFinishParams, PageType};
-use umbra_vmm::snp_model::firmware::{Platform, SnpFirmwareModel};
-use umbra_vmm::snp_model::guest_msg::{
+use umbra_snp_model::guest_msg::{
     self, GuestRequestError, KeyReq, KeyRsp, MsgHeader, ReportReq, ReportRsp, MSG_KEY_REQ,
     MSG_KEY_RSP, MSG_REPORT_REQ, MSG_REPORT_RSP,
 };
-use umbra_vmm::snp_model::keys::ModelKeys;
+use umbra_snp_model::keys::ModelKeys;
+use umbra_snp_model::psp::{Platform, SnpFirmwareModel};
+use umbra_vmm::backend::confidential::{FirmwareStatus, LaunchFinishParams, PageType};
+use umbra_vmm::backend::snp_model::DirKeyStore;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -34,8 +35,10 @@ fn tmp(name: &str) -> PathBuf {
 /// One key directory for the whole test binary: RSA-4096 generation is slow.
 fn keys() -> Arc<ModelKeys> {
     static KEYS: OnceLock<Arc<ModelKeys>> = OnceLock::new();
-    KEYS.get_or_init(|| Arc::new(ModelKeys::load_or_generate(&tmp("keys")).unwrap()))
-        .clone()
+    KEYS.get_or_init(|| {
+        Arc::new(ModelKeys::load_or_generate(&DirKeyStore::new(tmp("keys"))).unwrap())
+    })
+    .clone()
 }
 
 struct Guest {
@@ -180,7 +183,10 @@ fn report_parses_and_verifies_against_the_model_ark() {
 
     // The CLI, as a user runs it, when the binary has been built.
     let dir = tmp("cli");
-    keys.write_certs(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pem) in keys.certificates_pem().unwrap() {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
     std::fs::write(dir.join("report.bin"), rsp.report).unwrap();
     let bin = std::env::current_exe()
         .unwrap()
@@ -215,7 +221,8 @@ fn report_parses_and_verifies_against_the_model_ark() {
 #[test]
 fn reloaded_key_directory_is_the_same_chip() {
     let keys = keys();
-    let again = ModelKeys::load_or_generate(keys.dir()).unwrap();
+    let dir = std::path::PathBuf::from(keys.store());
+    let again = ModelKeys::load_or_generate(&DirKeyStore::new(dir.clone())).unwrap();
     assert_eq!(again.chip_id(), keys.chip_id());
     assert_eq!(again.tcb(), keys.tcb());
     assert_eq!(
@@ -224,10 +231,7 @@ fn reloaded_key_directory_is_the_same_chip() {
     );
     use std::os::unix::fs::PermissionsExt;
     for f in ["vcek.key", "ark.key", "ask.key"] {
-        let mode = std::fs::metadata(keys.dir().join(f))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
 }

@@ -7,8 +7,9 @@
 mod common;
 use common::*;
 use std::process::Command;
+use umbra_snp_model::psp::{Platform, SnpFirmwareModel};
+use umbra_vmm::backend::snp_model::ModelLaunch;
 use umbra_vmm::launch::{execute, LaunchOptions, LaunchPlan, DEFAULT_POLICY};
-use umbra_vmm::snp_model::firmware::{Platform, SnpFirmwareModel, SnpModelLaunch};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 fn model_digest(image: &[u8], vcpus: u32, vcpu_type: &str, features: u64) -> (String, String) {
@@ -30,7 +31,7 @@ fn model_digest(image: &[u8], vcpus: u32, vcpu_type: &str, features: u64) -> (St
     ])
     .unwrap();
     let mut model = SnpFirmwareModel::new(&ranges, None, Platform::default()).unwrap();
-    let (_, finished) = execute(SnpModelLaunch::new(&mut model, &memory), &plan).unwrap();
+    let (_, finished) = execute(ModelLaunch::new(&mut model, &memory), &plan).unwrap();
     let hex = umbra_attestation::hex::encode(&finished.measurement);
     (
         hex,

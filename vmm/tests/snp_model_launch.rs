@@ -10,12 +10,13 @@ use umbra_attestation::measure::{
     snp_launch_digest, snp_launch_steps, MeasureInputs, PlanOptions, StepSource, VcpuSaveAreas,
     VmmType,
 };
+use umbra_snp_model::psp::{GuestState, Platform, SnpFirmwareModel};
 use umbra_vmm::backend::confidential::{
     ConfidentialLaunch, FirmwareStatus, LaunchError, LaunchFinishParams, LaunchStartParams,
     LaunchUpdate, PageType,
 };
+use umbra_vmm::backend::snp_model::ModelLaunch;
 use umbra_vmm::firmware::EMBEDDED_FIRMWARE;
-use umbra_vmm::snp_model::firmware::{GuestState, Platform, SnpFirmwareModel, SnpModelLaunch};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use zerocopy::IntoBytes;
 
@@ -59,7 +60,7 @@ fn launch(
     )
     .unwrap();
     let areas = VcpuSaveAreas::new(fw, SEV_FEATURES, VCPU_SIG, VmmType::Qemu).unwrap();
-    let mut l = SnpModelLaunch::new(&mut g.model, &g.memory);
+    let mut l = ModelLaunch::new(&mut g.model, &g.memory);
     l.launch_start(&LaunchStartParams { policy: 0x30000 })?;
     let mut vmsa_pages = Vec::new();
     for step in &steps {

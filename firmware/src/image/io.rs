@@ -20,6 +20,16 @@ fn inb(port: u16) -> u8 {
     value
 }
 
+/// Reads COM1 register `reg` (0-7; e.g. 2 = IIR, 4 = MCR).
+pub fn uart_read(reg: u16) -> u8 {
+    inb(SERIAL_PORT + (reg & 7))
+}
+
+/// Writes COM1 register `reg` (0-7; e.g. 1 = IER, 4 = MCR).
+pub fn uart_write(reg: u16, value: u8) {
+    outb(SERIAL_PORT + (reg & 7), value);
+}
+
 /// Writes bytes to COM1, waiting for the transmit holding register.
 pub fn write_bytes(bytes: &[u8]) {
     for &b in bytes {
@@ -63,6 +73,17 @@ pub fn print_hex(value: u64) {
         *slot = b"0123456789abcdef"[nibble as usize];
     }
     write_bytes(&buf);
+}
+
+/// Writes a byte as two-digit `0x…` hex.
+pub fn print_hex_u8(value: u8) {
+    let digits = b"0123456789abcdef";
+    write_bytes(&[
+        b'0',
+        b'x',
+        digits[usize::from(value >> 4)],
+        digits[usize::from(value & 0xF)],
+    ]);
 }
 
 /// Ends the run through the debug-exit port, then halts for good.

@@ -4,6 +4,8 @@
 #![no_main]
 
 mod boot;
+mod fw_cfg;
+mod interrupts;
 mod io;
 mod mem;
 mod platform;
@@ -63,7 +65,12 @@ pub extern "C" fn firmware_main(apic_id: u32) -> ! {
         io::print_hex(sev_status);
     }
     io::print("\n");
-    let cmdline = Cmdline::new(info.cmdline());
+    // Under QEMU the boot-information page is zero: take fw_cfg's instead.
+    let cmdline = Cmdline::new(if info.is_valid() {
+        info.cmdline()
+    } else {
+        fw_cfg::cmdline()
+    });
     let code = match cmdline.scenario() {
         Ok(Scenario::Hello) => scenarios::hello(),
         Ok(Scenario::RomWrite) => scenarios::rom_write(),
@@ -73,6 +80,7 @@ pub extern "C" fn firmware_main(apic_id: u32) -> ! {
         Ok(Scenario::Attest) => snp::attest(&cmdline),
         Ok(Scenario::Psc) => snp::psc_scenario(),
         Ok(Scenario::PrivateRead) => snp::private_read(),
+        Ok(Scenario::SerialIrq) => scenarios::serial_irq(),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);

@@ -72,3 +72,30 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as memcmp.
     unsafe { memcmp(a, b, n) }
 }
+
+/// `&'static $ty` for the static `$name`, which the linker places in the
+/// statics window (`layout::BSS_GPA`). The code runs in the ROM just below
+/// 4 GiB, out of reach of the RIP-relative addressing the compiler uses for
+/// statics (the link fails with "relocation R_X86_64_PC32 out of range"),
+/// so the address is loaded as a 64-bit absolute immediate instead. Name a
+/// writable static only through this macro.
+macro_rules! bss {
+    ($name:path, $ty:ty) => {{
+        let addr: usize;
+        // SAFETY: loads a link-time constant into a register; no memory,
+        // stack or flags effects.
+        unsafe {
+            core::arch::asm!(
+                "movabsq ${}, {}",
+                sym $name,
+                out(reg) addr,
+                options(att_syntax, pure, nomem, nostack, preserves_flags)
+            )
+        };
+        let ptr = addr as *const $ty;
+        // SAFETY: `ptr` is the address of the static `$name` of type `$ty`,
+        // which lives for the whole run (and is Sync, being a static).
+        unsafe { &*ptr }
+    }};
+}
+pub(crate) use bss;

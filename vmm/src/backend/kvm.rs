@@ -1,12 +1,24 @@
 //! Plain KVM: no memory encryption. The reference for device and boot
 //! behaviour that the confidential backends build on.
 
-use super::{BackendError, Hypervisor, MemorySlot, SlotAccess, Vcpu, VcpuExit, VcpuStart, Vm};
+use super::{
+    BackendError, Hypervisor, IoEventAddress, MemorySlot, MsiMessage, SlotAccess, Vcpu, VcpuExit,
+    VcpuStart, Vm,
+};
+use crate::memory::{GuestRam, MemoryMap, RegionRole};
 use kvm_bindings::{
-    kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId,
+    kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, KvmIrqRouting,
     KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Which interrupt controller a VM has (`KvmVm::irqchip`).
+const IRQCHIP_NONE: u8 = 0;
+const IRQCHIP_LEGACY: u8 = 1;
+const IRQCHIP_SPLIT: u8 = 2;
 
 /// Where KVM puts the real-mode TSS and identity page on Intel hosts; the
 /// same addresses as QEMU so no guest-visible range differs.
@@ -49,7 +61,7 @@ impl Hypervisor for KvmHypervisor {
 
 impl KvmHypervisor {
     /// The /dev/kvm handle (for backends that need system ioctls).
-    pub fn kvm(&self) -> &Kvm {
+    pub(crate) fn kvm(&self) -> &Kvm {
         &self.kvm
     }
 
@@ -78,21 +90,55 @@ impl KvmHypervisor {
             vm,
             cpuid,
             readonly_mem,
+            ram: Vec::new(),
+            ram_ranges: Vec::new(),
+            irqchip: AtomicU8::new(IRQCHIP_NONE),
         })
     }
 }
 
-/// A plain KVM VM.
+/// A plain KVM VM. It owns the guest memory registered with it.
 pub struct KvmVm {
     vm: VmFd,
     cpuid: CpuId,
     readonly_mem: bool,
+    ram: Vec<Arc<GuestRam>>,
+    ram_ranges: Vec<(u64, u64)>,
+    irqchip: AtomicU8,
 }
 
 impl KvmVm {
     /// The VM fd (for backends layered on this one).
-    pub fn vm_fd(&self) -> &VmFd {
+    pub(crate) fn vm_fd(&self) -> &VmFd {
         &self.vm
+    }
+
+    /// The RAM registered with this VM (the first registration).
+    pub(crate) fn ram(&self) -> Option<&Arc<GuestRam>> {
+        self.ram.first()
+    }
+
+    /// The memslots for every guest-visible range of `ram`, numbered from
+    /// `first_slot`, ROM read-only.
+    pub(crate) fn slots_for(ram: &GuestRam, map: &MemoryMap, first_slot: u32) -> Vec<MemorySlot> {
+        ram.guest_ranges()
+            .into_iter()
+            .zip(first_slot..)
+            .map(|(range, slot)| {
+                let role = map.find(range.gpa).map_or(RegionRole::Ram, |r| r.role);
+                MemorySlot {
+                    slot,
+                    gpa: range.gpa,
+                    size: range.size,
+                    host_addr: range.host_addr,
+                    access: if role == RegionRole::Rom {
+                        SlotAccess::ReadOnly
+                    } else {
+                        SlotAccess::ReadWrite
+                    },
+                }
+            })
+            .collect()
     }
 
     /// The CPUID table KVM supports, as every vCPU starts from it.
@@ -101,10 +147,13 @@ impl KvmVm {
     }
 }
 
-impl Vm for KvmVm {
-    type Vcpu = KvmVcpu;
-
-    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError> {
+impl KvmVm {
+    /// Registers one memslot.
+    ///
+    /// # Safety
+    /// `slot.host_addr .. + slot.size` must be a live mapping that outlives
+    /// the VM (callers keep its owner in `self.ram`).
+    pub(crate) unsafe fn map_slot(&self, slot: &MemorySlot) -> Result<(), BackendError> {
         let flags = match slot.access {
             SlotAccess::ReadWrite => 0,
             SlotAccess::ReadOnly if self.readonly_mem => KVM_MEM_READONLY,
@@ -131,6 +180,27 @@ impl Vm for KvmVm {
                 source,
             }
         })
+    }
+}
+
+impl Vm for KvmVm {
+    type Vcpu = KvmVcpu;
+
+    fn register_ram(&mut self, ram: Arc<GuestRam>, map: &MemoryMap) -> Result<(), BackendError> {
+        let first = self.ram.iter().map(|r| r.guest_ranges().len() as u32).sum();
+        for slot in Self::slots_for(&ram, map, first) {
+            // SAFETY: `ram` owns the mapping and is kept in `self.ram` below,
+            // so it lives as long as the VM and its memslots.
+            unsafe { self.map_slot(&slot)? };
+        }
+        self.ram.push(ram);
+        self.ram_ranges.extend(map.ram_ranges());
+        Ok(())
+    }
+
+    fn device_memory(&self) -> Option<crate::dma::DeviceMemory> {
+        self.ram()
+            .map(|ram| crate::dma::DeviceMemory::plain(ram.clone(), self.ram_ranges.clone()))
     }
 
     fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError> {
@@ -288,6 +358,19 @@ impl Vm for KvmVm {
                 fd.set_regs(&regs).map_err(setup("KVM_SET_REGS"))?;
             }
         }
+        // With the local APICs in the kernel, application processors wait
+        // for INIT/SIPI; a firmware boot starts every vCPU at the reset
+        // vector, as without an interrupt controller.
+        if index > 0
+            && start == VcpuStart::Reset
+            && self.irqchip.load(Ordering::Acquire) == IRQCHIP_SPLIT
+        {
+            let runnable = kvm_bindings::kvm_mp_state {
+                mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+            };
+            fd.set_mp_state(runnable)
+                .map_err(setup("KVM_SET_MP_STATE"))?;
+        }
         Ok(KvmVcpu { fd, index })
     }
 
@@ -301,7 +384,81 @@ impl Vm for KvmVm {
         };
         self.vm
             .create_pit2(pit)
-            .map_err(|e| BackendError::VmSetup("KVM_CREATE_PIT2", e))
+            .map_err(|e| BackendError::VmSetup("KVM_CREATE_PIT2", e))?;
+        self.irqchip.store(IRQCHIP_LEGACY, Ordering::Release);
+        Ok(())
+    }
+
+    fn create_split_irqchip(&self, pins: u32) -> Result<(), BackendError> {
+        let cap = kvm_bindings::kvm_enable_cap {
+            cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP,
+            args: [u64::from(pins), 0, 0, 0],
+            ..Default::default()
+        };
+        self.vm
+            .enable_cap(&cap)
+            .map_err(|e| BackendError::VmSetup("KVM_CAP_SPLIT_IRQCHIP", e))?;
+        self.irqchip.store(IRQCHIP_SPLIT, Ordering::Release);
+        Ok(())
+    }
+
+    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), BackendError> {
+        self.vm
+            .register_irqfd(fd, gsi)
+            .map_err(|source| BackendError::Interrupts {
+                what: "KVM_IRQFD",
+                at: u64::from(gsi),
+                source,
+            })
+    }
+
+    fn register_ioevent(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), BackendError> {
+        let (kvm_addr, at) = match addr {
+            IoEventAddress::Pio(port) => (kvm_ioctls::IoEventAddress::Pio(port), port),
+            IoEventAddress::Mmio(gpa) => (kvm_ioctls::IoEventAddress::Mmio(gpa), gpa),
+        };
+        let result = match datamatch {
+            Some(value) => self.vm.register_ioevent(fd, &kvm_addr, value),
+            None => self
+                .vm
+                .register_ioevent(fd, &kvm_addr, kvm_ioctls::NoDatamatch),
+        };
+        result.map_err(|source| BackendError::Interrupts {
+            what: "KVM_IOEVENTFD",
+            at,
+            source,
+        })
+    }
+
+    fn set_msi_routes(&self, routes: &[(u32, MsiMessage)]) -> Result<(), BackendError> {
+        let too_many = |_| BackendError::Interrupts {
+            what: "KVM_SET_GSI_ROUTING (table size)",
+            at: routes.len() as u64,
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        };
+        let mut table = KvmIrqRouting::new(routes.len()).map_err(too_many)?;
+        for (entry, (gsi, msi)) in table.as_mut_slice().iter_mut().zip(routes) {
+            entry.gsi = *gsi;
+            entry.type_ = kvm_bindings::KVM_IRQ_ROUTING_MSI;
+            entry.u.msi = kvm_bindings::kvm_irq_routing_msi {
+                address_lo: msi.address_lo,
+                address_hi: msi.address_hi,
+                data: msi.data,
+                ..Default::default()
+            };
+        }
+        self.vm
+            .set_gsi_routing(&table)
+            .map_err(|source| BackendError::Interrupts {
+                what: "KVM_SET_GSI_ROUTING",
+                at: routes.len() as u64,
+                source,
+            })
     }
 }
 
@@ -377,12 +534,12 @@ impl Vcpu for KvmVcpu {
 
 impl KvmVcpu {
     /// The vCPU fd (for backends layered on this one).
-    pub fn fd(&self) -> &VcpuFd {
+    pub(crate) fn fd(&self) -> &VcpuFd {
         &self.fd
     }
 
     /// The vCPU fd, mutably (to run it and read exits KVM-specifically).
-    pub fn fd_mut(&mut self) -> &mut VcpuFd {
+    pub(crate) fn fd_mut(&mut self) -> &mut VcpuFd {
         &mut self.fd
     }
 }

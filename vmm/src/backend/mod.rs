@@ -2,15 +2,21 @@
 //!
 //! The launch and device code is written once against these traits (as
 //! cloud-hypervisor's `hypervisor` crate and crosvm's `Hypervisor`/`Vm`/
-//! `Vcpu` traits are). `kvm` is plain KVM; the SEV/SNP backends and the SNP
-//! firmware model implement the same traits and add a confidential-launch
-//! interface on top.
+//! `Vcpu` traits are). `kvm` is plain KVM; the hardware SEV/SNP backends
+//! (`sev`) and the SNP firmware model (`snp_model`) wrap it, implement the
+//! same traits, answer their own protocol exits inside [`Vcpu::run`] and
+//! offer the confidential launch through [`Vm::confidential`]. Which
+//! backend a platform uses is decided in one place, `crate::platform`.
 
 pub mod confidential;
 pub mod kvm;
 pub mod sev;
+pub mod snp_model;
 
+use crate::memory::{GuestRam, MemoryMap};
+use std::sync::Arc;
 use thiserror::Error;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Errors from a backend operation.
 #[derive(Debug, Error)]
@@ -55,6 +61,30 @@ pub enum BackendError {
     /// KVM_RUN failed.
     #[error("KVM_RUN on vCPU {0} failed")]
     Run(u32, #[source] kvm_ioctls::Error),
+    /// An interrupt or notification ioctl (irqfd, ioeventfd, GSI routing)
+    /// failed.
+    #[error("{what} for GSI/address {at:#x} failed")]
+    Interrupts {
+        /// The ioctl.
+        what: &'static str,
+        /// The GSI or the address.
+        at: u64,
+        /// errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The SEV hardware backend failed.
+    #[error("the SEV backend failed while {what}")]
+    Sev {
+        /// What the backend was doing.
+        what: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<sev::SevError>,
+    },
+    /// The SNP firmware model failed.
+    #[error(transparent)]
+    SnpModel(#[from] Box<snp_model::ModelError>),
 }
 
 /// How the guest may access a memslot.
@@ -135,8 +165,39 @@ pub enum VcpuExit<'a> {
     Shutdown,
     /// KVM_RUN was interrupted by a signal (a kick).
     Interrupted,
+    /// The backend answered the exit itself (a GHCB request, a page-state
+    /// change): nothing for the caller to do but re-enter.
+    Handled,
+    /// The guest asked to be terminated (GHCB termination request, on the
+    /// model and on silicon alike).
+    GuestTerminate {
+        /// GHCB reason-code set.
+        set: u8,
+        /// Reason code within the set.
+        code: u8,
+    },
     /// Anything else, named for the log.
     Unhandled(String),
+}
+
+/// Where an ioeventfd listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEventAddress {
+    /// A port.
+    Pio(u64),
+    /// A guest-physical address.
+    Mmio(u64),
+}
+
+/// One MSI, as an interrupt controller or a device composes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MsiMessage {
+    /// Address, low 32 bits (0xFEEx_xxxx).
+    pub address_lo: u32,
+    /// Address, high 32 bits.
+    pub address_hi: u32,
+    /// Data (vector, delivery mode, trigger mode).
+    pub data: u32,
 }
 
 /// One virtual CPU, owned by one thread.
@@ -154,12 +215,40 @@ pub trait Vm: Send + Sync {
     /// The vCPU type of this backend.
     type Vcpu: Vcpu;
 
-    /// Maps host memory into the guest.
-    ///
-    /// # Safety
-    /// `slot.host_addr .. + slot.size` must be a live mapping owned by the
-    /// caller that outlives the VM.
-    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError>;
+    /// Registers every guest-visible range of `ram` (ROM read-only where
+    /// the backend can) and keeps `ram` alive as long as the VM, so the
+    /// memory the guest sees can never be unmapped under it.
+    fn register_ram(&mut self, ram: Arc<GuestRam>, map: &MemoryMap) -> Result<(), BackendError>;
+
+    /// Makes `[gpa, gpa + len)` shared with the host before the launch (the
+    /// boot-information page umbra writes unmeasured). Plain VMs share
+    /// everything already.
+    fn share_before_launch(&mut self, _gpa: u64, _len: u64) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// The confidential launch (start / update / finish), for backends
+    /// that launch confidentially; `None` for plain VMs.
+    fn confidential(&mut self) -> Option<&mut dyn confidential::ConfidentialLaunch> {
+        None
+    }
+
+    /// The one handle through which devices reach guest memory: for a
+    /// confidential guest it reaches shared pages only. `None` when the
+    /// backend cannot offer one (hardware SNP until its page states are
+    /// tracked), so no device that needs guest memory can be attached.
+    fn device_memory(&self) -> Option<crate::dma::DeviceMemory>;
+
+    /// What a confidential backend reports in the metrics.
+    fn confidential_metrics(&self) -> Option<crate::metrics::SnpMetrics> {
+        None
+    }
+
+    /// Writes the evidence of the run (report, certificates) into `dir`,
+    /// for backends that produce any.
+    fn write_evidence(&self, _dir: &std::path::Path) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Creates vCPU `index` in the given start state, with `vcpu_count` used
     /// for its CPU topology and `umbra_features` announced in umbra's
@@ -176,8 +265,27 @@ pub trait Vm: Send + Sync {
     fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError>;
 
     /// Creates the legacy interrupt controllers (PIC, IOAPIC, LAPIC, PIT)
-    /// that an operating system expects. Firmware runs without them.
+    /// in the kernel, as a Linux boot expects.
     fn create_legacy_irqchip(&self) -> Result<(), BackendError>;
+
+    /// Creates a split interrupt controller: local APICs in the kernel, the
+    /// IOAPIC (with `pins` inputs) in userspace. Must precede vCPU creation.
+    fn create_split_irqchip(&self, pins: u32) -> Result<(), BackendError>;
+
+    /// Makes a write to `fd` raise GSI `gsi`.
+    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), BackendError>;
+
+    /// Makes a guest write to `addr` (matching `datamatch` if given) signal
+    /// `fd` in the kernel instead of exiting to the VMM.
+    fn register_ioevent(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), BackendError>;
+
+    /// Replaces the GSI routing: each listed GSI delivers its MSI.
+    fn set_msi_routes(&self, routes: &[(u32, MsiMessage)]) -> Result<(), BackendError>;
 }
 
 /// A hypervisor that can create VMs.

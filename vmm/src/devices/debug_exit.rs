@@ -5,7 +5,7 @@
 //! port and width are QEMU's defaults (0xF4, 4 bytes), so the same firmware
 //! image runs under both.
 
-use super::PioDevice;
+use super::bus::BusDevice;
 use crate::run_control::{RunControl, StopReason};
 use std::sync::Arc;
 
@@ -21,17 +21,17 @@ impl DebugExit {
     }
 }
 
-impl PioDevice for DebugExit {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for DebugExit {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xFF);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         // Byte and word writes count too; the value is little-endian from
         // the written offset, as QEMU's memory API assembles it.
         let mut bytes = [0u8; 4];
         for (i, b) in data.iter().enumerate() {
-            if let Some(slot) = bytes.get_mut(usize::from(offset) + i) {
+            if let Some(slot) = bytes.get_mut(offset as usize + i) {
                 *slot = *b;
             }
         }

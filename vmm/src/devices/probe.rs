@@ -3,20 +3,21 @@
 //! `psc` and `private-read` firmware scenarios). Protocol in
 //! `umbra_firmware::layout::PROBE_PORT`.
 
-use super::PioDevice;
-use crate::shared_memory::{SharedMemory, SharedMemoryError};
+use super::bus::BusDevice;
+use crate::dma::{DeviceMemory, DmaError};
+use crate::shared_memory::SharedMemoryError;
 use umbra_firmware::layout::{PROBE_NOT_RAM, PROBE_OK, PROBE_REFUSED_PRIVATE};
 
 /// The probe device.
 pub struct MemoryProbe {
-    memory: SharedMemory,
+    memory: DeviceMemory,
     value: u32,
     status: u32,
 }
 
 impl MemoryProbe {
     /// A probe reading through `memory`.
-    pub fn new(memory: SharedMemory) -> Self {
+    pub fn new(memory: DeviceMemory) -> Self {
         MemoryProbe {
             memory,
             value: 0,
@@ -25,24 +26,29 @@ impl MemoryProbe {
     }
 }
 
-impl PioDevice for MemoryProbe {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for MemoryProbe {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = if offset < 4 { self.value } else { self.status };
         for (i, b) in data.iter_mut().enumerate() {
             *b = value.to_le_bytes().get(i).copied().unwrap_or(0);
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if offset != 0 || data.len() != 4 {
             return;
         }
-        let gpa = u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            return;
+        };
+        let gpa = u64::from(u32::from_le_bytes(bytes));
         let mut word = [0u8; 4];
         (self.value, self.status) = match self.memory.read(gpa, &mut word) {
             Ok(()) => (u32::from_le_bytes(word), PROBE_OK),
-            Err(SharedMemoryError::CheckShared(_)) => (u32::MAX, PROBE_REFUSED_PRIVATE),
-            Err(SharedMemoryError::FindRam(_)) => (u32::MAX, PROBE_NOT_RAM),
+            Err(DmaError::CheckShared(SharedMemoryError::CheckShared(_))) => {
+                (u32::MAX, PROBE_REFUSED_PRIVATE)
+            }
+            Err(_) => (u32::MAX, PROBE_NOT_RAM),
         };
         log::info!("probe of {gpa:#x}: status {}", self.status);
     }

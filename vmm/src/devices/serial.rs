@@ -1,7 +1,7 @@
 //! The 16550 UART on COM1 (vm-superio), with its output going to stdout, a
 //! file or nowhere, and the time of the first byte recorded for metrics.
 
-use super::PioDevice;
+use super::bus::BusDevice;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -11,11 +11,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// COM1 base port.
 pub const COM1: u16 = 0x3F8;
-/// COM1 IRQ line.
+/// COM1's ISA IRQ line, an IOAPIC pin (and GSI) of the same number.
 pub const COM1_IRQ: u32 = 4;
 
-/// Raises the UART's interrupt through an eventfd (an irqfd when the VM has
-/// an interrupt controller; unconnected otherwise).
+/// Raises the UART's interrupt through an eventfd registered as an irqfd.
 pub struct IrqTrigger(pub EventFd);
 
 impl Trigger for IrqTrigger {
@@ -66,8 +65,22 @@ impl SerialPort {
     }
 }
 
-impl PioDevice for SerialPort {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl SerialPort {
+    /// Queues console input for the guest; returns how many bytes fit in
+    /// the receive FIFO (the rest is dropped, as a UART overruns).
+    pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
+        match self.uart.enqueue_raw_bytes(input) {
+            Ok(n) => n,
+            Err(e) => {
+                log::debug!("serial input dropped: {e:?}");
+                0
+            }
+        }
+    }
+}
+
+impl BusDevice for SerialPort {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = self.uart.read(offset as u8);
         data.fill(0);
         if let Some(first) = data.first_mut() {
@@ -75,7 +88,7 @@ impl PioDevice for SerialPort {
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if let Some(&value) = data.first() {
             // A write error means the console sink failed (e.g. a closed
             // pipe); the guest must not be able to stop the VMM through it.

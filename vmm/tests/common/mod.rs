@@ -79,7 +79,8 @@ pub fn model_keys() -> PathBuf {
     DIR.get_or_init(|| {
         let dir =
             std::env::temp_dir().join(format!("umbra-test-model-keys-{}", std::process::id()));
-        umbra_vmm::snp_model::keys::ModelKeys::load_or_generate(&dir)
+        let store = umbra_vmm::backend::snp_model::DirKeyStore::new(dir.clone());
+        umbra_snp_model::keys::ModelKeys::load_or_generate(&store)
             .expect("generate the model's keys");
         dir
     })

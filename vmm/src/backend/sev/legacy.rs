@@ -17,7 +17,7 @@ use super::snp::{check_vmsa_features, range_in_ram, set_ap_reset};
 use super::uapi::{self, PAGE_SIZE};
 use super::{get_device_attr, read_blob, sev_command, vm_types, SevDevice, SevError};
 use crate::backend::kvm::{KvmHypervisor, KvmVcpu, KvmVm};
-use crate::backend::{BackendError, Hypervisor, MemorySlot, VcpuStart, Vm};
+use crate::backend::{BackendError, Hypervisor, VcpuStart, Vm};
 
 /// Which legacy flavour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +174,7 @@ impl LegacyHypervisor {
             mode: self.mode,
             ap_reset_eip: self.ap_reset_eip,
             slots: RwLock::new(Vec::new()),
+            ram: Vec::new(),
             state: State::Init,
             handle: 0,
         })
@@ -217,6 +218,7 @@ pub struct LegacyVm {
     ap_reset_eip: Option<u32>,
     /// (gpa, size, host address) of every mapped slot.
     slots: RwLock<Vec<(u64, u64, u64)>>,
+    ram: Vec<Arc<crate::memory::GuestRam>>,
     state: State,
     handle: u32,
 }
@@ -452,21 +454,65 @@ impl LegacyVm {
 impl Vm for LegacyVm {
     type Vcpu = KvmVcpu;
 
-    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError> {
-        // SAFETY: forwarded contract of Vm::map_memory.
-        unsafe { self.inner.map_memory(slot) }?;
-        let region = uapi::kvm_enc_region {
-            addr: slot.host_addr,
-            size: slot.size,
-        };
-        self.inner
-            .vm_fd()
-            .register_enc_memory_region(&region)
-            .map_err(|e| BackendError::VmSetup("KVM_MEMORY_ENCRYPT_REG_REGION", e))?;
-        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        slots.push((slot.gpa, slot.size, slot.host_addr));
-        debug_assert!(slot.size.is_multiple_of(PAGE_SIZE));
+    fn register_ram(
+        &mut self,
+        ram: Arc<crate::memory::GuestRam>,
+        map: &crate::memory::MemoryMap,
+    ) -> Result<(), BackendError> {
+        let first = self.ram.iter().map(|r| r.guest_ranges().len() as u32).sum();
+        for slot in KvmVm::slots_for(&ram, map, first) {
+            // SAFETY: `ram` owns the mapping and is kept in `self.ram`
+            // below, so it outlives the VM's memslots.
+            unsafe { self.inner.map_slot(&slot) }?;
+            let region = uapi::kvm_enc_region {
+                addr: slot.host_addr,
+                size: slot.size,
+            };
+            self.inner
+                .vm_fd()
+                .register_enc_memory_region(&region)
+                .map_err(|e| BackendError::VmSetup("KVM_MEMORY_ENCRYPT_REG_REGION", e))?;
+            let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+            slots.push((slot.gpa, slot.size, slot.host_addr));
+            debug_assert!(slot.size.is_multiple_of(PAGE_SIZE));
+        }
+        self.ram.push(ram);
         Ok(())
+    }
+
+    fn create_split_irqchip(&self, pins: u32) -> Result<(), BackendError> {
+        self.inner.create_split_irqchip(pins)
+    }
+
+    fn register_irqfd(
+        &self,
+        fd: &vmm_sys_util::eventfd::EventFd,
+        gsi: u32,
+    ) -> Result<(), BackendError> {
+        self.inner.register_irqfd(fd, gsi)
+    }
+
+    fn register_ioevent(
+        &self,
+        fd: &vmm_sys_util::eventfd::EventFd,
+        addr: crate::backend::IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), BackendError> {
+        self.inner.register_ioevent(fd, addr, datamatch)
+    }
+
+    fn set_msi_routes(
+        &self,
+        routes: &[(u32, crate::backend::MsiMessage)],
+    ) -> Result<(), BackendError> {
+        self.inner.set_msi_routes(routes)
+    }
+
+    fn device_memory(&self) -> Option<crate::dma::DeviceMemory> {
+        // Hardware page states are not tracked for devices yet: no device
+        // that needs guest memory can be attached, rather than one that
+        // could read a private page's stale shared backing.
+        None
     }
 
     fn create_vcpu(

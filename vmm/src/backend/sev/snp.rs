@@ -149,6 +149,7 @@ impl SnpHypervisor {
             .map_err(SevError::Init2)?;
         let inner = Arc::new(inner);
         Ok(SnpVm {
+            ram: Vec::new(),
             memory: Arc::new(PrivateMemory {
                 vm: Arc::clone(&inner),
                 slots: RwLock::new(Vec::new()),
@@ -164,18 +165,12 @@ impl SnpHypervisor {
     }
 }
 
-/// Logs the full error and reduces it to the backend boundary's error.
-fn to_backend(what: &'static str, e: SevError) -> BackendError {
-    log::error!("{e}");
-    let errno = match &e {
-        SevError::Init2(f) | SevError::SevInit(f) => f.errno.raw_os_error(),
-        SevError::EnableHypercallExit(k)
-        | SevError::CreateGuestMemfd { source: k, .. }
-        | SevError::SetMemoryRegion2 { source: k, .. }
-        | SevError::SetMemoryAttributes { source: k, .. } => Some(k.errno()),
-        _ => None,
-    };
-    BackendError::VmSetup(what, kvm_ioctls::Error::new(errno.unwrap_or(libc::EINVAL)))
+/// Carries the backend's error across the boundary, whole.
+pub(crate) fn to_backend(what: &'static str, e: SevError) -> BackendError {
+    BackendError::Sev {
+        what,
+        source: Box::new(e),
+    }
 }
 
 impl Hypervisor for SnpHypervisor {
@@ -198,6 +193,7 @@ impl Hypervisor for SnpHypervisor {
 /// An SEV-SNP VM on real hardware.
 pub struct SnpVm {
     inner: Arc<KvmVm>,
+    ram: Vec<Arc<crate::memory::GuestRam>>,
     memory: Arc<PrivateMemory>,
     sev: Arc<SevDevice>,
     config: SnpConfig,
@@ -630,18 +626,69 @@ impl ConfidentialLaunch for SnpVm {
 impl Vm for SnpVm {
     type Vcpu = SnpVcpu;
 
-    unsafe fn map_memory(&self, slot: &MemorySlot) -> Result<(), BackendError> {
-        if slot.access == SlotAccess::ReadOnly {
-            // guest_memfd slots cannot be read-only; an SNP firmware image is
-            // private memory whose integrity comes from the measurement.
-            log::warn!(
-                "SNP: slot {} at {:#x} is mapped writable (private memory has no ROM)",
-                slot.slot,
-                slot.gpa
-            );
+    fn register_ram(
+        &mut self,
+        ram: Arc<crate::memory::GuestRam>,
+        map: &crate::memory::MemoryMap,
+    ) -> Result<(), BackendError> {
+        let first = self.ram.iter().map(|r| r.guest_ranges().len() as u32).sum();
+        for slot in KvmVm::slots_for(&ram, map, first) {
+            if slot.access == SlotAccess::ReadOnly {
+                // guest_memfd slots cannot be read-only; an SNP firmware
+                // image is private memory whose integrity comes from the
+                // measurement.
+                log::warn!(
+                    "SNP: slot {} at {:#x} is mapped writable (private memory has no ROM)",
+                    slot.slot,
+                    slot.gpa
+                );
+            }
+            // SAFETY: `ram` owns the mapping and is kept in `self.ram`
+            // below, so it outlives the VM's memslots.
+            unsafe { self.map_private_memory(&slot) }
+                .map_err(|e| to_backend("mapping SNP memory", e))?;
         }
-        // SAFETY: forwarded contract of Vm::map_memory.
-        unsafe { self.map_private_memory(slot) }.map_err(|e| to_backend("mapping SNP memory", e))
+        self.ram.push(ram);
+        Ok(())
+    }
+
+    fn confidential(&mut self) -> Option<&mut dyn ConfidentialLaunch> {
+        Some(self)
+    }
+
+    fn create_split_irqchip(&self, pins: u32) -> Result<(), BackendError> {
+        self.inner.create_split_irqchip(pins)
+    }
+
+    fn register_irqfd(
+        &self,
+        fd: &vmm_sys_util::eventfd::EventFd,
+        gsi: u32,
+    ) -> Result<(), BackendError> {
+        self.inner.register_irqfd(fd, gsi)
+    }
+
+    fn register_ioevent(
+        &self,
+        fd: &vmm_sys_util::eventfd::EventFd,
+        addr: crate::backend::IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), BackendError> {
+        self.inner.register_ioevent(fd, addr, datamatch)
+    }
+
+    fn set_msi_routes(
+        &self,
+        routes: &[(u32, crate::backend::MsiMessage)],
+    ) -> Result<(), BackendError> {
+        self.inner.set_msi_routes(routes)
+    }
+
+    fn device_memory(&self) -> Option<crate::dma::DeviceMemory> {
+        // Hardware page states are not tracked for devices yet: no device
+        // that needs guest memory can be attached, rather than one that
+        // could read a private page's stale shared backing.
+        None
     }
 
     fn create_vcpu(

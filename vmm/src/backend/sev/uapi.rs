@@ -425,63 +425,39 @@ pub const SEV_RET_INVALID_PARAM: u32 = 0x16;
 
 // ---- SNP CPUID page (SNP ABI 56860 "CPUID Reporting"; QEMU SnpCpuidInfo) ----
 
-/// Most entries a CPUID page may carry.
-pub const CPUID_MAX_ENTRIES: usize = 64;
-/// Size of one CPUID page entry.
-pub const CPUID_ENTRY_SIZE: usize = 48;
-/// Offset of the first entry (after `count` u32 and 12 reserved bytes).
-pub const CPUID_ENTRIES_OFFSET: usize = 16;
-
-/// One CPUID page entry (SNP ABI CPUID_FUNCTION, 48 bytes): the same wire
-/// struct the firmware model validates.
-pub use crate::snp_model::cpuid::CpuidEntry;
+/// The CPUID page wire types, defined once for the model and this backend.
+pub use umbra_snp_model::abi::{CpuidEntry, CpuidPage, CPUID_MAX_ENTRIES};
 
 /// Serialises a CPUID page (count, then entries; the rest zero).
 /// More than [`CPUID_MAX_ENTRIES`] entries are an error the caller sees.
 pub fn cpuid_page_bytes(entries: &[CpuidEntry]) -> Option<[u8; PAGE_SIZE as usize]> {
+    use zerocopy::{FromZeros, IntoBytes};
     if entries.len() > CPUID_MAX_ENTRIES {
         return None;
     }
-    let mut page = [0u8; PAGE_SIZE as usize];
-    page[0..4].copy_from_slice(&(entries.len() as u32).to_le_bytes());
-    for (i, e) in entries.iter().enumerate() {
-        let o = CPUID_ENTRIES_OFFSET + i * CPUID_ENTRY_SIZE;
-        page[o..o + 4].copy_from_slice(&e.eax_in.to_le_bytes());
-        page[o + 4..o + 8].copy_from_slice(&e.ecx_in.to_le_bytes());
-        page[o + 8..o + 16].copy_from_slice(&e.xcr0_in.to_le_bytes());
-        page[o + 16..o + 24].copy_from_slice(&e.xss_in.to_le_bytes());
-        page[o + 24..o + 28].copy_from_slice(&e.eax.to_le_bytes());
-        page[o + 28..o + 32].copy_from_slice(&e.ebx.to_le_bytes());
-        page[o + 32..o + 36].copy_from_slice(&e.ecx.to_le_bytes());
-        page[o + 36..o + 40].copy_from_slice(&e.edx.to_le_bytes());
-    }
-    Some(page)
+    let mut page = CpuidPage::new_zeroed();
+    page.count = entries.len() as u32;
+    page.entries[..entries.len()].copy_from_slice(entries);
+    let mut bytes = [0u8; PAGE_SIZE as usize];
+    bytes.copy_from_slice(page.as_bytes());
+    Some(bytes)
 }
 
 /// Parses a CPUID page (the firmware's corrected copy is untrusted input:
-/// a count above 64 is clamped, never indexed past the page).
+/// a count above 64 is clamped, never indexed past the page; a short
+/// buffer holds no entries).
 pub fn parse_cpuid_page(page: &[u8]) -> Vec<CpuidEntry> {
-    if page.len() < CPUID_ENTRIES_OFFSET {
+    use zerocopy::{FromZeros, IntoBytes};
+    if page.len() < 4 {
         return Vec::new();
     }
-    let count = (le_u32(page, 0) as usize).min(CPUID_MAX_ENTRIES);
-    (0..count)
-        .map_while(|i| {
-            let o = CPUID_ENTRIES_OFFSET + i * CPUID_ENTRY_SIZE;
-            let e = page.get(o..o + CPUID_ENTRY_SIZE)?;
-            Some(CpuidEntry {
-                eax_in: le_u32(e, 0),
-                ecx_in: le_u32(e, 4),
-                xcr0_in: le_u64(e, 8),
-                xss_in: le_u64(e, 16),
-                eax: le_u32(e, 24),
-                ebx: le_u32(e, 28),
-                ecx: le_u32(e, 32),
-                edx: le_u32(e, 36),
-                reserved: le_u64(e, 40),
-            })
-        })
-        .collect()
+    let mut parsed = CpuidPage::new_zeroed();
+    let n = page.len().min(parsed.as_bytes().len());
+    parsed.as_mut_bytes()[..n].copy_from_slice(&page[..n]);
+    // Only entries wholly inside the buffer count.
+    let complete = page.len().saturating_sub(16) / core::mem::size_of::<CpuidEntry>();
+    let count = (parsed.count as usize).min(CPUID_MAX_ENTRIES).min(complete);
+    parsed.entries[..count].to_vec()
 }
 
 /// The CPUID entries for the page, from KVM's table (what the vCPUs get):

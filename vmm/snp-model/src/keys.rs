@@ -14,14 +14,12 @@
 //! set to PSS; OpenSSL parses the result back as a check. The subjects say
 //! "umbra snp-model": these certificates must never pass for AMD's.
 //!
-//! Keys are generated on first use into a state directory (ark.pem, ask.pem,
-//! vcek.pem, ark.key, ask.key, vcek.key — keys 0600 — and chip_id) and
-//! reused afterwards, so the chip ID and TCB are fixed per directory.
+//! Keys are generated on first use into a [`KeyStore`] (items ark.pem,
+//! ask.pem, vcek.pem, ark.key, ask.key, vcek.key — the keys marked secret —
+//! and chip_id) and reused afterwards, so the chip ID and TCB are fixed per
+//! store. Where the items live is the store's business: the model does no
+//! file I/O (the VMM keeps them in a state directory).
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::ec::{EcGroup, EcKey};
@@ -44,57 +42,110 @@ pub const DEFAULT_TCB: [u8; 8] = [3, 0, 0, 0, 0, 0, 8, 115];
 /// VCEK productName for Milan (as on AMD's Milan VCEKs).
 pub const PRODUCT_NAME: &str = "Milan-B0";
 
-const FILES: [&str; 7] = [
+/// The items a complete key store holds.
+pub const ITEMS: [&str; 7] = [
     "ark.pem", "ask.pem", "vcek.pem", "ark.key", "ask.key", "vcek.key", "chip_id",
 ];
 
-/// Errors of the model's key store.
+/// One item handed to [`KeyStore::store`].
+#[derive(Debug)]
+pub struct KeyItem<'a> {
+    /// One of [`ITEMS`].
+    pub name: &'static str,
+    /// The item's bytes (PEM, or the hex CHIP_ID).
+    pub data: &'a [u8],
+    /// Whether the item is a private key (stores keep it owner-only).
+    pub secret: bool,
+}
+
+/// Where the model's keys live. Implementations decide the medium; the
+/// model only reads items back and hands over a freshly generated set.
+pub trait KeyStore {
+    /// Reads one item; `Ok(None)` when the store does not hold it.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, std::io::Error>;
+    /// Stores a complete, freshly generated set as one unit: either every
+    /// item lands or none does. A store that already holds a complete set
+    /// (a concurrent first use won) may keep it and return `Ok`.
+    fn store(&self, items: &[KeyItem<'_>]) -> Result<(), std::io::Error>;
+    /// Names the store for messages (e.g. its directory).
+    fn describe(&self) -> String;
+}
+
+/// A key store in memory: for tests, fuzzers and one-off models whose
+/// chip identity need not outlive the process.
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    items: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl KeyStore for MemoryKeyStore {
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, std::io::Error> {
+        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(items.get(name).cloned())
+    }
+
+    fn store(&self, new: &[KeyItem<'_>]) -> Result<(), std::io::Error> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if !items.contains_key("vcek.pem") {
+            for item in new {
+                items.insert(item.name.to_string(), item.data.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "in memory".into()
+    }
+}
+
+/// Errors of the model's key hierarchy.
 #[derive(Debug, Error)]
 pub enum KeyError {
-    /// Neither `XDG_STATE_HOME` nor `HOME` is set.
-    #[error("cannot find a state directory: set XDG_STATE_HOME or HOME, or pass --model-keys")]
-    FindStateDir,
-    /// A directory could not be created.
-    #[error("cannot create {}", path.display())]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
+    /// The key store could not be read.
+    #[error("cannot read {item} from the key store {store}")]
+    ReadStore {
+        /// The item.
+        item: String,
+        /// The store.
+        store: String,
+        /// The store's error.
         #[source]
         source: std::io::Error,
     },
-    /// A file could not be read.
-    #[error("cannot read {}", path.display())]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
+    /// The key store could not take a generated set.
+    #[error("cannot write new keys to the key store {store}")]
+    WriteStore {
+        /// The store.
+        store: String,
+        /// The store's error.
         #[source]
         source: std::io::Error,
     },
-    /// A file could not be written.
-    #[error("cannot write {}", path.display())]
-    WriteFile {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+    /// An item is missing from a store that holds a VCEK.
+    #[error("the key store {store} lacks {item}")]
+    FindItem {
+        /// The store.
+        store: String,
+        /// The item.
+        item: String,
     },
-    /// A certificate or key file does not parse.
-    #[error("{} is not a valid {what}", path.display())]
-    ParseFile {
-        /// The file.
-        path: PathBuf,
+    /// A certificate or key item does not parse.
+    #[error("{item} in the key store {store} is not a valid {what}")]
+    ParseItem {
+        /// The store.
+        store: String,
+        /// The item.
+        item: String,
         /// What it should hold.
         what: &'static str,
     },
-    /// The key directory is inconsistent (VCEK key, chip ID or extensions do
+    /// The key store is inconsistent (VCEK key, chip ID or extensions do
     /// not match the VCEK certificate).
-    #[error("{} is inconsistent: {detail}", dir.display())]
+    #[error("the key store {store} is inconsistent: {detail}")]
     MatchKeys {
-        /// The key directory.
-        dir: PathBuf,
+        /// The store.
+        store: String,
         /// What does not match.
         detail: String,
     },
@@ -115,7 +166,7 @@ fn ossl(what: &'static str) -> impl FnOnce(ErrorStack) -> KeyError {
 
 /// The model's ARK/ASK/VCEK, chip ID and TCB.
 pub struct ModelKeys {
-    dir: PathBuf,
+    store: String,
     ark: X509,
     ask: X509,
     vcek: X509,
@@ -128,7 +179,7 @@ pub struct ModelKeys {
 impl std::fmt::Debug for ModelKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelKeys")
-            .field("dir", &self.dir)
+            .field("store", &self.store)
             .field("chip_id", &hex::encode(&self.chip_id))
             .field("tcb", &self.tcb)
             .finish()
@@ -136,58 +187,53 @@ impl std::fmt::Debug for ModelKeys {
 }
 
 impl ModelKeys {
-    /// `$XDG_STATE_HOME/umbra/snp-model`, else `~/.local/state/umbra/snp-model`.
-    pub fn default_dir() -> Result<PathBuf, KeyError> {
-        let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-            Some(d) => PathBuf::from(d),
-            None => std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-                .ok_or(KeyError::FindStateDir)?,
-        };
-        Ok(base.join("umbra").join("snp-model"))
-    }
-
-    /// Loads the keys in `dir`, generating them first if `dir` has none.
-    /// Concurrent first uses are safe: generation happens in a private
-    /// directory that is renamed into place, and the loser loads the winner's.
-    pub fn load_or_generate(dir: &Path) -> Result<Self, KeyError> {
-        if dir.join("vcek.pem").exists() {
-            return Self::load(dir);
-        }
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|source| KeyError::CreateDir {
-                path: parent.to_path_buf(),
+    /// Loads the keys in `store`, generating a new set into it first if
+    /// it holds none.
+    pub fn load_or_generate(store: &dyn KeyStore) -> Result<Self, KeyError> {
+        let has_vcek = store
+            .read("vcek.pem")
+            .map_err(|source| KeyError::ReadStore {
+                item: "vcek.pem".into(),
+                store: store.describe(),
+                source,
+            })?
+            .is_some();
+        if !has_vcek {
+            let generated = generate(DEFAULT_TCB)?;
+            let items: Vec<KeyItem<'_>> = generated
+                .iter()
+                .map(|(name, data, secret)| KeyItem {
+                    name,
+                    data,
+                    secret: *secret,
+                })
+                .collect();
+            store.store(&items).map_err(|source| KeyError::WriteStore {
+                store: store.describe(),
                 source,
             })?;
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}",
-            dir.file_name().and_then(|n| n.to_str()).unwrap_or("keys"),
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&tmp);
-        generate_into(&tmp, DEFAULT_TCB)?;
-        // An empty directory left by someone else is replaced; a populated
-        // one (a concurrent winner) is kept.
-        let _ = fs::remove_dir(dir);
-        if fs::rename(&tmp, dir).is_err() {
-            let _ = fs::remove_dir_all(&tmp);
         }
-        Self::load(dir)
+        Self::load(store)
     }
 
-    /// Loads the keys in `dir` (`--model-keys DIR`).
-    pub fn load(dir: &Path) -> Result<Self, KeyError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            fs::read(&path).map_err(|source| KeyError::ReadFile { path, source })
+    /// Loads the keys in `store` (`--model-keys DIR`).
+    pub fn load(store: &dyn KeyStore) -> Result<Self, KeyError> {
+        let describe = store.describe();
+        let read = |name: &str| match store.read(name) {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err(KeyError::FindItem {
+                store: describe.clone(),
+                item: name.into(),
+            }),
+            Err(source) => Err(KeyError::ReadStore {
+                item: name.into(),
+                store: describe.clone(),
+                source,
+            }),
         };
-        let bad = |name: &str, what| KeyError::ParseFile {
-            path: dir.join(name),
+        let bad = |name: &str, what| KeyError::ParseItem {
+            store: describe.clone(),
+            item: name.into(),
             what,
         };
         let cert =
@@ -203,7 +249,7 @@ impl ModelKeys {
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| bad("chip_id", "hex CHIP_ID of 64 bytes"))?;
         let mismatch = |detail: &str| KeyError::MatchKeys {
-            dir: dir.to_path_buf(),
+            store: describe.clone(),
             detail: detail.to_string(),
         };
         let cert_key = vcek
@@ -231,7 +277,7 @@ impl ModelKeys {
         let tcb = [bl, tee, 0, 0, 0, 0, snp, ucode];
         let root_secret = derive_root(&vcek_key)?;
         Ok(ModelKeys {
-            dir: dir.to_path_buf(),
+            store: describe.clone(),
             ark,
             ask,
             vcek,
@@ -242,27 +288,20 @@ impl ModelKeys {
         })
     }
 
-    /// Writes ark.pem, ask.pem and vcek.pem into `dir` for
+    /// ark.pem, ask.pem and vcek.pem, for
     /// `umbra-attest verify --certs DIR --trust-root DIR/ark.pem`.
-    pub fn write_certs(&self, dir: &Path) -> Result<(), KeyError> {
-        fs::create_dir_all(dir).map_err(|source| KeyError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for (name, cert) in [
-            ("ark.pem", &self.ark),
-            ("ask.pem", &self.ask),
-            ("vcek.pem", &self.vcek),
-        ] {
-            let pem = cert.to_pem().map_err(ossl("encode a certificate"))?;
-            write_file(&dir.join(name), &pem, 0o644)?;
-        }
-        Ok(())
+    pub fn certificates_pem(&self) -> Result<[(&'static str, Vec<u8>); 3], KeyError> {
+        let pem = |c: &X509| c.to_pem().map_err(ossl("encode a certificate"));
+        Ok([
+            ("ark.pem", pem(&self.ark)?),
+            ("ask.pem", pem(&self.ask)?),
+            ("vcek.pem", pem(&self.vcek)?),
+        ])
     }
 
-    /// The key directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Names the store the keys came from.
+    pub fn store(&self) -> &str {
+        &self.store
     }
 
     /// The model chip's CHIP_ID.
@@ -308,7 +347,7 @@ impl ModelKeys {
     /// The chip-unique secret the model derives guest keys from
     /// (MSG_KEY_REQ): HMAC-SHA-384 of a fixed label keyed by the VCEK's
     /// private scalar, so it is fixed per key directory.
-    pub(super) fn root_secret(&self) -> &[u8; 48] {
+    pub(crate) fn root_secret(&self) -> &[u8; 48] {
         &self.root_secret
     }
 }
@@ -322,7 +361,7 @@ fn derive_root(vcek_key: &EcKey<Private>) -> Result<[u8; 48], KeyError> {
 }
 
 /// HMAC-SHA-384 over the concatenation of `parts`.
-pub(super) fn hmac_sha384(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 48], KeyError> {
+pub(crate) fn hmac_sha384(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 48], KeyError> {
     let run = || ossl("compute an HMAC");
     let pkey = PKey::hmac(key).map_err(run())?;
     let mut signer = Signer::new(MessageDigest::sha384(), &pkey).map_err(run())?;
@@ -336,30 +375,11 @@ pub(super) fn hmac_sha384(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 48], KeyEr
     Ok(out)
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
-    let err = |source| KeyError::WriteFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)
-}
+/// A generated item: name, bytes, secret.
+type Generated = (&'static str, Vec<u8>, bool);
 
-/// Generates a complete key directory at `dir` (which must not exist).
-fn generate_into(dir: &Path, tcb: [u8; 8]) -> Result<(), KeyError> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| KeyError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+/// Generates a complete key set: every item of [`ITEMS`].
+fn generate(tcb: [u8; 8]) -> Result<Vec<Generated>, KeyError> {
     let rsa = || {
         Rsa::generate(4096)
             .and_then(PKey::from_rsa)
@@ -438,19 +458,15 @@ fn generate_into(dir: &Path, tcb: [u8; 8]) -> Result<(), KeyError> {
 
     let pem = |c: &X509| c.to_pem().map_err(ossl("encode a certificate"));
     let key = |k: &PKey<Private>| k.private_key_to_pem_pkcs8().map_err(ossl("encode a key"));
-    write_file(&dir.join("ark.pem"), &pem(&ark)?, 0o644)?;
-    write_file(&dir.join("ask.pem"), &pem(&ask)?, 0o644)?;
-    write_file(&dir.join("vcek.pem"), &pem(&vcek)?, 0o644)?;
-    write_file(&dir.join("ark.key"), &key(&ark_key)?, 0o600)?;
-    write_file(&dir.join("ask.key"), &key(&ask_key)?, 0o600)?;
-    write_file(&dir.join("vcek.key"), &key(&vcek_key)?, 0o600)?;
-    write_file(
-        &dir.join("chip_id"),
-        hex::encode(&chip_id).as_bytes(),
-        0o644,
-    )?;
-    debug_assert!(FILES.iter().all(|f| dir.join(f).exists()));
-    Ok(())
+    Ok(vec![
+        ("ark.pem", pem(&ark)?, false),
+        ("ask.pem", pem(&ask)?, false),
+        ("vcek.pem", pem(&vcek)?, false),
+        ("ark.key", key(&ark_key)?, true),
+        ("ask.key", key(&ask_key)?, true),
+        ("vcek.key", key(&vcek_key)?, true),
+        ("chip_id", hex::encode(&chip_id).into_bytes(), false),
+    ])
 }
 
 fn random_serial() -> Result<Vec<u8>, KeyError> {

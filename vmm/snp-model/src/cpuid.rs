@@ -17,58 +17,7 @@
 //! fails with INVALID_PARAM, so the VMM can retry once with the corrected
 //! table and report the differences.
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-/// Most entries a CPUID page holds.
-pub const MAX_ENTRIES: usize = 64;
-
-/// One CPUID_FUNCTION entry (48 bytes).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct CpuidEntry {
-    /// EAX input (leaf).
-    pub eax_in: u32,
-    /// ECX input (subleaf) for indexed leaves.
-    pub ecx_in: u32,
-    /// XCR0 input (leaf 0xD only).
-    pub xcr0_in: u64,
-    /// XSS input (leaf 0xD only).
-    pub xss_in: u64,
-    /// EAX output.
-    pub eax: u32,
-    /// EBX output.
-    pub ebx: u32,
-    /// ECX output.
-    pub ecx: u32,
-    /// EDX output.
-    pub edx: u32,
-    /// Reserved, zero.
-    pub reserved: u64,
-}
-
-/// The CPUID page (4096 bytes; the table uses 0x10 + 64 × 0x30 = 0xC10).
-#[derive(Clone, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct CpuidPage {
-    /// Number of valid entries.
-    pub count: u32,
-    /// Reserved, zero.
-    pub reserved0: u32,
-    /// Reserved, zero.
-    pub reserved1: u64,
-    /// The entries; only the first `count` are used.
-    pub entries: [CpuidEntry; MAX_ENTRIES],
-    /// Rest of the page, zero.
-    pub padding: [u8; 4096 - 0xC10],
-}
-
-// SNP ABI 56860 CPUID_FUNCTION (48 bytes) and the CPUID page (one 4 KiB page).
-const _: () = assert!(core::mem::size_of::<CpuidEntry>() == 0x30);
-const _: () = assert!(core::mem::size_of::<CpuidPage>() == 4096);
-const _: () = assert!(core::mem::offset_of!(CpuidPage, entries) == 0x10);
-const _: () = assert!(core::mem::offset_of!(CpuidEntry, eax) == 0x18);
+pub use crate::abi::{CpuidEntry, CpuidPage, CPUID_MAX_ENTRIES as MAX_ENTRIES};
 
 /// One value the firmware changed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -19,9 +19,9 @@ use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use thiserror::Error;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use super::firmware::{GuestState, SnpFirmwareModel};
-use super::report;
-use crate::backend::confidential::FirmwareStatus;
+use crate::abi::FirmwareStatus;
+use crate::psp::{GuestState, SnpFirmwareModel};
+use crate::report;
 
 /// MSG_KEY_REQ.
 pub const MSG_KEY_REQ: u8 = 3;

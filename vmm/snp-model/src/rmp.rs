@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::page_state::{PageSize, PAGE_2M, PAGE_4K};
+use crate::abi::{PageSize, PAGE_2M, PAGE_4K};
 
 /// PVALIDATE/RMPADJUST return code (EAX): success.
 pub const RET_SUCCESS: u32 = 0;

@@ -8,11 +8,16 @@
 //! validated and answered with the architected response or error code, and
 //! nothing a guest sends can panic the VMM.
 
-use super::firmware::SnpFirmwareModel;
-use super::rmp::RET_FAIL_INPUT;
+use crate::backend::confidential::FirmwareStatus;
+use crate::error::error_chain;
+use crate::memory::GuestRam;
 use crate::page_state::{PageSize, PageState};
 use crate::shared_memory::SharedMemory;
+use crate::sync::lock;
+use std::sync::Arc;
 use umbra_firmware::layout::{MSR_GHCB, MSR_SEV_STATUS, MSR_UMBRA_PVALIDATE, MSR_UMBRA_VMGEXIT};
+use umbra_snp_model::rmp::RET_FAIL_INPUT;
+use umbra_snp_model::SnpFirmwareModel;
 
 /// The MSRs the model intercepts.
 pub const MODEL_MSRS: [u32; 4] = [
@@ -81,7 +86,7 @@ struct VcpuState {
 
 /// What a VMGEXIT asks of the VMM beyond its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub enum GhcbOutcome {
     /// Continue the guest.
     Resume,
     /// The guest asked to terminate (reason set, reason code).
@@ -99,6 +104,7 @@ pub type CpuidTable = Vec<(u32, [u32; 4])>;
 pub struct SnpRuntime {
     /// The firmware model (RMP, keys, guest messages).
     pub model: SnpFirmwareModel,
+    ram: Arc<GuestRam>,
     shared: SharedMemory,
     vcpus: Vec<VcpuState>,
     sev_status: u64,
@@ -113,6 +119,7 @@ impl SnpRuntime {
     /// A runtime for `vcpus` vCPUs of a guest with VMSA `guest_features`.
     pub fn new(
         model: SnpFirmwareModel,
+        ram: Arc<GuestRam>,
         shared: SharedMemory,
         vcpus: u32,
         guest_features: u64,
@@ -120,6 +127,7 @@ impl SnpRuntime {
     ) -> Self {
         SnpRuntime {
             model,
+            ram,
             shared,
             vcpus: vec![VcpuState::default(); vcpus as usize],
             // SEV_STATUS: SEV | SEV-ES | (SEV_FEATURES << 2); SNPActive is
@@ -129,6 +137,11 @@ impl SnpRuntime {
             last_report: None,
             reports_signed: 0,
         }
+    }
+
+    /// The CPUID answers (the host's, subleaf 0).
+    pub fn cpuid(&self) -> &CpuidTable {
+        &self.cpuid
     }
 
     /// `rdmsr` of an intercepted MSR; `None` injects #GP.
@@ -143,19 +156,19 @@ impl SnpRuntime {
     }
 
     /// `wrmsr` of an intercepted MSR; `None` injects #GP.
-    pub fn wrmsr(&mut self, vcpu: u32, index: u32, value: u64) -> Option<Exit> {
+    pub fn wrmsr(&mut self, vcpu: u32, index: u32, value: u64) -> Option<GhcbOutcome> {
         if vcpu as usize >= self.vcpus.len() {
             return None;
         }
         match index {
             MSR_GHCB => {
                 self.vcpus[vcpu as usize].msr = value;
-                Some(Exit::Resume)
+                Some(GhcbOutcome::Resume)
             }
             MSR_UMBRA_VMGEXIT => Some(self.vmgexit(vcpu as usize)),
             MSR_UMBRA_PVALIDATE => {
                 self.pvalidate(vcpu as usize, value);
-                Some(Exit::Resume)
+                Some(GhcbOutcome::Resume)
             }
             // SEV_STATUS is read-only.
             _ => None,
@@ -196,7 +209,7 @@ impl SnpRuntime {
         if !gpa.is_multiple_of(bytes) {
             return;
         }
-        let states = crate::devices::lock(self.shared.states());
+        let states = lock(self.shared.states());
         let all_private = (gpa..gpa.saturating_add(bytes))
             .step_by(PageSize::Size4K.bytes() as usize)
             .all(|page| states.state(page) == Some(PageState::Private));
@@ -209,7 +222,7 @@ impl SnpRuntime {
         }
     }
 
-    fn vmgexit(&mut self, vcpu: usize) -> Exit {
+    fn vmgexit(&mut self, vcpu: usize) -> GhcbOutcome {
         let request = self.vcpus[vcpu].msr;
         let code = request & 0xFFF;
         if code == 0 {
@@ -235,8 +248,7 @@ impl SnpRuntime {
                 // The GHCB must be a shared RAM page (the guest converts it
                 // before registering, as Linux does).
                 let gfn = data;
-                let ok = crate::devices::lock(self.shared.states()).state(gfn << 12)
-                    == Some(PageState::Shared);
+                let ok = lock(self.shared.states()).state(gfn << 12) == Some(PageState::Shared);
                 self.vcpus[vcpu].ghcb_gfn = ok.then_some(gfn);
                 Some(((if ok { gfn } else { GFN_NONE }) << 12) | info::REGISTER_GHCB_RESP)
             }
@@ -245,7 +257,7 @@ impl SnpRuntime {
             info::TERMINATE_REQ => {
                 let set = ((request >> 12) & 0xF) as u8;
                 let reason = ((request >> 16) & 0xFF) as u8;
-                return Exit::Terminate(set, reason);
+                return GhcbOutcome::Terminate(set, reason);
             }
             _ => {
                 // KVM leaves the MSR unchanged for unknown requests; the
@@ -257,7 +269,7 @@ impl SnpRuntime {
         if let Some(response) = response {
             self.vcpus[vcpu].msr = response;
         }
-        Exit::Resume
+        GhcbOutcome::Resume
     }
 
     /// MSR-protocol page-state change of one 4 KiB page.
@@ -277,7 +289,7 @@ impl SnpRuntime {
             Err(why) => {
                 log::warn!(
                     "vCPU {vcpu}: page-state change of {gpa:#x} to {to:?}: {}",
-                    crate::cli::error_chain(&why)
+                    error_chain(&why)
                 );
                 (PSC_ERROR << 32) | info::PSC_RESP
             }
@@ -289,9 +301,9 @@ impl SnpRuntime {
     /// the tracker calls shared while the VMM's view of it is inaccessible.
     /// A failure leaves every page as it was.
     pub fn convert(&mut self, gpa: u64, len: u64, to: PageState) -> Result<(), ConvertError> {
-        let ram = self.shared.ram().clone();
+        let ram = self.ram.clone();
         let states_lock = self.shared.states().clone();
-        let mut states = crate::devices::lock(&states_lock);
+        let mut states = lock(&states_lock);
         states
             .check_range(gpa, len, PageSize::Size4K)
             .map_err(ConvertError::CheckRange)?;
@@ -332,14 +344,14 @@ impl SnpRuntime {
         Ok(())
     }
 
-    fn ghcb_page_exit(&mut self, vcpu: usize, gpa: u64) -> Exit {
+    fn ghcb_page_exit(&mut self, vcpu: usize, gpa: u64) -> GhcbOutcome {
         if self.vcpus[vcpu].ghcb_gfn != Some(gpa >> 12) {
-            return Exit::Unregistered(gpa);
+            return GhcbOutcome::Unregistered(gpa);
         }
         let mut page = [0u8; 4096];
         if let Err(e) = self.shared.read(gpa, &mut page) {
             log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} unreadable: {e}");
-            return Exit::Unregistered(gpa);
+            return GhcbOutcome::Unregistered(gpa);
         }
         let u64_at = |p: &[u8; 4096], at: usize| {
             let mut b = [0u8; 8];
@@ -391,7 +403,7 @@ impl SnpRuntime {
         if let Err(e) = self.shared.write(gpa, &page) {
             log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} became unwritable: {e}");
         }
-        Exit::Resume
+        GhcbOutcome::Resume
     }
 
     /// SNP_GUEST_REQUEST: returns the status for sw_exit_info_2 (0 success;
@@ -403,7 +415,7 @@ impl SnpRuntime {
             || self.shared.read(request_gpa, &mut request).is_err()
         {
             log::warn!("vCPU {vcpu}: guest request pages {request_gpa:#x}/{response_gpa:#x} are not shared RAM");
-            return u64::from(crate::backend::confidential::FirmwareStatus::InvalidAddress as u32);
+            return u64::from(FirmwareStatus::InvalidAddress as u32);
         }
         match self.model.guest_request(&request) {
             Ok(outcome) => {
@@ -413,9 +425,7 @@ impl SnpRuntime {
                 }
                 match self.shared.write(response_gpa, &outcome.response[..]) {
                     Ok(()) => 0,
-                    Err(_) => u64::from(
-                        crate::backend::confidential::FirmwareStatus::InvalidAddress as u32,
-                    ),
+                    Err(_) => u64::from(FirmwareStatus::InvalidAddress as u32),
                 }
             }
             Err(error) => {

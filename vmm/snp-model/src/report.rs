@@ -8,10 +8,10 @@
 
 use zerocopy::{FromZeros, IntoBytes};
 
-use super::firmware::{SnpFirmwareModel, FW_BUILD, FW_MAJOR, FW_MINOR};
-use super::guest_msg::{GuestRequestError, KeyReq, KeyRsp, ReportReq, ReportRsp};
-use super::keys::{hmac_sha384, DEFAULT_TCB};
-use crate::backend::confidential::FirmwareStatus;
+use crate::abi::FirmwareStatus;
+use crate::guest_msg::{GuestRequestError, KeyReq, KeyRsp, ReportReq, ReportRsp};
+use crate::keys::{hmac_sha384, DEFAULT_TCB};
+use crate::psp::{SnpFirmwareModel, FW_BUILD, FW_MAJOR, FW_MINOR};
 
 pub use umbra_attestation::report::{AttestationReportRaw, REPORT_SIZE, SIGNED_LEN};
 /// The report version the model produces (3: with CPUID fields).

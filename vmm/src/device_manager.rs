@@ -1,0 +1,192 @@
+//! Places the devices of one VM on its buses and wires their interrupts:
+//! the 16550 UART on COM1 (output to the console sink, input from stdin,
+//! IRQ 4 through an irqfd), QEMU's debug-exit port, the userspace IOAPIC of
+//! the split irqchip on the MMIO bus, and on confidential guests the memory
+//! probe, which reaches guest memory only through the VM's device-memory
+//! handle.
+
+use crate::backend::{BackendError, Vm};
+use crate::config::{SerialOutput, VmConfig};
+use crate::devices::bus::{Bus, BusError};
+use crate::devices::debug_exit::DebugExit;
+use crate::devices::probe::MemoryProbe;
+use crate::devices::serial::{ConsoleWriter, SerialPort, COM1, COM1_IRQ};
+use crate::event_loop::{EventLoop, Interest, Source};
+use crate::run_control::RunControl;
+use crate::sync::lock;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use thiserror::Error;
+use umbra_firmware::layout::{DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, PROBE_PORT};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Errors while attaching devices.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    /// The serial output file could not be opened.
+    #[error("cannot open serial output {path}")]
+    OpenSerial {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An eventfd or the event loop could not be created.
+    #[error("cannot set up {0}")]
+    HostSetup(&'static str, #[source] std::io::Error),
+    /// Two devices claim the same addresses (a bug in the device layout).
+    #[error("cannot place {device}")]
+    PlaceDevice {
+        /// The device.
+        device: &'static str,
+        /// The bus's refusal.
+        #[source]
+        source: BusError,
+    },
+    /// The hypervisor refused an interrupt or notification setup.
+    #[error("cannot wire {device}'s interrupt")]
+    WireInterrupt {
+        /// The device.
+        device: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// The devices of a running VM.
+pub(crate) struct Devices {
+    /// Port-I/O bus.
+    pub(crate) pio: Bus,
+    /// MMIO bus.
+    pub(crate) mmio: Bus,
+    /// When the first console byte went out.
+    pub(crate) first_serial_byte: Arc<OnceLock<Instant>>,
+    /// The device event loop (console input); stops when dropped.
+    pub(crate) event_loop: Option<EventLoop>,
+}
+
+fn place(
+    bus: &mut Bus,
+    base: u64,
+    len: u64,
+    device: Arc<Mutex<dyn crate::devices::bus::BusDevice>>,
+    name: &'static str,
+) -> Result<(), DeviceError> {
+    bus.insert(base, len, device)
+        .map_err(|source| DeviceError::PlaceDevice {
+            device: name,
+            source,
+        })
+}
+
+/// Whether stdin is something a console reads from: a terminal or a pipe
+/// (not /dev/null or a regular file, whose "input" would be noise or EOF).
+fn stdin_is_console() -> bool {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat only writes into `st`, which lives across the call.
+    let ok = unsafe { libc::fstat(libc::STDIN_FILENO, &mut st) } == 0;
+    let kind = st.st_mode & libc::S_IFMT;
+    // SAFETY: isatty only inspects the descriptor.
+    let tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    ok && (tty || kind == libc::S_IFIFO)
+}
+
+/// Attaches the devices of `config` to `vm`. `interrupts` says whether the
+/// VM has the split irqchip, whose userspace IOAPIC routes the GSIs that
+/// irqfds raise.
+pub(crate) fn attach<V: Vm + 'static>(
+    vm: &Arc<V>,
+    config: &VmConfig,
+    control: &Arc<RunControl>,
+    interrupts: bool,
+) -> Result<Devices, DeviceError> {
+    let mut pio = Bus::default();
+    let mut mmio = Bus::default();
+    let first_serial_byte = Arc::new(OnceLock::new());
+    let serial_out: Box<dyn std::io::Write + Send> =
+        match &config.serial {
+            SerialOutput::Stdout => Box::new(std::io::stdout()),
+            SerialOutput::Null => Box::new(std::io::sink()),
+            SerialOutput::File(path) => Box::new(std::fs::File::create(path).map_err(
+                |source| DeviceError::OpenSerial {
+                    path: path.clone(),
+                    source,
+                },
+            )?),
+        };
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK)
+        .map_err(|e| DeviceError::HostSetup("the serial interrupt eventfd", e))?;
+    if interrupts {
+        vm.register_irqfd(&serial_irq, COM1_IRQ)
+            .map_err(|source| DeviceError::WireInterrupt {
+                device: "the UART",
+                source,
+            })?;
+        crate::interrupts::attach_ioapic(vm, &mut mmio).map_err(|source| {
+            DeviceError::PlaceDevice {
+                device: "the IOAPIC",
+                source,
+            }
+        })?;
+    }
+    let serial = Arc::new(Mutex::new(SerialPort::new(
+        serial_irq,
+        ConsoleWriter::new(serial_out, first_serial_byte.clone()),
+    )));
+    place(&mut pio, u64::from(COM1), 8, serial.clone(), "the UART")?;
+    place(
+        &mut pio,
+        u64::from(DEBUG_EXIT_PORT),
+        u64::from(DEBUG_EXIT_SIZE),
+        Arc::new(Mutex::new(DebugExit::new(control.clone()))),
+        "the debug-exit port",
+    )?;
+    if config.platform.is_confidential() {
+        if let Some(memory) = vm.device_memory() {
+            let probe = Arc::new(Mutex::new(MemoryProbe::new(memory)));
+            place(
+                &mut pio,
+                u64::from(PROBE_PORT),
+                8,
+                probe,
+                "the memory probe",
+            )?;
+        }
+    }
+    let event_loop = if stdin_is_console() {
+        let console = serial.clone();
+        let source = Source {
+            fd: std::io::stdin().as_raw_fd(),
+            handler: Box::new(move || {
+                let mut buf = [0u8; 64];
+                // SAFETY: reads at most `buf.len()` bytes into `buf`; epoll
+                // reported stdin readable, so the read does not block long.
+                let n =
+                    unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+                match usize::try_from(n) {
+                    Ok(0) | Err(_) => Interest::Drop,
+                    Ok(n) => {
+                        lock(&console).enqueue_input(&buf[..n]);
+                        Interest::Keep
+                    }
+                }
+            }),
+        };
+        Some(
+            EventLoop::start(vec![source])
+                .map_err(|e| DeviceError::HostSetup("the device event loop", e))?,
+        )
+    } else {
+        None
+    };
+    Ok(Devices {
+        pio,
+        mmio,
+        first_serial_byte,
+        event_loop,
+    })
+}

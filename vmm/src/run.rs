@@ -1,0 +1,312 @@
+//! One VM run: choose the backend for the platform (the only place that
+//! does), build the VM, attach its devices, run the vCPU threads, wait for
+//! a stop without polling, and report.
+
+use crate::backend::kvm::KvmHypervisor;
+use crate::backend::sev::snp::{SnpConfig, SnpHypervisor};
+use crate::backend::snp_model::{ModelHypervisor, ModelOptions};
+use crate::backend::{BackendError, Hypervisor, Vm};
+use crate::builder::{self, BuiltVm, IrqChip};
+use crate::config::{BootSource, ConfigError, Platform, VmConfig};
+use crate::device_manager::{self, DeviceError};
+use crate::exit_code;
+use crate::firmware::EMBEDDED_FIRMWARE;
+use crate::launch::{self, LaunchOptions, LaunchPlan, PlanError};
+use crate::loader::{self, LoadError};
+use crate::memory::{MemoryError, MemoryMap};
+use crate::metrics::{RunMetrics, Timings};
+use crate::run_control::{RunControl, StopReason};
+use crate::vcpu::{self, VcpuContext};
+use crate::violation::ViolationLog;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use thiserror::Error;
+use umbra_firmware::layout::MAX_VCPUS;
+
+/// Errors that prevent a run from starting or finishing.
+#[derive(Debug, Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The platform cannot be used on this host.
+    #[error("platform '{platform}' is not available on this host: {reason}")]
+    PlatformUnavailable {
+        /// The platform name.
+        platform: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+    /// More vCPUs than the host or the firmware supports.
+    #[error("{requested} vCPUs requested but at most {max} are supported ({limit})")]
+    TooManyVcpus {
+        /// vCPUs asked for.
+        requested: u32,
+        /// The limit.
+        max: u32,
+        /// Who sets the limit.
+        limit: &'static str,
+    },
+    /// A hypervisor call failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Guest images could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The devices could not be attached.
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    /// The vCPU kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler")]
+    InstallKickHandler(#[source] std::io::Error),
+    /// The SEV-SNP hardware backend refused.
+    #[error(transparent)]
+    Sev(#[from] crate::backend::sev::SevError),
+    /// The confidential launch failed.
+    #[error("the SNP launch failed")]
+    Launch(#[source] launch::ExecuteError),
+    /// A confidential platform's backend offered no launch (a bug).
+    #[error("the backend of a confidential platform has no confidential launch")]
+    NotConfidential,
+    /// A confidential platform was asked to boot a kernel directly.
+    #[error("--platform snp-model boots firmware (the embedded one or --firmware); measured direct kernel boot is not built yet")]
+    ConfidentialKernel,
+    /// The SNP launch plan could not be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// --print-measurement without an SNP firmware boot.
+    #[error("--print-measurement needs --platform snp or snp-model and a firmware boot")]
+    MeasurementPlatform,
+    /// A vCPU thread could not be spawned.
+    #[error("cannot spawn a vCPU thread")]
+    SpawnVcpu(#[source] std::io::Error),
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Exit code for the process.
+    pub exit_code: i32,
+    /// Why the VM stopped.
+    pub reason: StopReason,
+    /// The summary for `--metrics-json`.
+    pub metrics: RunMetrics,
+}
+
+/// The SNP launch inputs of a configuration (firmware boots only).
+pub fn launch_options(config: &VmConfig) -> Result<LaunchOptions, VmmError> {
+    let read = |path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, VmmError> {
+        path.as_deref()
+            .map(loader::read_image)
+            .transpose()
+            .map_err(VmmError::from)
+    };
+    Ok(LaunchOptions {
+        vcpus: config.vcpus,
+        vcpu_type: config.snp.vcpu_type.clone(),
+        guest_features: config.snp.guest_features,
+        policy: config.snp.policy,
+        host_data: config.snp.host_data,
+        id_block: read(&config.snp.id_block)?,
+        id_auth: read(&config.snp.id_auth)?,
+    })
+}
+
+/// The launch digest an SNP launch of this configuration produces,
+/// computed without launching (`umbra run --print-measurement`).
+pub fn predicted_measurement(config: &VmConfig) -> Result<[u8; 48], VmmError> {
+    config.validate()?;
+    if !matches!(config.platform, Platform::Snp | Platform::SnpModel) {
+        return Err(VmmError::MeasurementPlatform);
+    }
+    let image = match &config.boot {
+        BootSource::EmbeddedFirmware => EMBEDDED_FIRMWARE.to_vec(),
+        BootSource::Firmware(path) => loader::read_image(path)?,
+        BootSource::Kernel { .. } => return Err(VmmError::MeasurementPlatform),
+    };
+    let plan = LaunchPlan::new(&image, launch_options(config)?)?;
+    Ok(plan.expected_measurement()?)
+}
+
+/// Reasons a platform other than `none` cannot run here yet.
+fn platform_unavailable(platform: Platform) -> Option<VmmError> {
+    let dev_sev = std::path::Path::new("/dev/sev").exists();
+    let reason = match platform {
+        Platform::None | Platform::SnpModel => return None,
+        Platform::Snp if dev_sev => return None,
+        Platform::Snp => {
+            "/dev/sev does not exist (no AMD SEV firmware on this host); --platform snp-model runs the \
+             software model instead"
+        }
+        Platform::SevEs | Platform::Sev if dev_sev => {
+            "umbra run does not drive the legacy SEV/SEV-ES flows yet (they run in the hardware tests: \
+             cargo test -p umbra-vmm --test hardware with UMBRA_HW=1)"
+        }
+        Platform::SevEs | Platform::Sev => "/dev/sev does not exist (no AMD SEV firmware on this host)",
+    };
+    Some(VmmError::PlatformUnavailable {
+        platform: platform.name(),
+        reason: reason.to_string(),
+    })
+}
+
+/// Runs one VM to completion. `process_start` anchors the timings.
+pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmError> {
+    config.validate()?;
+    if let Some(err) = platform_unavailable(config.platform) {
+        return Err(err);
+    }
+    // Read images before touching KVM so that a bad path fails fast.
+    let firmware = match &config.boot {
+        BootSource::EmbeddedFirmware => Some(EMBEDDED_FIRMWARE.to_vec()),
+        BootSource::Firmware(path) => Some(loader::read_image(path)?),
+        BootSource::Kernel { .. } => None,
+    };
+    if matches!(config.boot, BootSource::EmbeddedFirmware) && config.vcpus > MAX_VCPUS {
+        return Err(VmmError::TooManyVcpus {
+            requested: config.vcpus,
+            max: MAX_VCPUS,
+            limit: "umbra firmware",
+        });
+    }
+    let rom_size = firmware
+        .as_ref()
+        .map_or(umbra_firmware::layout::ROM_SIZE, |f| f.len() as u64);
+    let map = MemoryMap::new(config.memory, rom_size)?;
+    let firmware = firmware.as_deref();
+    match config.platform {
+        Platform::None => run_on(&KvmHypervisor::new()?, config, map, firmware, process_start),
+        Platform::SnpModel => {
+            let hypervisor = ModelHypervisor::new(ModelOptions {
+                keys_dir: config.snp.model_keys.clone(),
+                vcpus: config.vcpus,
+                guest_features: config.snp.guest_features,
+            })?;
+            run_on(&hypervisor, config, map, firmware, process_start)
+        }
+        Platform::Snp => {
+            // KVM builds the VMSAs from the vCPUs' reset state at
+            // LAUNCH_FINISH; APs start at the firmware's SEV-ES reset block.
+            let ap_reset_eip = firmware.and_then(|image| {
+                umbra_attestation::measure::ovmf::FirmwareImage::parse(image)
+                    .ok()
+                    .and_then(|fw| fw.sev_es_reset_eip().ok().flatten())
+            });
+            let hypervisor = SnpHypervisor::new(SnpConfig {
+                vmsa_features: config.snp.guest_features,
+                gosvw: [0; 16],
+                vcek_disabled: false,
+                ap_reset_eip,
+            })?;
+            run_on(&hypervisor, config, map, firmware, process_start)
+        }
+        Platform::SevEs | Platform::Sev => Err(VmmError::PlatformUnavailable {
+            platform: config.platform.name(),
+            reason: "not driven by umbra run yet".into(),
+        }),
+    }
+}
+
+/// Builds, runs and reports a VM on `hypervisor`.
+fn run_on<H>(
+    hypervisor: &H,
+    config: &VmConfig,
+    map: MemoryMap,
+    firmware: Option<&[u8]>,
+    process_start: Instant,
+) -> Result<RunOutcome, VmmError>
+where
+    H: Hypervisor,
+    H::Vm: 'static,
+    <H::Vm as Vm>::Vcpu: 'static,
+{
+    if config.vcpus > hypervisor.max_vcpus() {
+        return Err(VmmError::TooManyVcpus {
+            requested: config.vcpus,
+            max: hypervisor.max_vcpus(),
+            limit: "KVM on this host",
+        });
+    }
+    let BuiltVm {
+        vm,
+        vcpus,
+        irqchip,
+        memslots_ms,
+    } = builder::build(hypervisor, config, &map, firmware)?;
+    let vm = Arc::new(vm);
+    let control = Arc::new(RunControl::default());
+    let devices = device_manager::attach(&vm, config, &control, irqchip == IrqChip::Split)?;
+    vcpu::install_kick_handler().map_err(VmmError::InstallKickHandler)?;
+    let context = Arc::new(VcpuContext {
+        pio: devices.pio,
+        mmio: devices.mmio,
+        map,
+        violations: ViolationLog::new(config.on_violation),
+        control: control.clone(),
+        halted: Default::default(),
+        vcpu_count: config.vcpus,
+        first_instruction: OnceLock::new(),
+    });
+    let mut threads = vcpu::spawn(vcpus, &context).map_err(VmmError::SpawnVcpu)?;
+
+    let deadline = config.timeout.map(|t| Instant::now() + t);
+    if !control.wait(deadline) {
+        control.request_stop(StopReason::Timeout);
+    }
+    let exited = Instant::now();
+    let vcpu_exits = vcpu::stop(&mut threads, &control);
+    drop(devices.event_loop);
+
+    let reason = control.reason().unwrap_or(StopReason::AllHalted);
+    let exit_code = match &reason {
+        StopReason::GuestExit(code) => (*code & 0xFF) as i32,
+        StopReason::Violation => exit_code::VIOLATION,
+        StopReason::GuestCrash(_) => exit_code::GUEST_CRASH,
+        StopReason::AllHalted => exit_code::ALL_HALTED,
+        StopReason::VmmError(_) => exit_code::VMM_ERROR,
+        StopReason::Timeout => exit_code::TIMEOUT,
+    };
+    if let Some(dir) = config.snp.attest_out.as_ref() {
+        vm.write_evidence(dir)?;
+    }
+    let snp = vm.confidential_metrics();
+    let ms = |t: Instant| t.saturating_duration_since(process_start).as_secs_f64() * 1000.0;
+    let metrics = RunMetrics {
+        snp,
+        exit_code,
+        stop_reason: describe(&reason),
+        platform: hypervisor.name().to_string(),
+        vcpus: config.vcpus,
+        memory_bytes: config.memory,
+        memory_regions: context.map.regions().to_vec(),
+        violation_count: context.violations.count(),
+        violations: context.violations.recorded(),
+        vcpu_exits,
+        timings: Timings {
+            to_first_instruction_ms: context.first_instruction.get().copied().map(ms),
+            to_first_serial_byte_ms: devices.first_serial_byte.get().copied().map(ms),
+            to_exit_ms: ms(exited),
+            memslots_ms,
+        },
+    };
+    Ok(RunOutcome {
+        exit_code,
+        reason,
+        metrics,
+    })
+}
+
+/// Words for a stop reason, for the log and the metrics.
+pub fn describe(reason: &StopReason) -> String {
+    match reason {
+        StopReason::GuestExit(code) => format!("guest exited with code {code}"),
+        StopReason::Violation => "stopped on a memory violation".into(),
+        StopReason::GuestCrash(why) => format!("guest crashed: {why}"),
+        StopReason::AllHalted => "every vCPU halted without an exit code".into(),
+        StopReason::VmmError(why) => format!("VMM error: {why}"),
+        StopReason::Timeout => "stopped after the --timeout expired".into(),
+    }
+}
