@@ -10,7 +10,7 @@
 
 use crate::backend::confidential::{
     ConfidentialLaunch, LaunchError, LaunchFinishParams, LaunchFinished, LaunchStartParams,
-    LaunchUpdate, PageType,
+    LaunchUpdate,
 };
 use std::marker::PhantomData;
 use thiserror::Error;
@@ -270,14 +270,10 @@ pub enum ExecuteError {
     ImageRange(u64),
 }
 
-/// Whether a page type carries contents measured by hash.
-pub fn is_measured(page_type: PageType) -> bool {
-    matches!(page_type, PageType::Normal | PageType::Vmsa)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::confidential::PageType;
     use crate::firmware::EMBEDDED_FIRMWARE;
 
     fn options(vcpus: u32) -> LaunchOptions {

@@ -10,12 +10,11 @@
 //! Memory is ordinary memslots registered with
 //! `KVM_MEMORY_ENCRYPT_REG_REGION` (pinned); vCPUs are plain KVM vCPUs.
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use super::snp::{check_vmsa_features, range_in_ram, set_ap_reset};
+use super::snp::{check_vmsa_features, set_ap_reset};
 use super::uapi::{self, PAGE_SIZE};
-use super::{get_device_attr, read_blob, sev_command, vm_types, SevDevice, SevError};
+use super::{get_device_attr, sev_command, vm_types, SevDevice, SevError};
 use crate::backend::kvm::{KvmHypervisor, KvmVcpu, KvmVm};
 use crate::backend::{BackendError, Hypervisor, VcpuStart, Vm};
 
@@ -292,19 +291,6 @@ impl LegacyVm {
         Ok(start.handle)
     }
 
-    /// LAUNCH_START with the DH certificate and session read from files
-    /// (as `sevctl session` writes them).
-    pub fn launch_start_from_files(
-        &mut self,
-        policy: u32,
-        dh_cert: Option<&Path>,
-        session: Option<&Path>,
-    ) -> Result<u32, SevError> {
-        let dh = dh_cert.map(read_blob).transpose()?;
-        let session = session.map(read_blob).transpose()?;
-        self.launch_start(policy, dh.as_deref(), session.as_deref())
-    }
-
     /// LAUNCH_UPDATE_DATA: encrypts (and measures) guest RAM in place.
     pub fn launch_update_data(&mut self, gpa: u64, len: u64) -> Result<(), SevError> {
         self.expect(State::Started, "KVM_SEV_LAUNCH_UPDATE_DATA")?;
@@ -407,18 +393,6 @@ impl LegacyVm {
         )
     }
 
-    /// LAUNCH_SECRET from files (header and secret as the guest owner's tools write them).
-    pub fn launch_secret_from_files(
-        &mut self,
-        header: &Path,
-        guest_gpa: u64,
-        secret: &Path,
-    ) -> Result<(), SevError> {
-        let h = read_blob(header)?;
-        let s = read_blob(secret)?;
-        self.launch_secret(&h, guest_gpa, &s)
-    }
-
     /// LAUNCH_FINISH: the guest can run.
     pub fn launch_finish(&mut self) -> Result<(), SevError> {
         if !matches!(self.state, State::Started | State::Measured) {
@@ -432,13 +406,6 @@ impl LegacyVm {
     /// Whether LAUNCH_FINISH is done.
     pub fn finished(&self) -> bool {
         self.state == State::Finished
-    }
-
-    /// Whether `[gpa, gpa + len)` is mapped guest RAM.
-    pub fn is_ram(&self, gpa: u64, len: u64) -> bool {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        let ram: Vec<(u64, u64)> = slots.iter().map(|(g, s, _)| (*g, *s)).collect();
-        range_in_ram(gpa, len, &ram)
     }
 }
 

@@ -17,6 +17,7 @@
 //! issues SEV commands.
 
 mod convert;
+pub mod launch_update;
 pub mod legacy;
 pub mod snp;
 pub mod uapi;
@@ -214,15 +215,6 @@ pub enum SevError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// A session/certificate/secret file could not be read.
-    #[error("reading {path} failed")]
-    ReadBlob {
-        /// The file.
-        path: String,
-        /// errno.
-        #[source]
-        source: std::io::Error,
-    },
     /// A blob exceeds what the kernel accepts.
     #[error("{what} is {len} bytes; too large")]
     BlobSize {
@@ -390,14 +382,6 @@ pub(crate) fn sev_command<T>(
     vm.encrypt_op_sev(&mut cmd).map_err(|e| FwFailure {
         errno: std::io::Error::from_raw_os_error(e.errno()),
         fw_error: cmd.error,
-    })
-}
-
-/// Reads a guest-owner blob (session, DH certificate, secret) from a file.
-pub fn read_blob(path: &Path) -> Result<Vec<u8>, SevError> {
-    std::fs::read(path).map_err(|source| SevError::ReadBlob {
-        path: path.display().to_string(),
-        source,
     })
 }
 

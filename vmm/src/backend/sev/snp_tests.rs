@@ -2,6 +2,8 @@
 //! the guest (hostile input), LAUNCH_UPDATE progress accounting.
 
 use super::*;
+use crate::backend::sev::launch_update::{check_progress, MAX_STALLS};
+use crate::backend::sev::FwFailure;
 
 const EINVAL: u64 = libc::EINVAL as u64;
 /// Guest RAM: 0..2 GiB and 4 GiB..4 GiB+1 MiB, and the 64 KiB firmware below 4 GiB.
