@@ -10,7 +10,7 @@
 use thiserror::Error;
 
 /// Size of ATTESTATION_REPORT in every published version (2, 3, 4, 5).
-pub const REPORT_SIZE: usize = 0x4A0;
+pub use umbra_snp_abi::REPORT_SIZE;
 /// The signature covers bytes `0x000..0x2A0`.
 pub const SIGNED_LEN: usize = 0x2A0;
 /// SIGNATURE_ALGO value for ECDSA P-384 with SHA-384 (spec table "Signature Algorithm Encodings").

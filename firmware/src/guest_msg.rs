@@ -1,43 +1,25 @@
 //! SNP guest messages as the guest builds and checks them (AMD SEV-SNP ABI
-//! spec 56860, "Guest Messages"; layout in
-//! ../shared/docs/reference/ghcb-and-guest-messages.md §3): one 4 KiB page,
+//! spec 56860 chapter 9, "Guest Messages"; the header is `umbra_snp_abi`'s
+//! `MsgHeader`, the same definition the firmware model uses): one 4 KiB page,
 //! a 0x60-byte header, the payload encrypted with AES-256-GCM under VMPCKn,
 //! IV = MSG_SEQNO (8 bytes LE) || 4 zero bytes, AAD = header bytes 0x30..0x60.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use umbra_snp_abi::{AEAD_AES_256_GCM, HDR_VERSION, TAG_LEN};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Message page size.
 pub const PAGE: usize = 4096;
 /// Header size (HDR_SZ).
-pub const HEADER_SIZE: usize = 0x60;
-/// Largest payload that fits the page.
-pub const MAX_PAYLOAD: usize = PAGE - HEADER_SIZE;
-/// MSG_REPORT_REQ.
-pub const MSG_REPORT_REQ: u8 = 5;
-/// MSG_REPORT_RSP.
-pub const MSG_REPORT_RSP: u8 = 6;
-/// MSG_KEY_REQ.
-pub const MSG_KEY_REQ: u8 = 3;
-/// Size of MSG_REPORT_REQ.
-pub const REPORT_REQ_SIZE: usize = 0x60;
-/// Offset of the report in MSG_REPORT_RSP.
-pub const REPORT_RSP_REPORT: usize = 0x20;
-/// Size of an attestation report.
-pub const REPORT_SIZE: usize = 0x4A0;
+pub const HEADER_SIZE: usize = HDR_SIZE;
+pub use umbra_snp_abi::{
+    MsgHeader, HDR_SIZE, MAX_PAYLOAD, MSG_KEY_REQ, MSG_REPORT_REQ, MSG_REPORT_RSP, REPORT_REQ_SIZE,
+    REPORT_RSP_REPORT, REPORT_SIZE,
+};
 
-/// Header field offsets.
-mod off {
-    pub const AUTHTAG: usize = 0x00;
-    pub const SEQNO: usize = 0x20;
-    pub const ALGO: usize = 0x30;
-    pub const HDR_VERSION: usize = 0x31;
-    pub const HDR_SZ: usize = 0x32;
-    pub const MSG_TYPE: usize = 0x34;
-    pub const MSG_VERSION: usize = 0x35;
-    pub const MSG_SZ: usize = 0x36;
-    pub const VMPCK: usize = 0x3C;
-}
+/// Where the AAD starts: the header from ALGO on.
+const AAD_START: usize = core::mem::offset_of!(MsgHeader, algo);
 
 /// Why a message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,26 +55,28 @@ pub fn seal(
         return Err(MsgError::TooLarge);
     }
     page.fill(0);
-    page[off::SEQNO..off::SEQNO + 8].copy_from_slice(&seqno.to_le_bytes());
-    page[off::ALGO] = 1;
-    page[off::HDR_VERSION] = 1;
-    page[off::HDR_SZ..off::HDR_SZ + 2].copy_from_slice(&(HEADER_SIZE as u16).to_le_bytes());
-    page[off::MSG_TYPE] = msg_type;
-    page[off::MSG_VERSION] = 1;
-    page[off::MSG_SZ..off::MSG_SZ + 2].copy_from_slice(&(payload.len() as u16).to_le_bytes());
-    page[off::VMPCK] = vmpck;
+    let mut hdr = MsgHeader::new_zeroed();
+    hdr.msg_seqno = seqno;
+    hdr.algo = AEAD_AES_256_GCM;
+    hdr.hdr_version = HDR_VERSION;
+    hdr.hdr_sz = HEADER_SIZE as u16;
+    hdr.msg_type = msg_type;
+    hdr.msg_version = 1;
+    hdr.msg_sz = payload.len() as u16;
+    hdr.msg_vmpck = vmpck;
     let (header, body) = page.split_at_mut(HEADER_SIZE);
+    header.copy_from_slice(hdr.as_bytes());
     let body = &mut body[..payload.len()];
     body.copy_from_slice(payload);
     let cipher = Aes256Gcm::new(key.into());
     let tag = cipher
         .encrypt_inout_detached(
             &Nonce::from(nonce(seqno)),
-            &header[off::ALGO..HEADER_SIZE],
+            &header[AAD_START..HEADER_SIZE],
             body.into(),
         )
         .map_err(|_| MsgError::Encrypt)?;
-    header[off::AUTHTAG..off::AUTHTAG + 16].copy_from_slice(&tag);
+    header[..TAG_LEN].copy_from_slice(&tag);
     Ok(())
 }
 
@@ -103,35 +87,31 @@ pub fn open<'a>(
     page: &'a mut [u8; PAGE],
 ) -> Result<(u8, &'a [u8]), MsgError> {
     let (header, body) = page.split_at_mut(HEADER_SIZE);
-    if header[off::ALGO] != 1 || header[off::HDR_VERSION] != 1 {
+    let hdr = MsgHeader::read_from_bytes(header).map_err(|_| MsgError::Header)?;
+    if hdr.algo != AEAD_AES_256_GCM || hdr.hdr_version != HDR_VERSION {
         return Err(MsgError::Header);
     }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&header[off::SEQNO..off::SEQNO + 8]);
-    let seqno = u64::from_le_bytes(seq);
+    let seqno = hdr.msg_seqno;
     if seqno != expected_seqno {
         return Err(MsgError::Sequence);
     }
-    let size = usize::from(u16::from_le_bytes([
-        header[off::MSG_SZ],
-        header[off::MSG_SZ + 1],
-    ]));
+    let size = usize::from(hdr.msg_sz);
     if size > MAX_PAYLOAD {
         return Err(MsgError::Header);
     }
-    let mut tag = [0u8; 16];
-    tag.copy_from_slice(&header[off::AUTHTAG..off::AUTHTAG + 16]);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&hdr.authtag[..TAG_LEN]);
     let body = &mut body[..size];
     let cipher = Aes256Gcm::new(key.into());
     cipher
         .decrypt_inout_detached(
             &Nonce::from(nonce(seqno)),
-            &header[off::ALGO..HEADER_SIZE],
+            &header[AAD_START..HEADER_SIZE],
             body.into(),
             &Tag::from(tag),
         )
         .map_err(|_| MsgError::Tag)?;
-    Ok((header[off::MSG_TYPE], body))
+    Ok((hdr.msg_type, body))
 }
 
 /// The MSG_REPORT_REQ payload: REPORT_DATA, VMPL 0, KEY_SEL 0.

@@ -51,13 +51,8 @@ enum Command {
 }
 
 /// Prints one error line with its causes and exits with `code`.
-fn fail(err: &dyn std::error::Error, code: i32) -> ! {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
+fn fail(err: &(dyn std::error::Error + 'static), code: i32) -> ! {
+    let text = umbra_attestation::verify::describe(err);
     eprintln!("umbra-agent: {text}");
     std::process::exit(code)
 }

@@ -1,17 +1,10 @@
 //! Error presentation shared by the library and the binary: a leaf module,
-//! so that nothing that reports an error has to import the CLI.
+//! so that nothing that reports an error has to import the CLI. The
+//! workspace has one error-chain function (in `umbra-attestation`, the leaf
+//! crate every binary links); this names it for the VMM.
 
 /// An error and its sources on one line: `a: b: c`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use umbra_attestation::verify::describe as error_chain;
 
 #[cfg(test)]
 mod tests {

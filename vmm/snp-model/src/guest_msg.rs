@@ -23,61 +23,10 @@ use crate::abi::FirmwareStatus;
 use crate::psp::{GuestState, SnpFirmwareModel};
 use crate::report;
 
-/// MSG_KEY_REQ.
-pub const MSG_KEY_REQ: u8 = 3;
-/// MSG_KEY_RSP.
-pub const MSG_KEY_RSP: u8 = 4;
-/// MSG_REPORT_REQ.
-pub const MSG_REPORT_REQ: u8 = 5;
-/// MSG_REPORT_RSP.
-pub const MSG_REPORT_RSP: u8 = 6;
-
-/// ALGO value of AES-256-GCM.
-pub const AEAD_AES_256_GCM: u8 = 1;
-/// HDR_VERSION the firmware accepts.
-pub const HDR_VERSION: u8 = 1;
-/// Bytes in the message header.
-pub const HDR_SIZE: usize = 0x60;
-/// Largest payload in a 4 KiB page.
-pub const MAX_PAYLOAD: usize = 4096 - HDR_SIZE;
-const TAG_LEN: usize = 16;
-
-/// The message header (SNP ABI 56860 chapter 9, table "Message Header").
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct MsgHeader {
-    /// AES-GCM tag in bytes 0..16, the rest zero.
-    pub authtag: [u8; 32],
-    /// Sequence number (and IV).
-    pub msg_seqno: u64,
-    /// Reserved.
-    pub reserved0: u64,
-    /// AEAD algorithm: 1 = AES-256-GCM.
-    pub algo: u8,
-    /// Header version: 1.
-    pub hdr_version: u8,
-    /// Header size: 0x60.
-    pub hdr_sz: u16,
-    /// Message type.
-    pub msg_type: u8,
-    /// Message version.
-    pub msg_version: u8,
-    /// Payload size (plaintext = ciphertext).
-    pub msg_sz: u16,
-    /// Reserved.
-    pub reserved1: u32,
-    /// Which VMPCK protects the message (0..3).
-    pub msg_vmpck: u8,
-    /// Reserved.
-    pub reserved2: [u8; 35],
-}
-
-// SNP ABI 56860 chapter 9, "Message Header": 0x60 bytes, AAD from 0x30.
-const _: () = assert!(core::mem::size_of::<MsgHeader>() == HDR_SIZE);
-const _: () = assert!(core::mem::offset_of!(MsgHeader, msg_seqno) == 0x20);
-const _: () = assert!(core::mem::offset_of!(MsgHeader, algo) == 0x30);
-const _: () = assert!(core::mem::offset_of!(MsgHeader, msg_sz) == 0x36);
-const _: () = assert!(core::mem::offset_of!(MsgHeader, msg_vmpck) == 0x3C);
+pub use umbra_snp_abi::{
+    MsgHeader, AEAD_AES_256_GCM, HDR_SIZE, HDR_VERSION, MAX_PAYLOAD, MSG_KEY_REQ, MSG_KEY_RSP,
+    MSG_REPORT_REQ, MSG_REPORT_RSP, TAG_LEN,
+};
 
 /// MSG_REPORT_REQ (SNP ABI 56860 chapter 9, table "MSG_REPORT_REQ").
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
