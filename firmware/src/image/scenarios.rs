@@ -217,3 +217,42 @@ const UART_IER: u16 = 1;
 const UART_MCR: u16 = 4;
 const IER_THRE: u8 = 0x02;
 const MCR_OUT2: u8 = 0x08;
+
+/// Longest line `serial-echo` collects.
+const ECHO_LINE_MAX: usize = 64;
+/// Polls of the line status register without a byte before `serial-echo`
+/// gives up (each is a port-I/O exit: seconds, not a hang).
+const ECHO_IDLE_POLLS: u32 = 2_000_000;
+
+/// Reads one line of console input from the UART (polled: data ready in
+/// LSR, then RBR) and echoes it. The line ends at '\n' or '\r', after
+/// [`ECHO_LINE_MAX`] bytes, or when input stops after at least one byte.
+pub fn serial_echo() -> u32 {
+    let mut line = [0u8; ECHO_LINE_MAX];
+    let mut len = 0;
+    let mut received = false;
+    let mut idle = 0u32;
+    while len < line.len() && idle < ECHO_IDLE_POLLS {
+        match io::uart_try_receive() {
+            Some(b'\n' | b'\r') => {
+                received = true;
+                break;
+            }
+            Some(byte) => {
+                received = true;
+                line[len] = byte;
+                len += 1;
+                idle = 0;
+            }
+            None => idle += 1,
+        }
+    }
+    if !received {
+        io::print("serial-echo: no input: fail\n");
+        return EXIT_FAILED;
+    }
+    io::print("serial-echo: got '");
+    io::write_bytes(&line[..len]);
+    io::print("': ok\n");
+    0
+}
