@@ -5,6 +5,7 @@
 
 mod boot;
 mod fw_cfg;
+mod ghcb;
 mod interrupts;
 mod io;
 mod mem;
