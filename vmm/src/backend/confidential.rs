@@ -45,10 +45,16 @@ pub enum LaunchError {
     /// Contents given for an update are not whole pages.
     #[error("update contents of {0} bytes are not whole 4 KiB pages")]
     ContentsLength(usize),
-    /// A hardware backend refused the command around the firmware call
-    /// (range not in guest RAM, CPUID page rejected twice, ID block size...).
-    #[error("{0}")]
-    Backend(String),
+    /// The backend refused the command around the firmware call (range
+    /// not in guest RAM, CPUID page rejected twice, ID block size...).
+    #[error("{what} failed in the backend")]
+    Backend {
+        /// Which command.
+        what: &'static str,
+        /// The backend's error, whole.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// LAUNCH_START parameters.

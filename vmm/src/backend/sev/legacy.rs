@@ -196,17 +196,8 @@ impl Hypervisor for LegacyHypervisor {
     }
 
     fn create_vm(&self) -> Result<LegacyVm, BackendError> {
-        self.create_legacy_vm().map_err(|e| {
-            log::error!("{e}");
-            let errno = match &e {
-                SevError::SevInit(f) | SevError::Init2(f) => f.errno.raw_os_error(),
-                _ => None,
-            };
-            BackendError::VmSetup(
-                "creating the SEV VM",
-                kvm_ioctls::Error::new(errno.unwrap_or(libc::EINVAL)),
-            )
-        })
+        self.create_legacy_vm()
+            .map_err(|e| super::snp::to_backend("creating the SEV VM", e))
     }
 }
 
@@ -528,13 +519,8 @@ impl Vm for LegacyVm {
         if let (LegacyMode::SevEs, true, VcpuStart::Reset, Some(eip)) =
             (self.mode, index > 0, start, self.ap_reset_eip)
         {
-            set_ap_reset(&vcpu, eip).map_err(|e| {
-                log::error!("{e}");
-                BackendError::VmSetup(
-                    "SEV-ES AP reset state",
-                    kvm_ioctls::Error::new(libc::EINVAL),
-                )
-            })?;
+            set_ap_reset(&vcpu, eip)
+                .map_err(|e| super::snp::to_backend("setting the SEV-ES AP reset state", e))?;
         }
         Ok(vcpu)
     }

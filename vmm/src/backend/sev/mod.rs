@@ -180,6 +180,9 @@ pub enum SevError {
         gpa: u64,
         /// What the firmware changed the first time.
         diff: String,
+        /// The second refusal.
+        #[source]
+        source: Box<SevError>,
     },
     /// An ID block or ID auth structure has the wrong size.
     #[error("{what} is {len} bytes, expected {expected}")]

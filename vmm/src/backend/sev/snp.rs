@@ -504,10 +504,11 @@ pub fn update_cpuid_with_retry(
             log::warn!("firmware corrected the CPUID page at {gpa:#x}; retrying once:\n{diff}");
             match update() {
                 Ok(()) => Ok(Some(diff)),
-                Err(e) => {
-                    log::error!("{e}");
-                    Err(SevError::CpuidRejected { gpa, diff })
-                }
+                Err(e) => Err(SevError::CpuidRejected {
+                    gpa,
+                    diff,
+                    source: Box::new(e),
+                }),
             }
         }
         Err(e) => Err(e),
@@ -590,7 +591,10 @@ fn launch_error(what: &'static str, e: SevError) -> LaunchError {
             fw_error: failure.fw_error,
             source: failure.errno,
         },
-        other => LaunchError::Backend(other.to_string()),
+        other => LaunchError::Backend {
+            what,
+            source: Box::new(other),
+        },
     }
 }
 
@@ -606,10 +610,8 @@ impl ConfidentialLaunch for SnpVm {
                 return Err(LaunchError::ContentsLength(c.len()));
             }
         }
-        self.snp_launch_update(update).map_err(|e| {
-            log::error!("{e}");
-            launch_error("KVM_SEV_SNP_LAUNCH_UPDATE", e)
-        })
+        self.snp_launch_update(update)
+            .map_err(|e| launch_error("KVM_SEV_SNP_LAUNCH_UPDATE", e))
     }
 
     fn launch_finish(
@@ -762,9 +764,9 @@ impl Vcpu for SnpVcpu {
     }
 
     /// Runs to the next exit. Page-state changes (`KVM_HC_MAP_GPA_RANGE`,
-    /// memory faults) are answered here and reported as `Interrupted`
-    /// (nothing for the caller to do but re-enter); a guest termination
-    /// request is reported as `Unhandled` with the GHCB reason.
+    /// memory faults) are answered here and reported as `Handled` (nothing
+    /// for the caller to do but re-enter); a guest termination request is
+    /// the typed `GuestTerminate`, as on the model.
     fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
         use kvm_ioctls::VcpuExit as K;
         let index = self.inner.index();
@@ -772,7 +774,7 @@ impl Vcpu for SnpVcpu {
         match self.inner.fd_mut().run() {
             Ok(K::Hypercall(h)) if h.nr == uapi::HC_MAP_GPA_RANGE => {
                 *h.ret = memory.handle_map_gpa_range(h.args[0], h.args[1], h.args[2]);
-                Ok(VcpuExit::Interrupted)
+                Ok(VcpuExit::Handled)
             }
             Ok(K::Hypercall(h)) => Ok(VcpuExit::Unhandled(format!(
                 "hypercall {} from the guest",
@@ -792,17 +794,17 @@ impl Vcpu for SnpVcpu {
                     )));
                 }
                 match memory.handle_memory_fault(flags, gpa, size) {
-                    Ok(()) => Ok(VcpuExit::Interrupted),
+                    Ok(()) => Ok(VcpuExit::Handled),
                     Err(why) => Ok(VcpuExit::Unhandled(why)),
                 }
             }
             Ok(K::SystemEvent(t, data)) if t == uapi::SYSTEM_EVENT_SEV_TERM => {
+                // KVM passes the GHCB MSR of the termination request.
                 let msr = data.first().copied().unwrap_or(0);
-                Ok(VcpuExit::Unhandled(format!(
-                    "guest requested termination (GHCB MSR {msr:#x}: reason set {}, code {})",
-                    (msr >> 12) & 0xF,
-                    (msr >> 16) & 0xFF
-                )))
+                Ok(VcpuExit::GuestTerminate {
+                    set: ((msr >> 12) & 0xF) as u8,
+                    code: ((msr >> 16) & 0xFF) as u8,
+                })
             }
             other => {
                 self.last_fault = None;

@@ -284,7 +284,7 @@ fn cpuid_page_rejected_twice_is_an_error_with_the_diff() {
     );
     assert_eq!(n, 2, "exactly one retry");
     match r {
-        Err(SevError::CpuidRejected { gpa, diff }) => {
+        Err(SevError::CpuidRejected { gpa, diff, .. }) => {
             assert_eq!(gpa, 0x19000);
             assert!(diff.contains("ebx: 0x00000001 -> 0x00000002"), "{diff}");
         }

@@ -49,12 +49,36 @@ mod ghcb_page {
     pub const SW_EXIT_CODE: usize = 0x390;
     pub const SW_EXIT_INFO_1: usize = 0x398;
     pub const SW_EXIT_INFO_2: usize = 0x3A0;
+    pub const SW_SCRATCH: usize = 0x3A8;
     pub const VALID_BITMAP: usize = 0x3F0;
+    pub const SHARED_BUFFER: usize = 0x800;
+    pub const SHARED_BUFFER_END: usize = 0xFF0;
     pub const USAGE: usize = 0xFFC;
 }
 
 /// NAE event: SNP guest request.
 const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
+/// NAE events: MMIO read and write (GHCB spec table 7, `SVM_VMGEXIT_MMIO_*`).
+const MMIO_READ: u64 = 0x8000_0001;
+const MMIO_WRITE: u64 = 0x8000_0002;
+
+/// An MMIO access a guest asked for through the GHCB, for the VMM's device
+/// handlers; [`SnpRuntime::complete_mmio`] finishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GhcbMmio {
+    /// Guest-physical address of the device register.
+    pub gpa: u64,
+    /// Access size in bytes (1, 2, 4 or 8).
+    pub len: usize,
+    /// Whether the guest writes.
+    pub write: bool,
+    /// The bytes a write carries (first `len`).
+    pub data: [u8; 8],
+    /// The GHCB the request came through.
+    ghcb: u64,
+    /// Where a read's result goes (inside the GHCB's shared buffer).
+    scratch: u64,
+}
 /// GFN value meaning "refused" / "no preference" (all ones in bits 63:12).
 const GFN_NONE: u64 = 0xF_FFFF_FFFF_FFFF;
 /// Protocol versions offered: min 2 (SNP), max 2.
@@ -94,6 +118,40 @@ pub enum GhcbOutcome {
     /// A GHCB-page exit from a GPA the vCPU never registered: the VM cannot
     /// continue (KVM fails the vCPU run the same way).
     Unregistered(u64),
+    /// An MMIO access for the device handlers (then `complete_mmio`).
+    Mmio(GhcbMmio),
+}
+
+/// Validates an MMIO NAE request: a size of 1, 2, 4 or 8 bytes and a
+/// scratch buffer inside the GHCB's shared buffer (as Linux places it; KVM
+/// refuses a scratch area it cannot map).
+fn mmio_request(
+    page: &[u8; 4096],
+    ghcb: u64,
+    write: bool,
+    gpa: u64,
+    len: u64,
+    scratch: u64,
+) -> Option<GhcbMmio> {
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| matches!(l, 1 | 2 | 4 | 8))?;
+    let at = usize::try_from(scratch.checked_sub(ghcb)?).ok()?;
+    if at < ghcb_page::SHARED_BUFFER || at.checked_add(len)? > ghcb_page::SHARED_BUFFER_END {
+        return None;
+    }
+    let mut data = [0u8; 8];
+    if write {
+        data[..len].copy_from_slice(page.get(at..at + len)?);
+    }
+    Some(GhcbMmio {
+        gpa,
+        len,
+        write,
+        data,
+        ghcb,
+        scratch,
+    })
 }
 
 /// A CPUID answer source for MSR-protocol CPUID requests.
@@ -386,10 +444,27 @@ impl SnpRuntime {
             (2, 4)
         } else if exit_code == SNP_GUEST_REQUEST {
             (0, self.guest_request(vcpu, info1, info2))
+        } else if exit_code == MMIO_READ || exit_code == MMIO_WRITE {
+            let scratch = u64_at(&page, ghcb_page::SW_SCRATCH);
+            match mmio_request(&page, gpa, exit_code == MMIO_WRITE, info1, info2, scratch) {
+                Some(mmio) if valid(&page, ghcb_page::SW_SCRATCH) => {
+                    return GhcbOutcome::Mmio(mmio)
+                }
+                _ => {
+                    log::debug!("vCPU {vcpu}: malformed GHCB MMIO request at {info1:#x}");
+                    (2, 4)
+                }
+            }
         } else {
-            log::warn!("vCPU {vcpu}: unsupported GHCB event {exit_code:#x}");
+            log::debug!("vCPU {vcpu}: unsupported GHCB event {exit_code:#x}");
             (2, 6)
         };
+        self.respond(vcpu, gpa, &mut page, out1, out2);
+        GhcbOutcome::Resume
+    }
+
+    /// Writes the hypervisor's answer into the GHCB at `gpa`.
+    fn respond(&self, vcpu: usize, gpa: u64, page: &mut [u8; 4096], out1: u64, out2: u64) {
         page[ghcb_page::VALID_BITMAP..ghcb_page::VALID_BITMAP + 16].fill(0);
         page[ghcb_page::SW_EXIT_INFO_1..ghcb_page::SW_EXIT_INFO_1 + 8]
             .copy_from_slice(&u64::to_le_bytes(out1));
@@ -400,10 +475,28 @@ impl SnpRuntime {
             let bit = field / 8;
             page[ghcb_page::VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
         }
-        if let Err(e) = self.shared.write(gpa, &page) {
+        if let Err(e) = self.shared.write(gpa, page) {
             log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} became unwritable: {e}");
         }
-        GhcbOutcome::Resume
+    }
+
+    /// Finishes an MMIO request once the device handler ran: a read's
+    /// `data` goes into the scratch buffer, and the GHCB reports success.
+    pub fn complete_mmio(&mut self, vcpu: u32, mmio: &GhcbMmio, data: &[u8]) {
+        let vcpu = vcpu as usize;
+        let mut page = [0u8; 4096];
+        if self.shared.read(mmio.ghcb, &mut page).is_err() {
+            log::warn!("vCPU {vcpu}: GHCB at {:#x} vanished during MMIO", mmio.ghcb);
+            return;
+        }
+        if !mmio.write {
+            let at = (mmio.scratch - mmio.ghcb) as usize;
+            if let (Some(dst), Some(src)) = (page.get_mut(at..at + mmio.len), data.get(..mmio.len))
+            {
+                dst.copy_from_slice(src);
+            }
+        }
+        self.respond(vcpu, mmio.ghcb, &mut page, 0, 0);
     }
 
     /// SNP_GUEST_REQUEST: returns the status for sw_exit_info_2 (0 success;
@@ -432,6 +525,39 @@ impl SnpRuntime {
                 log::warn!("vCPU {vcpu}: guest request refused: {error}");
                 u64::from(error.code())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GHCB: u64 = 0x5000;
+
+    #[test]
+    fn mmio_requests_need_a_size_and_a_scratch_buffer_inside_the_ghcb() {
+        let mut page = [0u8; 4096];
+        page[0x800..0x804].copy_from_slice(&0xABCD_1234u32.to_le_bytes());
+        let write = mmio_request(&page, GHCB, true, 0xFEC0_0010, 4, GHCB + 0x800).unwrap();
+        assert_eq!((write.gpa, write.len), (0xFEC0_0010, 4));
+        assert_eq!(&write.data[..4], &0xABCD_1234u32.to_le_bytes());
+        let read = mmio_request(&page, GHCB, false, 0xFEC0_0010, 8, GHCB + 0xFE8).unwrap();
+        assert_eq!(read.data, [0; 8]);
+        for (len, scratch) in [
+            (3, GHCB + 0x800),        // not an access size
+            (0, GHCB + 0x800),        // empty
+            (4, GHCB + 0x7FC),        // before the shared buffer
+            (8, GHCB + 0xFEC),        // runs past it
+            (4, GHCB - 8),            // below the GHCB
+            (4, GHCB + 0x10_0000),    // another page
+            (u64::MAX, GHCB + 0x800), // absurd size
+        ] {
+            assert_eq!(
+                mmio_request(&page, GHCB, true, 0, len, scratch),
+                None,
+                "len {len} scratch {scratch:#x}"
+            );
         }
     }
 }

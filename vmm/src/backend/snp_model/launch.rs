@@ -89,9 +89,10 @@ impl ConfidentialLaunch for ModelLaunch<'_> {
 }
 
 fn guest(vm: &mut ModelVm) -> Result<&mut ModelGuest, LaunchError> {
-    vm.guest.as_mut().ok_or(LaunchError::Backend(
-        "the SNP model VM has no RAM registered yet".into(),
-    ))
+    vm.guest.as_mut().ok_or_else(|| LaunchError::Backend {
+        what: "the SNP model launch",
+        source: Box::new(super::ModelError::FindRam),
+    })
 }
 
 impl ConfidentialLaunch for ModelVm {

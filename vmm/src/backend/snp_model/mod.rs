@@ -18,7 +18,7 @@ use crate::memory::{GuestRam, MemoryMap};
 use crate::page_state::{PageState, PageStates};
 use crate::shared_memory::SharedMemory;
 use crate::sync::lock;
-use ghcb::{CpuidTable, GhcbOutcome, SnpRuntime, MODEL_MSRS};
+use ghcb::{CpuidTable, GhcbMmio, GhcbOutcome, SnpRuntime, MODEL_MSRS};
 pub use key_dir::DirKeyStore;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -254,6 +254,8 @@ impl Vm for ModelVm {
         Ok(ModelVcpu {
             inner: self.inner.create_vcpu(index, vcpu_count, start, features)?,
             runtime: guest.runtime.clone(),
+            mmio: None,
+            mmio_data: [0; 8],
         })
     }
 
@@ -291,6 +293,10 @@ impl Vm for ModelVm {
 pub struct ModelVcpu {
     inner: KvmVcpu,
     runtime: Arc<Mutex<SnpRuntime>>,
+    /// A GHCB MMIO request handed to the device handlers, finished on the
+    /// next entry (as KVM completes it before re-entering the guest).
+    mmio: Option<GhcbMmio>,
+    mmio_data: [u8; 8],
 }
 
 impl Vcpu for ModelVcpu {
@@ -303,9 +309,14 @@ impl Vcpu for ModelVcpu {
     }
 
     /// Runs to the next exit, answering the model's MSRs here. An MSR the
-    /// model does not answer gets #GP, as on silicon.
+    /// model does not answer gets #GP, as on silicon. An MMIO request made
+    /// through the GHCB comes back as the same `MmioRead`/`MmioWrite` exit a
+    /// plain guest's access makes, so one bus serves every platform.
     fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
         let index = self.inner.index();
+        if let Some(mmio) = self.mmio.take() {
+            lock(&self.runtime).complete_mmio(index, &mmio, &self.mmio_data);
+        }
         let runtime = &self.runtime;
         match self.inner.run()? {
             VcpuExit::MsrRead {
@@ -334,6 +345,16 @@ impl Vcpu for ModelVcpu {
                 Some(GhcbOutcome::Unregistered(gpa)) => Ok(VcpuExit::Unhandled(format!(
                     "GHCB exit from unregistered or private GPA {gpa:#x}"
                 ))),
+                Some(GhcbOutcome::Mmio(mmio)) => {
+                    self.mmio = Some(mmio);
+                    self.mmio_data = mmio.data;
+                    let data = &mut self.mmio_data[..mmio.len];
+                    Ok(if mmio.write {
+                        VcpuExit::MmioWrite(mmio.gpa, data)
+                    } else {
+                        VcpuExit::MmioRead(mmio.gpa, data)
+                    })
+                }
                 None => {
                     log::debug!("vCPU {index}: wrmsr {msr:#x} refused: #GP");
                     *error = 1;
