@@ -32,11 +32,13 @@ pub enum Scenario {
     /// Take the UART's transmit interrupt through the IOAPIC and the local
     /// APIC in x2APIC mode.
     SerialIrq,
+    /// Read one line from the UART (console input) and echo it back.
+    SerialEcho,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 9] = [
+    pub const ALL: [(&'static str, Scenario); 10] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
@@ -46,6 +48,7 @@ impl Scenario {
         ("psc", Scenario::Psc),
         ("private-read", Scenario::PrivateRead),
         ("serial-irq", Scenario::SerialIrq),
+        ("serial-echo", Scenario::SerialEcho),
     ];
 }
 
@@ -127,6 +130,10 @@ mod tests {
         assert_eq!(
             Cmdline::new("scenario=serial-irq").scenario(),
             Ok(Scenario::SerialIrq)
+        );
+        assert_eq!(
+            Cmdline::new("scenario=serial-echo").scenario(),
+            Ok(Scenario::SerialEcho)
         );
         assert_eq!(Cmdline::new("scenario=nope").scenario(), Err("nope"));
     }

@@ -1,6 +1,6 @@
 //! Interrupt delivery: a 64-bit IDT, the local APIC in x2APIC mode (MSRs
 //! only, the xAPIC MMIO page is never touched) and the IOAPIC at its
-//! standard address. Only the `serial-irq` scenario uses any of it; the
+//! standard address (direct MMIO, or GHCB MMIO events under SNP). Only the `serial-irq` scenario uses any of it; the
 //! other scenarios run with no IDT and interrupts disabled.
 //!
 //! Interrupts are enabled only inside [`wait_for_interrupt`], one `asm!`
@@ -8,7 +8,9 @@
 //! zone, and an interrupt frame pushed below RSP would clobber it. Without
 //! `nostack` the compiler keeps nothing there across the block.
 
+use crate::ghcb;
 use crate::mem::bss;
+use crate::platform::{self, Platform};
 use crate::{io, EXIT_FAILED};
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
@@ -243,48 +245,114 @@ pub fn enable_x2apic() -> Result<u32, &'static str> {
     Ok(rdmsr(MSR_X2APIC_ID) as u32)
 }
 
-fn ioapic_reg(offset: u64) -> *mut u32 {
-    (IOAPIC_BASE + offset) as *mut u32
+/// How the firmware reaches the IOAPIC's registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IoapicPath {
+    /// Loads and stores to the identity-mapped MMIO page.
+    Direct,
+    /// GHCB MMIO NAE events, as an SEV-SNP guest's #VC handler does for
+    /// unencrypted device memory.
+    Ghcb,
 }
 
-fn ioapic_read(index: u32) -> u32 {
-    // SAFETY: the IOAPIC page is identity-mapped MMIO (boot.rs maps all of
-    // the first 4 GiB); 32-bit volatile accesses to IOREGSEL/IOWIN are what
-    // the device expects, and no Rust object lives there.
-    unsafe {
-        core::ptr::write_volatile(ioapic_reg(IOREGSEL), index);
-        core::ptr::read_volatile(ioapic_reg(IOWIN))
+/// A failed IOAPIC access.
+#[derive(Clone, Copy, Debug)]
+pub enum IoapicError {
+    /// The GHCB could not be set up for MMIO NAE events.
+    GhcbSetup(ghcb::SetupError),
+    /// A GHCB MMIO event failed: the register's address and the
+    /// hypervisor's `sw_exit_info_1`.
+    GhcbMmio { write: bool, gpa: u64, info1: u64 },
+}
+
+/// The IOAPIC at [`IOAPIC_BASE`], reached the way the platform needs.
+pub struct Ioapic {
+    path: IoapicPath,
+}
+
+impl Ioapic {
+    /// Picks the access path for this platform: direct MMIO on the plain
+    /// platform, GHCB MMIO events (after setting the GHCB up) on the SNP
+    /// model. Call once, with interrupts disabled.
+    pub fn open() -> Result<Ioapic, IoapicError> {
+        let path = match platform::detect().0 {
+            Platform::Plain => IoapicPath::Direct,
+            Platform::SnpModel => {
+                ghcb::establish(&[]).map_err(IoapicError::GhcbSetup)?;
+                IoapicPath::Ghcb
+            }
+        };
+        Ok(Ioapic { path })
     }
-}
 
-fn ioapic_write(index: u32, value: u32) {
-    // SAFETY: as in `ioapic_read`.
-    unsafe {
-        core::ptr::write_volatile(ioapic_reg(IOREGSEL), index);
-        core::ptr::write_volatile(ioapic_reg(IOWIN), value);
+    /// Whether the registers are reached through the GHCB.
+    pub fn through_ghcb(&self) -> bool {
+        self.path == IoapicPath::Ghcb
     }
-}
 
-/// The IOAPIC version register (bits 23:16: maximum redirection entry);
-/// all-ones when nothing answers at [`IOAPIC_BASE`].
-pub fn ioapic_version() -> u32 {
-    ioapic_read(IOAPIC_VERSION)
-}
+    fn read_reg(&self, offset: u64) -> Result<u32, IoapicError> {
+        let gpa = IOAPIC_BASE + offset;
+        match self.path {
+            // SAFETY: the IOAPIC page is identity-mapped MMIO (boot.rs maps
+            // all of the first 4 GiB); a 32-bit volatile access to IOREGSEL
+            // or IOWIN is what the device expects, and no Rust object lives
+            // there.
+            IoapicPath::Direct => Ok(unsafe { core::ptr::read_volatile(gpa as *const u32) }),
+            IoapicPath::Ghcb => ghcb::mmio_read32(gpa).map_err(|e| IoapicError::GhcbMmio {
+                write: false,
+                gpa,
+                info1: e.info1,
+            }),
+        }
+    }
 
-/// Routes IOAPIC `pin` to `vector` on APIC `dest`: fixed delivery,
-/// physical destination, active high, edge triggered, unmasked. The
-/// destination is written first so the entry never fires to a stale one.
-pub fn ioapic_route_edge(pin: u32, vector: u8, dest: u8) {
-    let index = IOAPIC_REDTBL + 2 * pin;
-    ioapic_write(index, RTE_MASKED | u32::from(vector));
-    ioapic_write(index + 1, u32::from(dest) << 24);
-    ioapic_write(index, u32::from(vector));
-}
+    fn write_reg(&self, offset: u64, value: u32) -> Result<(), IoapicError> {
+        let gpa = IOAPIC_BASE + offset;
+        match self.path {
+            IoapicPath::Direct => {
+                // SAFETY: as in `read_reg`.
+                unsafe { core::ptr::write_volatile(gpa as *mut u32, value) };
+                Ok(())
+            }
+            IoapicPath::Ghcb => ghcb::mmio_write32(gpa, value).map_err(|e| IoapicError::GhcbMmio {
+                write: true,
+                gpa,
+                info1: e.info1,
+            }),
+        }
+    }
 
-/// Masks IOAPIC `pin`.
-pub fn ioapic_mask(pin: u32) {
-    let index = IOAPIC_REDTBL + 2 * pin;
-    ioapic_write(index, ioapic_read(index) | RTE_MASKED);
+    fn read(&self, index: u32) -> Result<u32, IoapicError> {
+        self.write_reg(IOREGSEL, index)?;
+        self.read_reg(IOWIN)
+    }
+
+    fn write(&self, index: u32, value: u32) -> Result<(), IoapicError> {
+        self.write_reg(IOREGSEL, index)?;
+        self.write_reg(IOWIN, value)
+    }
+
+    /// The version register (bits 23:16: maximum redirection entry);
+    /// all-ones when nothing answers at [`IOAPIC_BASE`].
+    pub fn version(&self) -> Result<u32, IoapicError> {
+        self.read(IOAPIC_VERSION)
+    }
+
+    /// Routes `pin` to `vector` on APIC `dest`: fixed delivery, physical
+    /// destination, active high, edge triggered, unmasked. The destination
+    /// is written first so the entry never fires to a stale one.
+    pub fn route_edge(&self, pin: u32, vector: u8, dest: u8) -> Result<(), IoapicError> {
+        let index = IOAPIC_REDTBL + 2 * pin;
+        self.write(index, RTE_MASKED | u32::from(vector))?;
+        self.write(index + 1, u32::from(dest) << 24)?;
+        self.write(index, u32::from(vector))
+    }
+
+    /// Masks `pin`.
+    pub fn mask(&self, pin: u32) -> Result<(), IoapicError> {
+        let index = IOAPIC_REDTBL + 2 * pin;
+        self.write(index, self.read(index)? | RTE_MASKED)
+    }
 }
 
 /// Enables interrupts and spins until the device handler has run or

@@ -30,6 +30,12 @@ pub fn uart_write(reg: u16, value: u8) {
     outb(SERIAL_PORT + (reg & 7), value);
 }
 
+/// A received byte, if the UART has one (LSR bit 0: data ready; reading
+/// RBR takes it from the receive FIFO).
+pub fn uart_try_receive() -> Option<u8> {
+    (inb(SERIAL_PORT + 5) & 0x01 != 0).then(|| inb(SERIAL_PORT))
+}
+
 /// Writes bytes to COM1, waiting for the transmit holding register.
 pub fn write_bytes(bytes: &[u8]) {
     for &b in bytes {

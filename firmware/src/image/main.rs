@@ -5,6 +5,7 @@
 
 mod boot;
 mod fw_cfg;
+mod ghcb;
 mod interrupts;
 mod io;
 mod mem;
@@ -81,6 +82,7 @@ pub extern "C" fn firmware_main(apic_id: u32) -> ! {
         Ok(Scenario::Psc) => snp::psc_scenario(),
         Ok(Scenario::PrivateRead) => snp::private_read(),
         Ok(Scenario::SerialIrq) => scenarios::serial_irq(),
+        Ok(Scenario::SerialEcho) => scenarios::serial_echo(),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);

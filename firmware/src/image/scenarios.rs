@@ -170,7 +170,14 @@ pub fn serial_irq() -> u32 {
             return EXIT_FAILED;
         }
     };
-    let version = interrupts::ioapic_version();
+    let ioapic = match interrupts::Ioapic::open() {
+        Ok(ioapic) => ioapic,
+        Err(e) => return ioapic_failed(e),
+    };
+    let version = match ioapic.version() {
+        Ok(version) => version,
+        Err(e) => return ioapic_failed(e),
+    };
     if version == u32::MAX {
         io::print("serial-irq: no IOAPIC at ");
         io::print_hex(interrupts::IOAPIC_BASE);
@@ -184,6 +191,9 @@ pub fn serial_irq() -> u32 {
     io::print_hex_u8(version as u8);
     io::print(", max redirection entry ");
     io::print_dec(u64::from(max_entry));
+    if ioapic.through_ghcb() {
+        io::print(", reached through GHCB MMIO");
+    }
     io::print("\n");
     if max_entry < COM1_IOAPIC_PIN {
         io::print("serial-irq: IOAPIC has no pin 4: fail\n");
@@ -193,14 +203,18 @@ pub fn serial_irq() -> u32 {
         io::print("serial-irq: APIC ID does not fit a physical destination: fail\n");
         return EXIT_FAILED;
     };
-    interrupts::ioapic_route_edge(COM1_IOAPIC_PIN, SERIAL_IRQ_VECTOR, dest);
+    if let Err(e) = ioapic.route_edge(COM1_IOAPIC_PIN, SERIAL_IRQ_VECTOR, dest) {
+        return ioapic_failed(e);
+    }
     // MCR OUT2 gates the UART's interrupt onto the bus on a PC; IER bit 1:
     // THR-empty interrupt, raised at once because THR is empty.
     io::uart_write(UART_MCR, io::uart_read(UART_MCR) | MCR_OUT2);
     io::uart_write(UART_IER, IER_THRE);
     let (count, iir) = interrupts::wait_for_interrupt(SERIAL_IRQ_SPINS);
     io::uart_write(UART_IER, 0);
-    interrupts::ioapic_mask(COM1_IOAPIC_PIN);
+    if let Err(e) = ioapic.mask(COM1_IOAPIC_PIN) {
+        return ioapic_failed(e);
+    }
     if count == 0 {
         io::print("serial-irq: no interrupt: fail\n");
         return EXIT_FAILED;
@@ -213,7 +227,68 @@ pub fn serial_irq() -> u32 {
     0
 }
 
+/// Reports a failed IOAPIC access (or GHCB setup for one).
+fn ioapic_failed(error: interrupts::IoapicError) -> u32 {
+    match error {
+        interrupts::IoapicError::GhcbSetup(e) => {
+            io::print("serial-irq: ");
+            io::print(e.what);
+            io::print(" ");
+            io::print_hex(e.response);
+        }
+        interrupts::IoapicError::GhcbMmio { write, gpa, info1 } => {
+            io::print("serial-irq: GHCB MMIO ");
+            io::print(if write { "write to " } else { "read of " });
+            io::print_hex(gpa);
+            io::print(" failed (info1 ");
+            io::print_hex(info1);
+            io::print(")");
+        }
+    }
+    io::print(": fail\n");
+    EXIT_FAILED
+}
+
 const UART_IER: u16 = 1;
 const UART_MCR: u16 = 4;
 const IER_THRE: u8 = 0x02;
 const MCR_OUT2: u8 = 0x08;
+
+/// Longest line `serial-echo` collects.
+const ECHO_LINE_MAX: usize = 64;
+/// Polls of the line status register without a byte before `serial-echo`
+/// gives up (each is a port-I/O exit: seconds, not a hang).
+const ECHO_IDLE_POLLS: u32 = 2_000_000;
+
+/// Reads one line of console input from the UART (polled: data ready in
+/// LSR, then RBR) and echoes it. The line ends at '\n' or '\r', after
+/// [`ECHO_LINE_MAX`] bytes, or when input stops after at least one byte.
+pub fn serial_echo() -> u32 {
+    let mut line = [0u8; ECHO_LINE_MAX];
+    let mut len = 0;
+    let mut received = false;
+    let mut idle = 0u32;
+    while len < line.len() && idle < ECHO_IDLE_POLLS {
+        match io::uart_try_receive() {
+            Some(b'\n' | b'\r') => {
+                received = true;
+                break;
+            }
+            Some(byte) => {
+                received = true;
+                line[len] = byte;
+                len += 1;
+                idle = 0;
+            }
+            None => idle += 1,
+        }
+    }
+    if !received {
+        io::print("serial-echo: no input: fail\n");
+        return EXIT_FAILED;
+    }
+    io::print("serial-echo: got '");
+    io::write_bytes(&line[..len]);
+    io::print("': ok\n");
+    0
+}

@@ -1,8 +1,9 @@
 //! The SNP scenarios: `attest`, `psc` and `private-read`. They speak the
-//! GHCB MSR protocol and the GHCB-page guest request as an SNP guest does,
-//! through the model's paravirtual VMGEXIT (see `platform`).
+//! GHCB MSR protocol and the GHCB-page guest request as an SNP guest does
+//! (see `ghcb`), through the model's paravirtual VMGEXIT (see `platform`).
 
-use crate::platform::{self, ghcb_msr_call, pvalidate, rdmsr, wrmsr, Platform};
+use crate::ghcb::{self, negotiate, psc};
+use crate::platform::{self, pvalidate, rdmsr, Platform};
 use crate::{io, EXIT_BAD_CMDLINE, EXIT_FAILED};
 use core::arch::asm;
 use core::ptr;
@@ -11,19 +12,9 @@ use umbra_firmware::guest_msg::{
     self, MSG_REPORT_REQ, MSG_REPORT_RSP, REPORT_RSP_REPORT, REPORT_SIZE,
 };
 use umbra_firmware::layout::{
-    GHCB_GPA, GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA, MSR_GHCB, MSR_UMBRA_VMGEXIT, PROBE_NOT_RAM,
-    PROBE_OK, PROBE_PORT, PROBE_REFUSED_PRIVATE, PSC_TEST_GPA, SCRATCH_GPA, SECRETS_PAGE_GPA,
-    SECRETS_VMPCK0,
+    GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA, MSR_GHCB, PROBE_NOT_RAM, PROBE_OK, PROBE_PORT,
+    PROBE_REFUSED_PRIVATE, PSC_TEST_GPA, SCRATCH_GPA, SECRETS_PAGE_GPA, SECRETS_VMPCK0,
 };
-
-/// GHCB-page offsets (GHCB spec 56421 table 3; Linux `struct ghcb`).
-const SW_EXIT_CODE: usize = 0x390;
-const SW_EXIT_INFO_1: usize = 0x398;
-const SW_EXIT_INFO_2: usize = 0x3A0;
-const VALID_BITMAP: usize = 0x3F0;
-const PROTOCOL_VERSION: usize = 0xFFA;
-/// NAE event: SNP guest request.
-const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
 
 fn require_snp() -> bool {
     if platform::detect().0 != Platform::SnpModel {
@@ -47,29 +38,6 @@ fn page(gpa: u64) -> &'static mut [u8; 4096] {
     // mapped pages of `layout` reserved for this use; only the bootstrap
     // vCPU runs scenarios, so no two live references alias.
     unsafe { &mut *(gpa as *mut [u8; 4096]) }
-}
-
-/// MSR-protocol page-state change of one 4 KiB page (op 1 private, 2 shared).
-fn psc(gpa: u64, to_private: bool) -> Result<(), u64> {
-    let op: u64 = if to_private { 1 } else { 2 };
-    let resp = ghcb_msr_call((op << 52) | (gpa & !0xFFF) | 0x014);
-    if resp & 0xFFF != 0x015 || resp >> 32 != 0 {
-        return Err(resp);
-    }
-    Ok(())
-}
-
-fn negotiate() -> Result<(), u64> {
-    let info = ghcb_msr_call(0x002);
-    let (max, min) = (info >> 48, (info >> 32) & 0xFFFF);
-    if info & 0xFFF != 0x001 || max < 2 || min > 2 {
-        return Err(info);
-    }
-    let features = ghcb_msr_call(0x080);
-    if features & 0xFFF != 0x081 || (features >> 12) & 1 == 0 {
-        return Err(features);
-    }
-    Ok(())
 }
 
 fn hex_nibble(c: u8) -> Option<u8> {
@@ -102,17 +70,9 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
         io::print("attest: report_data must be up to 64 bytes of hex\n");
         return EXIT_BAD_CMDLINE;
     };
-    if let Err(v) = negotiate() {
-        return fail("attest: GHCB protocol negotiation refused", v);
-    }
-    for gpa in [GHCB_GPA, GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA] {
-        if let Err(v) = psc(gpa, false) {
-            return fail("attest: page-state change to shared refused", v);
-        }
-    }
-    let registered = ghcb_msr_call(GHCB_GPA | 0x012);
-    if registered != (GHCB_GPA | 0x013) {
-        return fail("attest: GHCB registration refused", registered);
+    if let Err(e) = ghcb::establish(&[GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA]) {
+        io::print("attest: ");
+        return fail(e.what, e.response);
     }
     let mut key = [0u8; 32];
     key.copy_from_slice(&page(SECRETS_PAGE_GPA)[SECRETS_VMPCK0..SECRETS_VMPCK0 + 32]);
@@ -127,28 +87,14 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
         return fail("attest: cannot build the request", 0);
     }
     page(GUEST_REQUEST_GPA).copy_from_slice(scratch);
-    let ghcb = page(GHCB_GPA);
-    ghcb.fill(0);
-    ghcb[SW_EXIT_CODE..SW_EXIT_CODE + 8].copy_from_slice(&SNP_GUEST_REQUEST.to_le_bytes());
-    ghcb[SW_EXIT_INFO_1..SW_EXIT_INFO_1 + 8].copy_from_slice(&GUEST_REQUEST_GPA.to_le_bytes());
-    ghcb[SW_EXIT_INFO_2..SW_EXIT_INFO_2 + 8].copy_from_slice(&GUEST_RESPONSE_GPA.to_le_bytes());
-    // Valid bits 114..116 (sw_exit_code, info_1, info_2) live in byte 14.
-    ghcb[VALID_BITMAP + 14] = 0b0001_1100;
-    ghcb[PROTOCOL_VERSION..PROTOCOL_VERSION + 2].copy_from_slice(&2u16.to_le_bytes());
-    // SAFETY: orders the GHCB stores before the exit that hands it over.
-    unsafe { asm!("mfence", options(nostack, preserves_flags)) };
-    wrmsr(MSR_GHCB, GHCB_GPA);
-    wrmsr(MSR_UMBRA_VMGEXIT, 0);
-    let info1 = u64::from_le_bytes(
-        ghcb[SW_EXIT_INFO_1..SW_EXIT_INFO_1 + 8]
-            .try_into()
-            .unwrap_or([0xFF; 8]),
-    );
-    let info2 = u64::from_le_bytes(
-        ghcb[SW_EXIT_INFO_2..SW_EXIT_INFO_2 + 8]
-            .try_into()
-            .unwrap_or([0xFF; 8]),
-    );
+    let (info1, info2) = match ghcb::call(
+        ghcb::SNP_GUEST_REQUEST,
+        GUEST_REQUEST_GPA,
+        GUEST_RESPONSE_GPA,
+    ) {
+        Ok(info2) => (0, info2),
+        Err(e) => (e.info1, e.info2),
+    };
     if info1 as u32 != 0 || info2 != 0 {
         io::print("attest: guest request failed, sw_exit_info_1 ");
         io::print_hex(info1);
