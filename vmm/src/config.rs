@@ -263,30 +263,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn confidential_platforms_refuse_ksm_and_other_backings() {
-        for platform in [
-            Platform::SnpModel,
-            Platform::Snp,
-            Platform::SevEs,
-            Platform::Sev,
-        ] {
-            let mut config = VmConfig::embedded(64 << 20, 1, "");
-            config.platform = platform;
-            assert_eq!(config.validate(), Ok(()));
-            config.ksm = true;
-            assert_eq!(
-                config.validate(),
-                Err(ConfigError::KsmConfidential(platform.name()))
-            );
-            config.ksm = false;
-            for backing in [MemoryBacking::Thp, MemoryBacking::Hugetlb] {
-                config.memory_backing = backing;
-                assert!(matches!(
-                    config.validate(),
-                    Err(ConfigError::BackingUnsupported { .. })
-                ));
-            }
-        }
+    fn plain_guests_may_merge_pages_and_use_thp() {
+        // The confidential refusals are tested through the library in
+        // vmm/tests/config_rules.rs.
         let mut plain = VmConfig::embedded(64 << 20, 1, "");
         plain.ksm = true;
         plain.memory_backing = MemoryBacking::Thp;

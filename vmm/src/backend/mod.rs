@@ -8,11 +8,6 @@
 //! offer the confidential launch through [`Vm::confidential`]. Which
 //! backend a platform uses is decided in one place, `crate::platform`.
 
-pub mod confidential;
-pub mod kvm;
-pub mod sev;
-pub mod snp_model;
-
 use crate::memory::{GuestRam, MemoryMap};
 use std::sync::Arc;
 use thiserror::Error;
@@ -287,6 +282,55 @@ pub trait Vm: Send + Sync {
     /// Replaces the GSI routing: each listed GSI delivers its MSI.
     fn set_msi_routes(&self, routes: &[(u32, MsiMessage)]) -> Result<(), BackendError>;
 }
+
+/// The `Vm` methods a backend layered on plain KVM forwards unchanged to
+/// its `inner: KvmVm` (interrupt controllers, irqfds, ioeventfds, routes,
+/// MSR interception), so the three wrapping backends share one definition.
+macro_rules! forward_to_inner_kvm {
+    () => {
+        fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), $crate::backend::BackendError> {
+            self.inner.intercept_msrs(msrs)
+        }
+
+        fn create_legacy_irqchip(&self) -> Result<(), $crate::backend::BackendError> {
+            self.inner.create_legacy_irqchip()
+        }
+
+        fn create_split_irqchip(&self, pins: u32) -> Result<(), $crate::backend::BackendError> {
+            self.inner.create_split_irqchip(pins)
+        }
+
+        fn register_irqfd(
+            &self,
+            fd: &vmm_sys_util::eventfd::EventFd,
+            gsi: u32,
+        ) -> Result<(), $crate::backend::BackendError> {
+            self.inner.register_irqfd(fd, gsi)
+        }
+
+        fn register_ioevent(
+            &self,
+            fd: &vmm_sys_util::eventfd::EventFd,
+            addr: $crate::backend::IoEventAddress,
+            datamatch: Option<u64>,
+        ) -> Result<(), $crate::backend::BackendError> {
+            self.inner.register_ioevent(fd, addr, datamatch)
+        }
+
+        fn set_msi_routes(
+            &self,
+            routes: &[(u32, $crate::backend::MsiMessage)],
+        ) -> Result<(), $crate::backend::BackendError> {
+            self.inner.set_msi_routes(routes)
+        }
+    };
+}
+pub(crate) use forward_to_inner_kvm;
+
+pub mod confidential;
+pub mod kvm;
+pub mod sev;
+pub mod snp_model;
 
 /// A hypervisor that can create VMs.
 pub trait Hypervisor {

@@ -505,6 +505,8 @@ impl ConfidentialLaunch for SnpVm {
 }
 
 impl Vm for SnpVm {
+    crate::backend::forward_to_inner_kvm!();
+
     type Vcpu = SnpVcpu;
 
     fn register_ram(
@@ -537,34 +539,6 @@ impl Vm for SnpVm {
         Some(self)
     }
 
-    fn create_split_irqchip(&self, pins: u32) -> Result<(), BackendError> {
-        self.inner.create_split_irqchip(pins)
-    }
-
-    fn register_irqfd(
-        &self,
-        fd: &vmm_sys_util::eventfd::EventFd,
-        gsi: u32,
-    ) -> Result<(), BackendError> {
-        self.inner.register_irqfd(fd, gsi)
-    }
-
-    fn register_ioevent(
-        &self,
-        fd: &vmm_sys_util::eventfd::EventFd,
-        addr: crate::backend::IoEventAddress,
-        datamatch: Option<u64>,
-    ) -> Result<(), BackendError> {
-        self.inner.register_ioevent(fd, addr, datamatch)
-    }
-
-    fn set_msi_routes(
-        &self,
-        routes: &[(u32, crate::backend::MsiMessage)],
-    ) -> Result<(), BackendError> {
-        self.inner.set_msi_routes(routes)
-    }
-
     fn device_memory(&self) -> Option<crate::dma::DeviceMemory> {
         // Hardware page states are not tracked for devices yet: no device
         // that needs guest memory can be attached, rather than one that
@@ -591,14 +565,6 @@ impl Vm for SnpVm {
             last_fault: None,
             repeats: 0,
         })
-    }
-
-    fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError> {
-        self.inner.intercept_msrs(msrs)
-    }
-
-    fn create_legacy_irqchip(&self) -> Result<(), BackendError> {
-        self.inner.create_legacy_irqchip()
     }
 }
 

@@ -13,7 +13,7 @@ mod launch;
 pub use launch::ModelLaunch;
 
 use super::kvm::{KvmHypervisor, KvmVcpu, KvmVm};
-use super::{BackendError, Hypervisor, IoEventAddress, MsiMessage, Vcpu, VcpuExit, VcpuStart, Vm};
+use super::{BackendError, Hypervisor, Vcpu, VcpuExit, VcpuStart, Vm};
 use crate::memory::{GuestRam, MemoryMap};
 use crate::page_state::{PageState, PageStates};
 use crate::shared_memory::SharedMemory;
@@ -26,7 +26,6 @@ use thiserror::Error;
 use umbra_snp_model::keys::{KeyError, ModelKeys};
 use umbra_snp_model::psp::ModelError as PspError;
 use umbra_snp_model::{Platform, SnpFirmwareModel};
-use vmm_sys_util::eventfd::EventFd;
 
 /// Errors of the model backend.
 #[derive(Debug, Error)]
@@ -160,6 +159,8 @@ impl ModelVm {
 }
 
 impl Vm for ModelVm {
+    crate::backend::forward_to_inner_kvm!();
+
     type Vcpu = ModelVcpu;
 
     fn register_ram(&mut self, ram: Arc<GuestRam>, map: &MemoryMap) -> Result<(), BackendError> {
@@ -257,35 +258,6 @@ impl Vm for ModelVm {
             mmio: None,
             mmio_data: [0; 8],
         })
-    }
-
-    fn intercept_msrs(&self, msrs: &[u32]) -> Result<(), BackendError> {
-        self.inner.intercept_msrs(msrs)
-    }
-
-    fn create_legacy_irqchip(&self) -> Result<(), BackendError> {
-        self.inner.create_legacy_irqchip()
-    }
-
-    fn create_split_irqchip(&self, pins: u32) -> Result<(), BackendError> {
-        self.inner.create_split_irqchip(pins)
-    }
-
-    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), BackendError> {
-        self.inner.register_irqfd(fd, gsi)
-    }
-
-    fn register_ioevent(
-        &self,
-        fd: &EventFd,
-        addr: IoEventAddress,
-        datamatch: Option<u64>,
-    ) -> Result<(), BackendError> {
-        self.inner.register_ioevent(fd, addr, datamatch)
-    }
-
-    fn set_msi_routes(&self, routes: &[(u32, MsiMessage)]) -> Result<(), BackendError> {
-        self.inner.set_msi_routes(routes)
     }
 }
 
