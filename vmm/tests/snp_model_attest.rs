@@ -112,8 +112,13 @@ impl Guest {
     }
 
     fn key(&mut self, field_select: u64) -> KeyRsp {
+        self.key_from(field_select, 0)
+    }
+
+    fn key_from(&mut self, field_select: u64, key_select: u32) -> KeyRsp {
         let mut req = KeyReq::new_zeroed();
         req.guest_field_select = field_select;
+        req.key_select = key_select;
         let plain = self.exchange(MSG_KEY_REQ, 1, &req.as_bytes()[..0x20]);
         KeyRsp::read_from_bytes(&plain).unwrap()
     }
@@ -306,6 +311,15 @@ fn derived_keys_are_deterministic_for_the_same_inputs() {
     assert_ne!(a.key(0).derived_key, ka.derived_key);
     // A field outside GUEST_FIELD_SELECT's defined bits.
     assert_eq!(a.key(1 << 9).status, FirmwareStatus::InvalidParam as u32);
+    // KEY_SEL 0 ("VLEK if installed, else VCEK") and 1 (VCEK) are the same
+    // key when no VLEK is installed; 2 (VLEK) is refused.
+    let vcek = a.key_from(measurement, 1 << 1);
+    assert_eq!(vcek.status, 0);
+    assert_eq!(vcek.derived_key, a.key(measurement).derived_key);
+    assert_eq!(
+        a.key_from(measurement, 2 << 1).status,
+        FirmwareStatus::InvalidKey as u32
+    );
     let _ = MSG_KEY_RSP;
     let _ = MSG_REPORT_RSP;
 }

@@ -30,6 +30,16 @@ fn model_digest(image: &[u8], vcpus: u32, vcpu_type: &str, features: u64) -> (St
         (GuestAddress(rom), image.len()),
     ])
     .unwrap();
+    // The VMM proposes a CPUID page (the firmware refuses an empty one); one
+    // entry is enough here, its contents are not measured.
+    let mut cpuid = [0u8; 4096];
+    cpuid[0..4].copy_from_slice(&1u32.to_le_bytes());
+    for step in plan
+        .updates()
+        .filter(|s| s.page_type == umbra_vmm::backend::confidential::PageType::Cpuid)
+    {
+        vm_memory::Bytes::write_slice(&memory, &cpuid, GuestAddress(step.gpa)).unwrap();
+    }
     let mut model = SnpFirmwareModel::new(&ranges, None, Platform::default()).unwrap();
     let (_, finished) = execute(ModelLaunch::new(&mut model, &memory), &plan).unwrap();
     let hex = umbra_attestation::hex::encode(&finished.measurement);

@@ -38,6 +38,15 @@ fn guest(fw: &FirmwareImage<'_>) -> Guest {
             .collect::<Vec<_>>(),
     )
     .unwrap();
+    // The VMM proposes a CPUID page (the firmware refuses an empty one): one
+    // entry at every CPUID section the image declares.
+    let mut cpuid = [0u8; 4096];
+    cpuid[0..4].copy_from_slice(&1u32.to_le_bytes());
+    for s in fw.sections() {
+        if s.section_type == umbra_attestation::measure::ovmf::SectionType::Cpuid {
+            vm_memory::Bytes::write_slice(&memory, &cpuid, GuestAddress(u64::from(s.gpa))).unwrap();
+        }
+    }
     let model = SnpFirmwareModel::new(&ranges, None, Platform::default()).unwrap();
     Guest { memory, model }
 }

@@ -133,6 +133,18 @@ fn validate_table(table: &mut CpuidPage, fms: u32) -> Vec<CpuidCorrection> {
             },
         });
     };
+    if table.count == 0 {
+        // An empty table leaves the guest nothing to trust: refused (the
+        // page stays empty, so a retry is refused again).
+        out.push(CpuidCorrection {
+            index: None,
+            leaf: 0,
+            subleaf: 0,
+            field: "COUNT (at least 1)",
+            proposed: 0,
+            accepted: 0,
+        });
+    }
     if table.count as usize > MAX_ENTRIES {
         header("COUNT", u64::from(table.count), &mut out);
         table.count = MAX_ENTRIES as u32;
@@ -225,6 +237,16 @@ mod tests {
             ecx_in: subleaf,
             ..CpuidEntry::default()
         }
+    }
+
+    #[test]
+    fn an_empty_table_is_refused() {
+        let mut p = [0u8; 4096];
+        let corrections = validate(&mut p, FMS);
+        assert_eq!(corrections.len(), 1);
+        assert_eq!(corrections[0].field, "COUNT (at least 1)");
+        // Still empty: a retry is refused too.
+        assert!(!validate(&mut p, FMS).is_empty());
     }
 
     #[test]

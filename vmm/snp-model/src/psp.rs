@@ -419,6 +419,10 @@ impl SnpFirmwareModel {
         ld: &[u8; 48],
     ) -> Result<IdentityInfo, FirmwareStatus> {
         let block = IdBlock::from_slice(block).map_err(|_| FirmwareStatus::InvalidLength)?;
+        // SNP ABI 56860 table "ID Block": VERSION is 1.
+        if block.version != 1 {
+            return Err(FirmwareStatus::InvalidParam);
+        }
         let auth = params
             .id_auth
             .as_deref()

@@ -287,6 +287,18 @@ fn id_block_checks() {
         try_finish(&mut m, signed(ld, 0x30001, None), false),
         Err(FirmwareStatus::PolicyFailure)
     );
+    // A block of another version, properly signed.
+    let mut v2 = IdBlock::new(ld, [3; 16], [4; 16], 9, 0x30000);
+    v2.version = 2;
+    let v2_auth = IdAuth::sign(&v2, &key, None).unwrap();
+    assert_eq!(
+        try_finish(
+            &mut m,
+            (v2.as_bytes().to_vec(), v2_auth.as_bytes().to_vec()),
+            false
+        ),
+        Err(FirmwareStatus::InvalidParam)
+    );
     // A block altered after signing.
     let (mut b, a) = signed(ld, 0x30000, None);
     b[0x54] ^= 1;

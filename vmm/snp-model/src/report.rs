@@ -182,7 +182,10 @@ impl SnpFirmwareModel {
             pick(6, &req.launch_mit_vector.to_le_bytes()),
         ];
         let mut parts: Vec<&[u8]> = Vec::with_capacity(12);
-        let header = [key_sel.to_le_bytes(), req.vmpl.to_le_bytes()].concat();
+        // KEY_SEL 0 means "the VLEK if one is installed, else the VCEK";
+        // the model installs none, so 0 and 1 derive from the same key.
+        let effective_key: u32 = 1;
+        let header = [effective_key.to_le_bytes(), req.vmpl.to_le_bytes()].concat();
         let sel_bytes = sel.to_le_bytes();
         parts.push(b"umbra snp-model MSG_KEY_REQ v1");
         parts.push(&header);

@@ -229,6 +229,11 @@ impl Rmp {
         if let Some(p) = Self::pages(gpa, size).find(|&p| self.get(p).flags & IMMUTABLE != 0) {
             return Err(RmpError::UpdateImmutable { gpa: p });
         }
+        // A 4 KiB RMPUPDATE inside a 2 MiB entry needs the entry split
+        // first (KVM issues PSMASH before it; the firmware would refuse).
+        if size == PageSize::Size4K {
+            self.psmash(gpa);
+        }
         let mut flags = ASSIGNED;
         if size == PageSize::Size2M {
             flags |= LARGE;
@@ -254,6 +259,9 @@ impl Rmp {
         self.check(gpa, size)?;
         if let Some(p) = Self::pages(gpa, size).find(|&p| self.get(p).flags & IMMUTABLE != 0) {
             return Err(RmpError::UpdateImmutable { gpa: p });
+        }
+        if size == PageSize::Size4K {
+            self.psmash(gpa);
         }
         for p in Self::pages(gpa, size) {
             self.set(p, Entry::default());
@@ -311,8 +319,12 @@ impl Rmp {
             return Err(RmpError::AccessUnassigned { gpa });
         }
         match size {
-            // A 2 MiB request needs a 2 MiB entry; the guest falls back to 4 KiB.
-            PageSize::Size2M if first.flags & LARGE == 0 => {
+            // A 2 MiB request needs a 2 MiB entry, whole; the guest falls
+            // back to 4 KiB.
+            PageSize::Size2M
+                if Self::pages(gpa, size)
+                    .any(|p| self.get(p).flags & (LARGE | ASSIGNED) != LARGE | ASSIGNED) =>
+            {
                 return Ok(Pvalidate::ret(RET_FAIL_SIZEMISMATCH));
             }
             // A 4 KiB request in a 2 MiB entry is a size-mismatch #NPF that the
@@ -540,6 +552,26 @@ mod tests {
         assert_eq!(e.page_size, PageSize::Size4K);
         assert!(e.validated);
         assert!(!r.entry(4 * PAGE_2M + PAGE_4K).unwrap().validated);
+    }
+
+    #[test]
+    fn a_4k_conversion_inside_a_2m_entry_splits_it_first() {
+        let mut r = rmp();
+        r.assign(0x20_0000, PageSize::Size2M, false).unwrap();
+        r.unassign(0x20_1000, PageSize::Size4K).unwrap();
+        // The entry was split: no 2 MiB validation over an unassigned page.
+        assert_eq!(
+            r.pvalidate(0x20_0000, PageSize::Size2M, true).unwrap(),
+            Pvalidate::ret(RET_FAIL_SIZEMISMATCH)
+        );
+        assert!(r.entry(0x20_1000).is_some_and(|e| !e.assigned));
+        assert!(r.entry(0x20_2000).is_some_and(|e| e.assigned));
+        assert_eq!(r.summary().psmashes, 1);
+        // The rest stays usable 4 KiB at a time.
+        assert_eq!(
+            r.pvalidate(0x20_2000, PageSize::Size4K, true).unwrap(),
+            Pvalidate::ret(RET_SUCCESS)
+        );
     }
 
     #[test]

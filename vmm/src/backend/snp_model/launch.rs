@@ -197,6 +197,24 @@ fn proposed_cpuid_page(cpuid: &[(u32, [u32; 4])]) -> CpuidPage {
             }
             e
         })
+        .flat_map(|e| {
+            // Linux sizes XSAVE from leaf 0xD subleaves 0 and 1 (XSAVES
+            // support and the compacted size live in subleaf 1).
+            let subleaf1 = (e.eax_in == 0xD).then(|| {
+                let r = std::arch::x86_64::__cpuid_count(0xD, 1);
+                CpuidEntry {
+                    eax_in: 0xD,
+                    ecx_in: 1,
+                    xcr0_in: 1,
+                    eax: r.eax,
+                    ebx: 0x240,
+                    ecx: r.ecx,
+                    edx: r.edx,
+                    ..Default::default()
+                }
+            });
+            std::iter::once(e).chain(subleaf1)
+        })
         .take(CPUID_MAX_ENTRIES);
     for (slot, entry) in page.entries.iter_mut().zip(entries) {
         *slot = entry;
@@ -249,10 +267,30 @@ mod tests {
     }
 
     #[test]
+    fn the_proposed_cpuid_page_has_both_xsave_subleaves_and_the_sev_leaf() {
+        let table = vec![
+            (0, [0xD, 0, 0, 0]),
+            (0xD, [1, 0x988, 0x988, 0]),
+            (0x8000_0000, [0x8000_0008, 0, 0, 0]),
+            (0x8000_001F, [0x1A, 52, 0, 0]),
+        ];
+        let page = proposed_cpuid_page(&table);
+        let used = &page.entries[..page.count as usize];
+        let find = |leaf, sub| used.iter().find(|e| e.eax_in == leaf && e.ecx_in == sub);
+        assert_eq!(find(0xD, 0).map(|e| (e.xcr0_in, e.ebx)), Some((1, 0x240)));
+        assert_eq!(find(0xD, 1).map(|e| (e.xcr0_in, e.ebx)), Some((1, 0x240)));
+        assert!(
+            find(0x8000_001F, 0).is_some(),
+            "above the host's max extended leaf"
+        );
+    }
+
+    #[test]
     fn the_proposed_cpuid_page_holds_at_most_64_entries() {
         let many: Vec<(u32, [u32; 4])> = (0..100u32).map(|l| (l, [99, 0, 0, 0])).collect();
         let page = proposed_cpuid_page(&many);
         assert_eq!(page.count, 64);
-        assert_eq!(page.entries[63].eax_in, 63);
+        // Leaf 0xD brings its subleaf 1 along.
+        assert_eq!(page.entries[63].eax_in, 62);
     }
 }
