@@ -451,3 +451,221 @@ impl SnpRuntime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{GhcbOutcome, SnpRuntime};
+    use super::*;
+    use crate::memory::{GuestRam, MemoryMap};
+    use crate::page_state::PageStates;
+    use crate::shared_memory::SharedMemory;
+    use std::sync::{Arc, Mutex};
+    use umbra_firmware::layout::{MSR_GHCB, MSR_UMBRA_VMGEXIT};
+    use umbra_snp_model::{Platform, SnpFirmwareModel};
+
+    const GHCB: u64 = 0x5000;
+
+    fn runtime() -> SnpRuntime {
+        let map = MemoryMap::new(16 << 20, 64 << 10).unwrap();
+        let ram = Arc::new(GuestRam::allocate_confidential(&map).unwrap());
+        let states = PageStates::new(&map.ram_ranges(), PageState::Private).unwrap();
+        let shared = SharedMemory::new(ram.clone(), Arc::new(Mutex::new(states)));
+        let model = SnpFirmwareModel::new(&map.ram_ranges(), None, Platform::default()).unwrap();
+        let mut rt = SnpRuntime::new(model, ram, shared, 1, 1, vec![(0, [1, 2, 3, 4])]);
+        rt.convert(GHCB, 4096, PageState::Shared).unwrap();
+        rt.wrmsr(0, MSR_GHCB, GHCB | 0x12);
+        rt.wrmsr(0, MSR_UMBRA_VMGEXIT, 0);
+        assert_eq!(rt.rdmsr(0, MSR_GHCB), Some(GHCB | 0x13), "GHCB registered");
+        rt
+    }
+
+    /// Fills the GHCB with `fields` (marked valid) and does the VMGEXIT.
+    fn exit(rt: &mut SnpRuntime, fields: &[(usize, u64)], extra: &[(usize, &[u8])]) -> GhcbOutcome {
+        let mut page = [0u8; 4096];
+        for &(at, value) in fields {
+            put_u64(&mut page, at, value);
+        }
+        for (at, bytes) in extra {
+            page[*at..*at + bytes.len()].copy_from_slice(bytes);
+        }
+        rt.shared.write(GHCB, &page).unwrap();
+        rt.wrmsr(0, MSR_GHCB, GHCB);
+        rt.wrmsr(0, MSR_UMBRA_VMGEXIT, 0).unwrap()
+    }
+
+    fn ghcb(rt: &SnpRuntime) -> [u8; 4096] {
+        let mut page = [0u8; 4096];
+        rt.shared.read(GHCB, &mut page).unwrap();
+        page
+    }
+
+    #[test]
+    fn the_ghcb_msr_holds_the_sev_information_at_reset() {
+        let map = MemoryMap::new(16 << 20, 64 << 10).unwrap();
+        let ram = Arc::new(GuestRam::allocate_confidential(&map).unwrap());
+        let states = PageStates::new(&map.ram_ranges(), PageState::Private).unwrap();
+        let shared = SharedMemory::new(ram.clone(), Arc::new(Mutex::new(states)));
+        let model = SnpFirmwareModel::new(&map.ram_ranges(), None, Platform::default()).unwrap();
+        let mut rt = SnpRuntime::new(model, ram, shared, 2, 1, Vec::new());
+        for vcpu in 0..2 {
+            let msr = rt.rdmsr(vcpu, MSR_GHCB).unwrap();
+            assert_eq!(msr & 0xFFF, 0x001, "SEV_INFO response");
+            assert_eq!((msr >> 24) & 0xFF, 52, "the model's C-bit");
+            assert_eq!((msr >> 32) & 0xFFFF, 2, "protocol min");
+        }
+    }
+
+    #[test]
+    fn port_io_through_the_ghcb_reaches_the_device_and_returns_rax() {
+        let mut rt = runtime();
+        let out = exit(
+            &mut rt,
+            &[
+                (ghcb_page::SW_EXIT_CODE, IOIO),
+                (ghcb_page::SW_EXIT_INFO_1, (0x3F8 << 16) | IOIO_SZ8),
+                (ghcb_page::SW_EXIT_INFO_2, 0),
+                (ghcb_page::RAX, 0x41),
+            ],
+            &[],
+        );
+        let GhcbOutcome::Device(access) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            access.access,
+            DeviceAccess::Pio {
+                port: 0x3F8,
+                len: 1,
+                write: true
+            }
+        );
+        assert_eq!(access.data[0], 0x41);
+        rt.complete_access(0, &access, &access.data);
+        assert_eq!(u64_at(&ghcb(&rt), ghcb_page::SW_EXIT_INFO_1), 0);
+        // An IN: the device's byte comes back in RAX, marked valid.
+        let out = exit(
+            &mut rt,
+            &[
+                (ghcb_page::SW_EXIT_CODE, IOIO),
+                (
+                    ghcb_page::SW_EXIT_INFO_1,
+                    (0x3FD << 16) | IOIO_SZ8 | IOIO_TYPE_IN,
+                ),
+                (ghcb_page::SW_EXIT_INFO_2, 0),
+            ],
+            &[],
+        );
+        let GhcbOutcome::Device(access) = out else {
+            panic!("{out:?}")
+        };
+        rt.complete_access(0, &access, &[0x60]);
+        let page = ghcb(&rt);
+        assert_eq!(u64_at(&page, ghcb_page::RAX), 0x60);
+        assert!(valid(&page, ghcb_page::RAX));
+        // String I/O and a missing size are refused with "missing input".
+        for info1 in [(0x3F8 << 16) | IOIO_SZ8 | IOIO_STR, 0x3F8 << 16] {
+            let out = exit(
+                &mut rt,
+                &[
+                    (ghcb_page::SW_EXIT_CODE, IOIO),
+                    (ghcb_page::SW_EXIT_INFO_1, info1),
+                    (ghcb_page::SW_EXIT_INFO_2, 0),
+                    (ghcb_page::RAX, 0),
+                ],
+                &[],
+            );
+            assert_eq!(out, GhcbOutcome::Resume);
+            let page = ghcb(&rt);
+            assert_eq!(
+                (
+                    u64_at(&page, ghcb_page::SW_EXIT_INFO_1),
+                    u64_at(&page, ghcb_page::SW_EXIT_INFO_2)
+                ),
+                (2, 4)
+            );
+        }
+        assert_eq!(rt.ghcb_exits.get("ioio"), Some(&4));
+    }
+
+    #[test]
+    fn page_state_changes_through_the_ghcb_convert_every_entry() {
+        let mut rt = runtime();
+        let buffer = GHCB + 0x800;
+        let entry = |gfn: u64, op: u64| ((op << 52) | (gfn << 12)).to_le_bytes();
+        let mut psc = Vec::new();
+        psc.extend_from_slice(&0u16.to_le_bytes()); // cur_entry
+        psc.extend_from_slice(&1u16.to_le_bytes()); // end_entry
+        psc.extend_from_slice(&[0; 4]);
+        psc.extend_from_slice(&entry(0x100, 2));
+        psc.extend_from_slice(&entry(0x101, 2));
+        let fields = [
+            (ghcb_page::SW_EXIT_CODE, PSC),
+            (ghcb_page::SW_EXIT_INFO_1, 0),
+            (ghcb_page::SW_EXIT_INFO_2, 0),
+            (ghcb_page::SW_SCRATCH, buffer),
+        ];
+        assert_eq!(
+            exit(&mut rt, &fields, &[(0x800, &psc)]),
+            GhcbOutcome::Resume
+        );
+        let page = ghcb(&rt);
+        assert_eq!(u64_at(&page, ghcb_page::SW_EXIT_INFO_2), 0);
+        assert_eq!(
+            u16::from_le_bytes([page[0x800], page[0x801]]),
+            2,
+            "cur_entry"
+        );
+        let states = crate::sync::lock(rt.shared.states());
+        assert!(states.is_shared(0x10_0000, 0x2000));
+        drop(states);
+        // An unknown operation is an invalid entry; a header past the
+        // buffer an invalid header.
+        let mut bad = psc.clone();
+        bad[8..16].copy_from_slice(&entry(0x102, 7));
+        exit(&mut rt, &fields, &[(0x800, &bad)]);
+        assert_eq!(
+            u64_at(&ghcb(&rt), ghcb_page::SW_EXIT_INFO_2),
+            PSC_INVALID_ENTRY
+        );
+        let mut header = psc.clone();
+        header[2..4].copy_from_slice(&300u16.to_le_bytes());
+        exit(&mut rt, &fields, &[(0x800, &header)]);
+        assert_eq!(
+            u64_at(&ghcb(&rt), ghcb_page::SW_EXIT_INFO_2),
+            PSC_INVALID_HEADER
+        );
+    }
+
+    #[test]
+    fn mmio_requests_need_a_size_and_a_scratch_buffer_inside_the_ghcb() {
+        let mut page = [0u8; 4096];
+        page[0x800..0x804].copy_from_slice(&0xABCD_1234u32.to_le_bytes());
+        let write = mmio_request(&page, GHCB, true, 0xFEC0_0010, 4, GHCB + 0x800).unwrap();
+        assert_eq!(
+            write.access,
+            DeviceAccess::Mmio {
+                gpa: 0xFEC0_0010,
+                len: 4,
+                write: true
+            }
+        );
+        assert_eq!(&write.data[..4], &0xABCD_1234u32.to_le_bytes());
+        let read = mmio_request(&page, GHCB, false, 0xFEC0_0010, 8, GHCB + 0xFE8).unwrap();
+        assert_eq!(read.data, [0; 8]);
+        for (len, scratch) in [
+            (3, GHCB + 0x800),
+            (0, GHCB + 0x800),
+            (4, GHCB + 0x7FC),
+            (8, GHCB + 0xFEC),
+            (4, GHCB - 8),
+            (4, GHCB + 0x10_0000),
+            (u64::MAX, GHCB + 0x800),
+        ] {
+            assert_eq!(
+                mmio_request(&page, GHCB, true, 0, len, scratch),
+                None,
+                "len {len} scratch {scratch:#x}"
+            );
+        }
+    }
+}
