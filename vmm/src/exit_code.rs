@@ -10,6 +10,9 @@ pub const VIOLATION: i32 = 120;
 pub const GUEST_CRASH: i32 = 121;
 /// Every vCPU halted without reporting an exit code.
 pub const ALL_HALTED: i32 = 122;
+/// (SNP model) The guest made an access silicon would not have let reach
+/// the hypervisor, and the model could not turn it into what silicon does.
+pub const FIDELITY_VIOLATION: i32 = 123;
 /// The run exceeded `--timeout`.
 pub const TIMEOUT: i32 = 124;
 /// The VMM failed: bad input, host without KVM, a failed ioctl.

@@ -85,6 +85,13 @@ pub struct SnpMetrics {
     pub model: umbra_snp_model::psp::ModelSummary,
     /// Attestation reports the model signed.
     pub reports_signed: u64,
+    /// GHCB-page exits by event (`ioio`, `mmio_read`, `mmio_write`, `msr`,
+    /// `cpuid`, `psc`, `guest_request`, `unsupported`).
+    pub ghcb_exits: std::collections::BTreeMap<&'static str, u64>,
+    /// #VCs the model delivered for direct port accesses.
+    pub vc_injected: u64,
+    /// Direct accesses silicon would not have let through.
+    pub fidelity_violations: Vec<crate::backend::snp_model::ghcb::FidelityViolation>,
 }
 
 impl RunMetrics {

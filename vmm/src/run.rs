@@ -184,6 +184,9 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
                 keys_dir: config.snp.model_keys.clone(),
                 vcpus: config.vcpus,
                 guest_features: config.snp.guest_features,
+                // Until the firmware's SNP path has landed, strictness is
+                // asked for explicitly.
+                strict: std::env::var_os("UMBRA_MODEL_STRICT").is_some_and(|v| v == "1"),
             })?;
             run_on(&hypervisor, config, map, firmware, process_start)
         }
@@ -268,6 +271,7 @@ where
         StopReason::AllHalted => exit_code::ALL_HALTED,
         StopReason::VmmError(_) => exit_code::VMM_ERROR,
         StopReason::Timeout => exit_code::TIMEOUT,
+        StopReason::FidelityViolation(_) => exit_code::FIDELITY_VIOLATION,
     };
     if let Some(dir) = config.snp.attest_out.as_ref() {
         vm.write_evidence(dir)?;
@@ -308,5 +312,6 @@ pub fn describe(reason: &StopReason) -> String {
         StopReason::AllHalted => "every vCPU halted without an exit code".into(),
         StopReason::VmmError(why) => format!("VMM error: {why}"),
         StopReason::Timeout => "stopped after the --timeout expired".into(),
+        StopReason::FidelityViolation(why) => format!("SNP model fidelity violation: {why}"),
     }
 }

@@ -22,6 +22,8 @@ pub enum StopReason {
     VmmError(String),
     /// The run exceeded `--timeout`.
     Timeout,
+    /// (SNP model) The guest did what silicon would not have allowed.
+    FidelityViolation(String),
 }
 
 #[derive(Debug, Default)]

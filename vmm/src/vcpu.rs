@@ -201,6 +201,12 @@ pub(crate) fn handle_exit(
                 "guest requested termination, reason set {set} code {code}"
             )));
         }
+        VcpuExit::FidelityViolation(what) => {
+            counts.other += 1;
+            log::error!("{what}");
+            ctx.control
+                .request_stop(StopReason::FidelityViolation(what));
+        }
         VcpuExit::Unhandled(what) => {
             counts.other += 1;
             log::error!("vCPU {index}: unhandled exit {what}");

@@ -184,6 +184,11 @@ fn validate_table(table: &mut CpuidPage, fms: u32) -> Vec<CpuidCorrection> {
         if leaf == 0x1 {
             f.fix("EAX", &mut e.eax, fms);
         }
+        if leaf == 0x8000_001F {
+            // The C-bit position is the platform's, not the VMM's to choose.
+            let want = (e.ebx & !0x3F) | crate::psp::MODEL_C_BIT;
+            f.fix("EBX", &mut e.ebx, want);
+        }
         for (l, sub, reg, mask) in REFUSED_BITS {
             if leaf == l && e.ecx_in == sub {
                 let r = match reg {
@@ -231,6 +236,7 @@ mod tests {
         (xsave.xcr0_in, xsave.ebx) = (1, 0x240);
         let mut sev = entry(0x8000_001F, 0);
         sev.eax = 0x1B;
+        sev.ebx = crate::psp::MODEL_C_BIT;
         let mut p = page(&[
             entry(0, 0),
             leaf1,

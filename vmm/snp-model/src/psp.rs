@@ -38,6 +38,17 @@ pub const FW_BUILD: u8 = 21;
 /// stepping 1 (Milan).
 pub const MODEL_FMS: u32 = 0x00A0_0F11;
 
+/// The model CPU's C-bit position (CPUID Fn8000_001F EBX[5:0]). Milan and
+/// Genoa report 51; the model reports 52 because the hosts it runs on
+/// (plain KVM, often Intel) treat bit 51 of a page-table entry as reserved
+/// but ignore bit 52, so a guest that marks its private mappings with the
+/// C-bit, as an SNP guest must, still runs.
+pub const MODEL_C_BIT: u32 = 52;
+
+/// CPUID Fn8000_001F EAX of the model CPU: SEV (bit 1), SEV-ES (bit 3),
+/// SEV-SNP (bit 4).
+pub const MODEL_SEV_FEATURES: u32 = (1 << 1) | (1 << 3) | (1 << 4);
+
 /// Guest policy bits (SNP ABI 56860 §4.3, table "Guest Policy").
 pub mod policy {
     /// SMT allowed.

@@ -171,6 +171,10 @@ pub enum VcpuExit<'a> {
         /// Reason code within the set.
         code: u8,
     },
+    /// (SNP model) The guest made an access silicon would not have let
+    /// reach the hypervisor, and the model could not make it behave as
+    /// silicon does: the run stops, saying what silicon would have done.
+    FidelityViolation(String),
     /// Anything else, named for the log.
     Unhandled(String),
 }

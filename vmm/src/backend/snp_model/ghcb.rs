@@ -8,7 +8,6 @@
 //! validated and answered with the architected response or error code, and
 //! nothing a guest sends can panic the VMM.
 
-use crate::backend::confidential::FirmwareStatus;
 use crate::error::error_chain;
 use crate::memory::GuestRam;
 use crate::page_state::{PageSize, PageState};
@@ -44,8 +43,15 @@ mod info {
     pub const TERMINATE_REQ: u64 = 0x100;
 }
 
+mod nae;
+pub use nae::{DeviceAccess, GhcbAccess};
+
 /// GHCB page offsets (GHCB spec table 3).
 mod ghcb_page {
+    pub const RAX: usize = 0x1F8;
+    pub const RCX: usize = 0x308;
+    pub const RDX: usize = 0x310;
+    pub const RBX: usize = 0x318;
     pub const SW_EXIT_CODE: usize = 0x390;
     pub const SW_EXIT_INFO_1: usize = 0x398;
     pub const SW_EXIT_INFO_2: usize = 0x3A0;
@@ -56,36 +62,13 @@ mod ghcb_page {
     pub const USAGE: usize = 0xFFC;
 }
 
-/// NAE event: SNP guest request.
-const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
-/// NAE events: MMIO read and write (GHCB spec table 7, `SVM_VMGEXIT_MMIO_*`).
-const MMIO_READ: u64 = 0x8000_0001;
-const MMIO_WRITE: u64 = 0x8000_0002;
-
-/// An MMIO access a guest asked for through the GHCB, for the VMM's device
-/// handlers; [`SnpRuntime::complete_mmio`] finishes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GhcbMmio {
-    /// Guest-physical address of the device register.
-    pub gpa: u64,
-    /// Access size in bytes (1, 2, 4 or 8).
-    pub len: usize,
-    /// Whether the guest writes.
-    pub write: bool,
-    /// The bytes a write carries (first `len`).
-    pub data: [u8; 8],
-    /// The GHCB the request came through.
-    ghcb: u64,
-    /// Where a read's result goes (inside the GHCB's shared buffer).
-    scratch: u64,
-}
 /// GFN value meaning "refused" / "no preference" (all ones in bits 63:12).
 const GFN_NONE: u64 = 0xF_FFFF_FFFF_FFFF;
 /// Protocol versions offered: min 2 (SNP), max 2.
 const PROTOCOL_MIN: u64 = 2;
 const PROTOCOL_MAX: u64 = 2;
-/// C-bit position reported (Milan/Genoa: 51).
-const C_BIT: u64 = 51;
+/// C-bit position reported, the same as in the model's CPUID page.
+const C_BIT: u64 = umbra_snp_model::psp::MODEL_C_BIT as u64;
 /// PSC "generic error", as KVM reports it (bit 63 of the response).
 const PSC_ERROR: u64 = 1 << 31;
 
@@ -118,40 +101,29 @@ pub enum GhcbOutcome {
     /// A GHCB-page exit from a GPA the vCPU never registered: the VM cannot
     /// continue (KVM fails the vCPU run the same way).
     Unregistered(u64),
-    /// An MMIO access for the device handlers (then `complete_mmio`).
-    Mmio(GhcbMmio),
+    /// A device access for the VMM's handlers (then `complete_access`).
+    Device(GhcbAccess),
 }
 
-/// Validates an MMIO NAE request: a size of 1, 2, 4 or 8 bytes and a
-/// scratch buffer inside the GHCB's shared buffer (as Linux places it; KVM
-/// refuses a scratch area it cannot map).
-fn mmio_request(
-    page: &[u8; 4096],
-    ghcb: u64,
-    write: bool,
-    gpa: u64,
-    len: u64,
-    scratch: u64,
-) -> Option<GhcbMmio> {
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|l| matches!(l, 1 | 2 | 4 | 8))?;
-    let at = usize::try_from(scratch.checked_sub(ghcb)?).ok()?;
-    if at < ghcb_page::SHARED_BUFFER || at.checked_add(len)? > ghcb_page::SHARED_BUFFER_END {
-        return None;
-    }
-    let mut data = [0u8; 8];
-    if write {
-        data[..len].copy_from_slice(page.get(at..at + len)?);
-    }
-    Some(GhcbMmio {
-        gpa,
-        len,
-        write,
-        data,
-        ghcb,
-        scratch,
-    })
+/// A direct access by an SNP guest that silicon would not have let reach
+/// the hypervisor.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FidelityViolation {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// `ioio` or `mmio`.
+    pub kind: &'static str,
+    /// Port or guest-physical address.
+    pub address: u64,
+    /// Whether it was a write.
+    pub write: bool,
+    /// What silicon would have done.
+    pub silicon: String,
+}
+
+/// The GHCB MSR protocol's SEV-information response.
+fn sev_info_response() -> u64 {
+    (PROTOCOL_MAX << 48) | (PROTOCOL_MIN << 32) | (C_BIT << 24) | info::SEV_INFO_RESP
 }
 
 /// A CPUID answer source for MSR-protocol CPUID requests.
@@ -165,6 +137,12 @@ pub struct SnpRuntime {
     ram: Arc<GuestRam>,
     shared: SharedMemory,
     vcpus: Vec<VcpuState>,
+    /// GHCB-page exits by event name, for the metrics.
+    pub ghcb_exits: std::collections::BTreeMap<&'static str, u64>,
+    /// #VCs the model delivered for direct accesses (strict mode).
+    pub vc_injected: u64,
+    /// Direct accesses silicon would not have let through.
+    pub fidelity_violations: Vec<FidelityViolation>,
     sev_status: u64,
     cpuid: CpuidTable,
     /// The last report the model signed, for `--attest-out`.
@@ -187,11 +165,23 @@ impl SnpRuntime {
             model,
             ram,
             shared,
-            vcpus: vec![VcpuState::default(); vcpus as usize],
+            // KVM presets the GHCB MSR of every SEV-ES vCPU with the
+            // SEV-information response, so a guest can read the protocol
+            // range and C-bit before its first VMGEXIT.
+            vcpus: vec![
+                VcpuState {
+                    msr: sev_info_response(),
+                    ..VcpuState::default()
+                };
+                vcpus as usize
+            ],
             // SEV_STATUS: SEV | SEV-ES | (SEV_FEATURES << 2); SNPActive is
             // feature bit 0, so bit 2.
             sev_status: 0b11 | (guest_features << 2),
             cpuid,
+            ghcb_exits: Default::default(),
+            vc_injected: 0,
+            fidelity_violations: Vec::new(),
             last_report: None,
             reports_signed: 0,
         }
@@ -288,9 +278,7 @@ impl SnpRuntime {
         }
         let data = request >> 12;
         let response = match code {
-            info::SEV_INFO_REQ => Some(
-                (PROTOCOL_MAX << 48) | (PROTOCOL_MIN << 32) | (C_BIT << 24) | info::SEV_INFO_RESP,
-            ),
+            info::SEV_INFO_REQ => Some(sev_info_response()),
             info::CPUID_REQ => {
                 let function = (request >> 32) as u32;
                 let register = ((request >> 30) & 3) as usize;
@@ -400,164 +388,5 @@ impl SnpRuntime {
             }
         }
         Ok(())
-    }
-
-    fn ghcb_page_exit(&mut self, vcpu: usize, gpa: u64) -> GhcbOutcome {
-        if self.vcpus[vcpu].ghcb_gfn != Some(gpa >> 12) {
-            return GhcbOutcome::Unregistered(gpa);
-        }
-        let mut page = [0u8; 4096];
-        if let Err(e) = self.shared.read(gpa, &mut page) {
-            log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} unreadable: {e}");
-            return GhcbOutcome::Unregistered(gpa);
-        }
-        let u64_at = |p: &[u8; 4096], at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&p[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        let valid = |p: &[u8; 4096], offset: usize| {
-            let bit = offset / 8;
-            p[ghcb_page::VALID_BITMAP + bit / 8] & (1 << (bit % 8)) != 0
-        };
-        let exit_code = u64_at(&page, ghcb_page::SW_EXIT_CODE);
-        let info1 = u64_at(&page, ghcb_page::SW_EXIT_INFO_1);
-        let info2 = u64_at(&page, ghcb_page::SW_EXIT_INFO_2);
-        let usage = u32::from_le_bytes([
-            page[ghcb_page::USAGE],
-            page[ghcb_page::USAGE + 1],
-            page[ghcb_page::USAGE + 2],
-            page[ghcb_page::USAGE + 3],
-        ]);
-        let all_valid = [
-            ghcb_page::SW_EXIT_CODE,
-            ghcb_page::SW_EXIT_INFO_1,
-            ghcb_page::SW_EXIT_INFO_2,
-        ]
-        .iter()
-        .all(|o| valid(&page, *o));
-        // GHCB spec error convention: info_1 = 2 "bad input" with the reason
-        // in info_2 (2 invalid usage, 4 missing input, 6 invalid event).
-        let (out1, out2) = if usage != 0 {
-            (2, 2)
-        } else if !all_valid {
-            (2, 4)
-        } else if exit_code == SNP_GUEST_REQUEST {
-            (0, self.guest_request(vcpu, info1, info2))
-        } else if exit_code == MMIO_READ || exit_code == MMIO_WRITE {
-            let scratch = u64_at(&page, ghcb_page::SW_SCRATCH);
-            match mmio_request(&page, gpa, exit_code == MMIO_WRITE, info1, info2, scratch) {
-                Some(mmio) if valid(&page, ghcb_page::SW_SCRATCH) => {
-                    return GhcbOutcome::Mmio(mmio)
-                }
-                _ => {
-                    log::debug!("vCPU {vcpu}: malformed GHCB MMIO request at {info1:#x}");
-                    (2, 4)
-                }
-            }
-        } else {
-            log::debug!("vCPU {vcpu}: unsupported GHCB event {exit_code:#x}");
-            (2, 6)
-        };
-        self.respond(vcpu, gpa, &mut page, out1, out2);
-        GhcbOutcome::Resume
-    }
-
-    /// Writes the hypervisor's answer into the GHCB at `gpa`.
-    fn respond(&self, vcpu: usize, gpa: u64, page: &mut [u8; 4096], out1: u64, out2: u64) {
-        page[ghcb_page::VALID_BITMAP..ghcb_page::VALID_BITMAP + 16].fill(0);
-        page[ghcb_page::SW_EXIT_INFO_1..ghcb_page::SW_EXIT_INFO_1 + 8]
-            .copy_from_slice(&u64::to_le_bytes(out1));
-        page[ghcb_page::SW_EXIT_INFO_2..ghcb_page::SW_EXIT_INFO_2 + 8]
-            .copy_from_slice(&u64::to_le_bytes(out2));
-        // The hypervisor marks the fields it returns valid.
-        for field in [ghcb_page::SW_EXIT_INFO_1, ghcb_page::SW_EXIT_INFO_2] {
-            let bit = field / 8;
-            page[ghcb_page::VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
-        }
-        if let Err(e) = self.shared.write(gpa, page) {
-            log::warn!("vCPU {vcpu}: GHCB at {gpa:#x} became unwritable: {e}");
-        }
-    }
-
-    /// Finishes an MMIO request once the device handler ran: a read's
-    /// `data` goes into the scratch buffer, and the GHCB reports success.
-    pub fn complete_mmio(&mut self, vcpu: u32, mmio: &GhcbMmio, data: &[u8]) {
-        let vcpu = vcpu as usize;
-        let mut page = [0u8; 4096];
-        if self.shared.read(mmio.ghcb, &mut page).is_err() {
-            log::warn!("vCPU {vcpu}: GHCB at {:#x} vanished during MMIO", mmio.ghcb);
-            return;
-        }
-        if !mmio.write {
-            let at = (mmio.scratch - mmio.ghcb) as usize;
-            if let (Some(dst), Some(src)) = (page.get_mut(at..at + mmio.len), data.get(..mmio.len))
-            {
-                dst.copy_from_slice(src);
-            }
-        }
-        self.respond(vcpu, mmio.ghcb, &mut page, 0, 0);
-    }
-
-    /// SNP_GUEST_REQUEST: returns the status for sw_exit_info_2 (0 success;
-    /// otherwise the firmware error in the low 32 bits).
-    fn guest_request(&mut self, vcpu: usize, request_gpa: u64, response_gpa: u64) -> u64 {
-        let mut request = [0u8; 4096];
-        if request_gpa & 0xFFF != 0
-            || response_gpa & 0xFFF != 0
-            || self.shared.read(request_gpa, &mut request).is_err()
-        {
-            log::warn!("vCPU {vcpu}: guest request pages {request_gpa:#x}/{response_gpa:#x} are not shared RAM");
-            return u64::from(FirmwareStatus::InvalidAddress as u32);
-        }
-        match self.model.guest_request(&request) {
-            Ok(outcome) => {
-                if let Some(report) = outcome.report {
-                    self.last_report = Some(report);
-                    self.reports_signed += 1;
-                }
-                match self.shared.write(response_gpa, &outcome.response[..]) {
-                    Ok(()) => 0,
-                    Err(_) => u64::from(FirmwareStatus::InvalidAddress as u32),
-                }
-            }
-            Err(error) => {
-                log::warn!("vCPU {vcpu}: guest request refused: {error}");
-                u64::from(error.code())
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GHCB: u64 = 0x5000;
-
-    #[test]
-    fn mmio_requests_need_a_size_and_a_scratch_buffer_inside_the_ghcb() {
-        let mut page = [0u8; 4096];
-        page[0x800..0x804].copy_from_slice(&0xABCD_1234u32.to_le_bytes());
-        let write = mmio_request(&page, GHCB, true, 0xFEC0_0010, 4, GHCB + 0x800).unwrap();
-        assert_eq!((write.gpa, write.len), (0xFEC0_0010, 4));
-        assert_eq!(&write.data[..4], &0xABCD_1234u32.to_le_bytes());
-        let read = mmio_request(&page, GHCB, false, 0xFEC0_0010, 8, GHCB + 0xFE8).unwrap();
-        assert_eq!(read.data, [0; 8]);
-        for (len, scratch) in [
-            (3, GHCB + 0x800),        // not an access size
-            (0, GHCB + 0x800),        // empty
-            (4, GHCB + 0x7FC),        // before the shared buffer
-            (8, GHCB + 0xFEC),        // runs past it
-            (4, GHCB - 8),            // below the GHCB
-            (4, GHCB + 0x10_0000),    // another page
-            (u64::MAX, GHCB + 0x800), // absurd size
-        ] {
-            assert_eq!(
-                mmio_request(&page, GHCB, true, 0, len, scratch),
-                None,
-                "len {len} scratch {scratch:#x}"
-            );
-        }
     }
 }

@@ -177,7 +177,11 @@ fn proposed_cpuid_page(cpuid: &[(u32, [u32; 4])]) -> CpuidPage {
     let mut page = CpuidPage::new_zeroed();
     let entries = cpuid
         .iter()
-        .filter(|(leaf, _)| *leaf <= max_basic || (0x8000_0000..=max_ext).contains(leaf))
+        .filter(|(leaf, _)| {
+            // The model CPU's SEV leaf is always offered, whatever the host's
+            // highest extended leaf.
+            *leaf <= max_basic || (0x8000_0000..=max_ext).contains(leaf) || *leaf == 0x8000_001F
+        })
         .map(|(leaf, r)| {
             let mut e = CpuidEntry {
                 eax_in: *leaf,

@@ -10,6 +10,7 @@
 pub mod ghcb;
 mod key_dir;
 mod launch;
+mod vc;
 pub use launch::ModelLaunch;
 
 use super::kvm::{KvmHypervisor, KvmVcpu, KvmVm};
@@ -18,7 +19,7 @@ use crate::memory::{GuestRam, MemoryMap};
 use crate::page_state::{PageState, PageStates};
 use crate::shared_memory::SharedMemory;
 use crate::sync::lock;
-use ghcb::{CpuidTable, GhcbMmio, GhcbOutcome, SnpRuntime, MODEL_MSRS};
+use ghcb::{CpuidTable, DeviceAccess, GhcbAccess, GhcbOutcome, SnpRuntime, MODEL_MSRS};
 pub use key_dir::DirKeyStore;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,9 @@ pub struct ModelOptions {
     pub vcpus: u32,
     /// VMSA SEV_FEATURES (`--guest-features`).
     pub guest_features: u64,
+    /// As strict as silicon: a direct port access raises #VC in the guest,
+    /// a direct MMIO access stops the run as a fidelity violation.
+    pub strict: bool,
 }
 
 /// The model platform: plain KVM underneath.
@@ -220,6 +224,9 @@ impl Vm for ModelVm {
             page_states: lock(guest.shared.states()).summary(),
             model: runtime.model.summary(),
             reports_signed: runtime.reports_signed,
+            ghcb_exits: runtime.ghcb_exits.clone(),
+            vc_injected: runtime.vc_injected,
+            fidelity_violations: runtime.fidelity_violations.clone(),
         })
     }
 
@@ -255,8 +262,11 @@ impl Vm for ModelVm {
         Ok(ModelVcpu {
             inner: self.inner.create_vcpu(index, vcpu_count, start, features)?,
             runtime: guest.runtime.clone(),
-            mmio: None,
-            mmio_data: [0; 8],
+            ram: guest.ram.clone(),
+            strict: self.options.strict,
+            pending: None,
+            data: [0; 8],
+            deferred: None,
         })
     }
 }
@@ -265,10 +275,113 @@ impl Vm for ModelVm {
 pub struct ModelVcpu {
     inner: KvmVcpu,
     runtime: Arc<Mutex<SnpRuntime>>,
-    /// A GHCB MMIO request handed to the device handlers, finished on the
+    ram: Arc<GuestRam>,
+    strict: bool,
+    /// A GHCB device access handed to the device handlers, finished on the
     /// next entry (as KVM completes it before re-entering the guest).
-    mmio: Option<GhcbMmio>,
-    mmio_data: [u8; 8],
+    pending: Option<GhcbAccess>,
+    data: [u8; 8],
+    /// Work that needs the vCPU's registers, done before the next entry
+    /// (while an exit is alive its borrow of the vCPU forbids ioctls).
+    deferred: Option<Deferred>,
+}
+
+/// See [`ModelVcpu::deferred`].
+#[derive(Clone, Copy, Debug)]
+enum Deferred {
+    /// Deliver #VC for a direct access.
+    Vc {
+        kind: &'static str,
+        at: u64,
+        write: bool,
+    },
+    /// Emulate an MSR access asked for through the GHCB.
+    Msr {
+        access: GhcbAccess,
+        index: u32,
+        write: bool,
+    },
+}
+
+/// #GP as a GHCB event-injection value (vector 13, exception, valid), what
+/// KVM answers for an MSR access it refuses.
+const GHCB_INJECT_GP: u64 = 13 | (3 << 8) | (1 << 31);
+
+impl ModelVcpu {
+    /// An MSR access asked for through the GHCB: emulated by KVM itself
+    /// (KVM_GET/SET_MSRS), as KVM does for the MSR NAE event.
+    fn emulate_msr(&mut self, access: &GhcbAccess, index: u32, write: bool) {
+        let mut msrs = match kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+            index,
+            data: u64::from_le_bytes(access.data),
+            ..Default::default()
+        }]) {
+            Ok(m) => m,
+            Err(_) => return,
+        };
+        let fd = self.inner.fd();
+        let done = if write {
+            fd.set_msrs(&msrs).map(|n| n == 1)
+        } else {
+            fd.get_msrs(&mut msrs).map(|n| n == 1)
+        };
+        let mut runtime = lock(&self.runtime);
+        match done {
+            Ok(true) => {
+                let value = msrs.as_slice().first().map_or(0, |e| e.data);
+                runtime.complete_access(self.inner.index(), access, &value.to_le_bytes());
+            }
+            _ => runtime.fail_access(self.inner.index(), access, GHCB_INJECT_GP),
+        }
+    }
+
+    /// A direct device access by the guest. On silicon, port I/O raises
+    /// #VC and the model delivers it; MMIO (a nested page fault there) it
+    /// cannot inject over KVM's pending emulation, so that is a fidelity
+    /// violation. Either way it is recorded.
+    fn direct_access(
+        &mut self,
+        kind: &'static str,
+        at: u64,
+        write: bool,
+    ) -> Option<VcpuExit<'static>> {
+        let index = self.inner.index();
+        let error_code = if kind == "ioio" {
+            vc::SVM_EXIT_IOIO
+        } else {
+            vc::SVM_EXIT_NPF
+        };
+        let delivered = if kind == "ioio" {
+            vc::deliver(self.inner.fd(), &self.ram, error_code)
+        } else {
+            Err(vc::DeliveryError::CheckGate(
+                "MMIO is not injectable over KVM's emulation",
+            ))
+        };
+        let mut runtime = lock(&self.runtime);
+        match delivered {
+            Ok(()) => {
+                runtime.vc_injected += 1;
+                None
+            }
+            Err(why) => {
+                let what = format!(
+                    "vCPU {index}: direct {} {} {at:#x} by an SNP guest; silicon would raise #VC \
+                     (error code {error_code:#x}) and the model could not deliver it: {why}",
+                    if kind == "ioio" { "port" } else { "MMIO" },
+                    if write { "write to" } else { "read of" },
+                );
+                runtime.fidelity_violations.push(ghcb::FidelityViolation {
+                    vcpu: index,
+                    kind,
+                    address: at,
+                    write,
+                    silicon: format!("#VC, error code {error_code:#x}"),
+                });
+                Some(VcpuExit::FidelityViolation(what))
+            }
+        }
+    }
 }
 
 impl Vcpu for ModelVcpu {
@@ -281,71 +394,138 @@ impl Vcpu for ModelVcpu {
     }
 
     /// Runs to the next exit, answering the model's MSRs here. An MSR the
-    /// model does not answer gets #GP, as on silicon. An MMIO request made
-    /// through the GHCB comes back as the same `MmioRead`/`MmioWrite` exit a
-    /// plain guest's access makes, so one bus serves every platform.
+    /// model does not answer gets #GP, as on silicon. A device access made
+    /// through the GHCB comes back as the same port or MMIO exit a plain
+    /// guest's access makes, so one bus serves every platform.
     fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
         let index = self.inner.index();
-        if let Some(mmio) = self.mmio.take() {
-            lock(&self.runtime).complete_mmio(index, &mmio, &self.mmio_data);
+        match self.deferred.take() {
+            Some(Deferred::Vc { kind, at, write }) => {
+                if let Some(stop) = self.direct_access(kind, at, write) {
+                    return Ok(stop);
+                }
+            }
+            Some(Deferred::Msr {
+                access,
+                index: msr,
+                write,
+            }) => self.emulate_msr(&access, msr, write),
+            None => {}
         }
-        let runtime = &self.runtime;
-        match self.inner.run()? {
+        if let Some(access) = self.pending.take() {
+            lock(&self.runtime).complete_access(index, &access, &self.data);
+        }
+        let strict = self.strict;
+        let exit = self.inner.run()?;
+        let direct = |kind, at, write| Some(Deferred::Vc { kind, at, write });
+        let outcome = match exit {
             VcpuExit::MsrRead {
                 index: msr,
                 data,
                 error,
             } => {
-                match lock(runtime).rdmsr(index, msr) {
+                match lock(&self.runtime).rdmsr(index, msr) {
                     Some(value) => *data = value,
                     None => {
                         log::debug!("vCPU {index}: rdmsr {msr:#x} refused: #GP");
                         *error = 1;
                     }
                 }
-                Ok(VcpuExit::Handled)
+                return Ok(VcpuExit::Handled);
             }
             VcpuExit::MsrWrite {
                 index: msr,
                 data,
                 error,
-            } => match lock(runtime).wrmsr(index, msr, data) {
-                Some(GhcbOutcome::Resume) => Ok(VcpuExit::Handled),
-                Some(GhcbOutcome::Terminate(set, code)) => {
-                    Ok(VcpuExit::GuestTerminate { set, code })
-                }
-                Some(GhcbOutcome::Unregistered(gpa)) => Ok(VcpuExit::Unhandled(format!(
-                    "GHCB exit from unregistered or private GPA {gpa:#x}"
-                ))),
-                Some(GhcbOutcome::Mmio(mmio)) => {
-                    self.mmio = Some(mmio);
-                    self.mmio_data = mmio.data;
-                    let data = &mut self.mmio_data[..mmio.len];
-                    Ok(if mmio.write {
-                        VcpuExit::MmioWrite(mmio.gpa, data)
-                    } else {
-                        VcpuExit::MmioRead(mmio.gpa, data)
-                    })
-                }
-                None => {
+            } => {
+                let outcome = lock(&self.runtime).wrmsr(index, msr, data);
+                if outcome.is_none() {
                     log::debug!("vCPU {index}: wrmsr {msr:#x} refused: #GP");
                     *error = 1;
-                    Ok(VcpuExit::Handled)
                 }
-            },
-            other => Ok(other),
+                outcome
+            }
+            // On silicon these never reach the hypervisor: they raise #VC.
+            VcpuExit::PioIn(port, _) if strict => {
+                self.deferred = direct("ioio", u64::from(port), false);
+                return Ok(VcpuExit::Handled);
+            }
+            VcpuExit::PioOut(port, _) if strict => {
+                self.deferred = direct("ioio", u64::from(port), true);
+                return Ok(VcpuExit::Handled);
+            }
+            VcpuExit::MmioRead(gpa, _) if strict => {
+                self.deferred = direct("mmio", gpa, false);
+                return Ok(VcpuExit::Handled);
+            }
+            VcpuExit::MmioWrite(gpa, _) if strict => {
+                self.deferred = direct("mmio", gpa, true);
+                return Ok(VcpuExit::Handled);
+            }
+            other => return Ok(other),
+        };
+        match outcome {
+            None | Some(GhcbOutcome::Resume) => Ok(VcpuExit::Handled),
+            Some(GhcbOutcome::Terminate(set, code)) => Ok(VcpuExit::GuestTerminate { set, code }),
+            Some(GhcbOutcome::Unregistered(gpa)) => Ok(VcpuExit::Unhandled(format!(
+                "GHCB exit from unregistered or private GPA {gpa:#x}"
+            ))),
+            Some(GhcbOutcome::Device(access)) => {
+                self.data = access.data;
+                match access.access {
+                    DeviceAccess::Msr { index: msr, write } => {
+                        self.deferred = Some(Deferred::Msr {
+                            access,
+                            index: msr,
+                            write,
+                        });
+                        Ok(VcpuExit::Handled)
+                    }
+                    DeviceAccess::Mmio { gpa, len, write } => {
+                        self.pending = Some(access);
+                        let data = &mut self.data[..len];
+                        Ok(if write {
+                            VcpuExit::MmioWrite(gpa, data)
+                        } else {
+                            VcpuExit::MmioRead(gpa, data)
+                        })
+                    }
+                    DeviceAccess::Pio { port, len, write } => {
+                        self.pending = Some(access);
+                        let data = &mut self.data[..len];
+                        Ok(if write {
+                            VcpuExit::PioOut(port, data)
+                        } else {
+                            VcpuExit::PioIn(port, data)
+                        })
+                    }
+                }
+            }
         }
     }
 }
 
 /// The host's CPUID (subleaf 0) for the model's MSR-protocol CPUID answers
 /// and the CPUID page it proposes.
+/// The model CPU's SEV leaf (Fn8000_001F) replaces the host's (an Intel
+/// host has none): SEV, SEV-ES and SNP, the model's C-bit, one bit of
+/// physical-address reduction.
 fn host_cpuid() -> CpuidTable {
-    (0..=0x1Fu32)
+    use umbra_snp_model::psp::{MODEL_C_BIT, MODEL_SEV_FEATURES};
+    let mut table: CpuidTable = (0..=0x1Fu32)
         .chain(0x8000_0000..=0x8000_0021)
+        .filter(|leaf| *leaf != 0x8000_001F)
         .map(|leaf| {
             let r = std::arch::x86_64::__cpuid_count(leaf, 0);
             (leaf, [r.eax, r.ebx, r.ecx, r.edx])
         })
-        .collect()
+        .collect();
+    table.push((
+        0x8000_001F,
+        [MODEL_SEV_FEATURES, MODEL_C_BIT | (1 << 6), 0, 0],
+    ));
+    if let Some((_, max_ext)) = table.iter_mut().find(|(leaf, _)| *leaf == 0x8000_0000) {
+        max_ext[0] = max_ext[0].max(0x8000_001F);
+    }
+    table
 }
