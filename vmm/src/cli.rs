@@ -204,6 +204,15 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
             return exit_code::VMM_ERROR;
         }
     };
+    let features = config.snp.guest_features;
+    if matches!(config.platform, Platform::Snp | Platform::SnpModel)
+        && run::launched_features(features) != features
+    {
+        eprintln!(
+            "umbra: note: --guest-features {features:#x} launches as {:#x}: KVM always sets SNPActive (bit 0) in an SNP guest's VMSA",
+            run::launched_features(features)
+        );
+    }
     if args.print_measurement {
         return match run::predicted_measurement(&config) {
             Ok(digest) => {

@@ -30,6 +30,7 @@ pub mod page_state;
 pub mod run;
 pub mod run_control;
 pub mod shared_memory;
+pub mod snp_policy;
 pub(crate) mod sync;
 pub(crate) mod vcpu;
 pub mod violation;

@@ -83,6 +83,9 @@ pub enum VmmError {
     /// A vCPU thread could not be spawned.
     #[error("cannot spawn a vCPU thread")]
     SpawnVcpu(#[source] std::io::Error),
+    /// The guest policy would be refused at LAUNCH_START.
+    #[error(transparent)]
+    Policy(#[from] crate::snp_policy::PolicyError),
 }
 
 /// The result of a run.
@@ -107,12 +110,18 @@ pub fn launch_options(config: &VmConfig) -> Result<LaunchOptions, VmmError> {
     Ok(LaunchOptions {
         vcpus: config.vcpus,
         vcpu_type: config.snp.vcpu_type.clone(),
-        guest_features: config.snp.guest_features,
+        guest_features: launched_features(config.snp.guest_features),
         policy: config.snp.policy,
         host_data: config.snp.host_data,
         id_block: read(&config.snp.id_block)?,
         id_auth: read(&config.snp.id_auth)?,
     })
+}
+
+/// The VMSA SEV_FEATURES an SNP guest launches with: KVM always sets
+/// SNPActive (bit 0, `__sev_guest_init`), whatever was asked for.
+pub fn launched_features(requested: u64) -> u64 {
+    requested | 1
 }
 
 /// The launch digest an SNP launch of this configuration produces,
@@ -180,10 +189,14 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
     match config.platform {
         Platform::None => run_on(&KvmHypervisor::new()?, config, map, firmware, process_start),
         Platform::SnpModel => {
+            // The model stands for the whole stack silicon has: the kernel's
+            // checks here (as Linux 6.11 makes them), the firmware's in it.
+            crate::snp_policy::check(config.snp.policy, None)?;
             let hypervisor = ModelHypervisor::new(ModelOptions {
                 keys_dir: config.snp.model_keys.clone(),
                 vcpus: config.vcpus,
-                guest_features: config.snp.guest_features,
+                vcpu_signature: vcpu_signature(config)?,
+                guest_features: launched_features(config.snp.guest_features),
                 // Until the firmware's SNP path has landed, strictness is
                 // asked for explicitly.
                 strict: std::env::var_os("UMBRA_MODEL_STRICT").is_some_and(|v| v == "1"),
@@ -199,11 +212,13 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
                     .and_then(|fw| fw.sev_es_reset_eip().ok().flatten())
             });
             let hypervisor = SnpHypervisor::new(SnpConfig {
-                vmsa_features: config.snp.guest_features,
+                vmsa_features: launched_features(config.snp.guest_features),
                 gosvw: [0; 16],
                 vcek_disabled: false,
                 ap_reset_eip,
+                vcpu_signature: vcpu_signature(config)?,
             })?;
+            crate::snp_policy::check(config.snp.policy, hypervisor.kernel_policy_bits())?;
             run_on(&hypervisor, config, map, firmware, process_start)
         }
         Platform::SevEs | Platform::Sev => Err(VmmError::PlatformUnavailable {
@@ -211,6 +226,14 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
             reason: "not driven by umbra run yet".into(),
         }),
     }
+}
+
+/// CPUID Fn0000_0001 EAX of `--vcpu-type`, which the vCPUs report and KVM
+/// measures in RDX.
+fn vcpu_signature(config: &VmConfig) -> Result<Option<u32>, VmmError> {
+    umbra_attestation::measure::vcpu_types::vcpu_sig_of(&config.snp.vcpu_type)
+        .map(Some)
+        .ok_or_else(|| PlanError::VcpuType(config.snp.vcpu_type.clone()).into())
 }
 
 /// Builds, runs and reports a VM on `hypervisor`.

@@ -276,12 +276,11 @@ impl SnpFirmwareModel {
         if (major, minor) > (FW_MAJOR, FW_MINOR) {
             return Err(FirmwareStatus::PolicyFailure);
         }
-        // Requirements the model platform cannot meet: no migration agent,
-        // Milan has neither AES-256-XTS nor ciphertext hiding, RAPL is on.
-        let unmet = policy::MIGRATE_MA
-            | policy::MEM_AES_256_XTS
-            | policy::RAPL_DIS
-            | policy::CIPHERTEXT_HIDING;
+        // Requirements the model platform cannot meet: Milan has neither
+        // AES-256-XTS nor ciphertext hiding, and RAPL is on. MIGRATE_MA only
+        // *allows* a migration agent (nothing to meet), so the firmware
+        // accepts it; the kernel is what refuses it today.
+        let unmet = policy::MEM_AES_256_XTS | policy::RAPL_DIS | policy::CIPHERTEXT_HIDING;
         if policy & unmet != 0 || (self.platform.smt_enabled && policy & policy::SMT == 0) {
             return Err(FirmwareStatus::PolicyFailure);
         }

@@ -95,6 +95,11 @@ fn launch_start_policy_checks() {
     );
     assert_eq!(m.state(), GuestState::Init);
     m.launch_start(0x30137, [0; 16]).unwrap();
+    // MIGRATE_MA allows a migration agent; it asks for nothing the
+    // platform lacks, so the firmware accepts it.
+    model()
+        .launch_start(0x30000 | policy::MIGRATE_MA, [0; 16])
+        .unwrap();
     assert_eq!(
         m.launch_start(0x30000, [0; 16]),
         Err(FirmwareStatus::InvalidGuestState)

@@ -93,6 +93,8 @@ impl KvmHypervisor {
             ram: Vec::new(),
             ram_ranges: Vec::new(),
             irqchip: AtomicU8::new(IRQCHIP_NONE),
+            signature: None,
+            vcpu0_cpuid: std::sync::OnceLock::new(),
         })
     }
 }
@@ -105,12 +107,30 @@ pub struct KvmVm {
     ram: Vec<Arc<GuestRam>>,
     ram_ranges: Vec<(u64, u64)>,
     irqchip: AtomicU8,
+    /// CPUID Fn0000_0001 EAX (and reset RDX) of every vCPU, when the VM
+    /// models a given CPU (`--vcpu-type` on SNP platforms) instead of the
+    /// host's.
+    signature: Option<u32>,
+    /// The CPUID table vCPU 0 got, for the SNP CPUID page.
+    vcpu0_cpuid: std::sync::OnceLock<CpuId>,
 }
 
 impl KvmVm {
     /// The VM fd (for backends layered on this one).
     pub(crate) fn vm_fd(&self) -> &VmFd {
         &self.vm
+    }
+
+    /// Makes every vCPU report `signature` in CPUID Fn0000_0001 EAX and
+    /// start with it in RDX, as QEMU does for its `-cpu` model: KVM copies
+    /// the reset RDX into the VMSA it measures at SNP_LAUNCH_FINISH.
+    pub(crate) fn set_cpu_signature(&mut self, signature: u32) {
+        self.signature = Some(signature);
+    }
+
+    /// The CPUID table vCPU 0 was given (once it exists).
+    pub(crate) fn vcpu0_cpuid(&self) -> Option<&CpuId> {
+        self.vcpu0_cpuid.get()
     }
 
     /// The RAM registered with this VM (the first registration).
@@ -250,14 +270,22 @@ impl Vm for KvmVm {
                 source,
             }
         };
-        let cpuid = vcpu_cpuid(&self.cpuid, index, vcpu_count, umbra_features).map_err(|e| {
-            BackendError::VcpuSetup {
-                index,
-                what: "building CPUID",
-                source: e,
-            }
+        let cpuid = vcpu_cpuid(
+            &self.cpuid,
+            index,
+            vcpu_count,
+            umbra_features,
+            self.signature,
+        )
+        .map_err(|e| BackendError::VcpuSetup {
+            index,
+            what: "building CPUID",
+            source: e,
         })?;
         fd.set_cpuid2(&cpuid).map_err(setup("KVM_SET_CPUID2"))?;
+        if index == 0 {
+            let _ = self.vcpu0_cpuid.set(cpuid.clone());
+        }
         let signature = cpuid
             .as_slice()
             .iter()
@@ -469,6 +497,7 @@ fn vcpu_cpuid(
     index: u32,
     vcpu_count: u32,
     umbra_features: u32,
+    signature: Option<u32>,
 ) -> Result<CpuId, kvm_ioctls::Error> {
     use umbra_firmware::layout::{UMBRA_CPUID_FEATURES, UMBRA_CPUID_LEAF};
     let mut entries: Vec<kvm_bindings::kvm_cpuid_entry2> = supported
@@ -497,6 +526,9 @@ fn vcpu_cpuid(
             1 => {
                 // EBX[31:24] initial APIC ID, EBX[23:16] logical processors.
                 entry.ebx = (entry.ebx & 0xFFFF) | (index << 24) | (vcpu_count.min(255) << 16);
+                if let Some(signature) = signature {
+                    entry.eax = signature;
+                }
             }
             0xB | 0x1F => entry.edx = index,
             _ => {}

@@ -58,12 +58,16 @@ pub struct MapGpaRange {
 /// `args[0]` a 4 KiB aligned GPA, `args[1]` a nonzero count of 4 KiB pages,
 /// `args[2]` only ENCRYPTED (bit 4) and one page-size bit; the whole range
 /// inside guest RAM. Returns the positive errno to give back otherwise.
+/// A shared conversion of a range that touches no RAM at all (MMIO, the
+/// IOAPIC) is `Ok(None)`, nothing to do: OVMF asks for those, and QEMU's
+/// `kvm_convert_memory` answers 0 rather than an error the guest treats as
+/// fatal. Private conversions outside RAM stay refused.
 pub fn validate_map_gpa_range(
     gpa: u64,
     npages: u64,
     attrs: u64,
     ram: &[(u64, u64)],
-) -> Result<MapGpaRange, u64> {
+) -> Result<Option<MapGpaRange>, u64> {
     let einval = libc::EINVAL as u64;
     let known = uapi::MAP_GPA_RANGE_ENCRYPTED
         | uapi::MAP_GPA_RANGE_PAGE_SZ_2M
@@ -79,14 +83,19 @@ pub fn validate_map_gpa_range(
         return Err(einval);
     }
     let size = npages.checked_mul(PAGE_SIZE).ok_or(einval)?;
+    let end = gpa.checked_add(size).ok_or(einval)?;
+    let private = attrs & uapi::MAP_GPA_RANGE_ENCRYPTED != 0;
     if !range_in_ram(gpa, size, ram) {
-        return Err(einval);
+        let touches_ram = ram
+            .iter()
+            .any(|&(base, len)| gpa < base.saturating_add(len) && base < end);
+        return if private || touches_ram {
+            Err(einval)
+        } else {
+            Ok(None)
+        };
     }
-    Ok(MapGpaRange {
-        gpa,
-        size,
-        private: attrs & uapi::MAP_GPA_RANGE_ENCRYPTED != 0,
-    })
+    Ok(Some(MapGpaRange { gpa, size, private }))
 }
 
 /// Validates a `KVM_EXIT_MEMORY_FAULT` (flags, page-aligned range in RAM);
@@ -185,7 +194,8 @@ impl PrivateMemory {
     /// the only values the kernel accepts.
     pub fn handle_map_gpa_range(&self, gpa: u64, npages: u64, attrs: u64) -> u64 {
         let req = match validate_map_gpa_range(gpa, npages, attrs, &self.ram()) {
-            Ok(r) => r,
+            Ok(Some(r)) => r,
+            Ok(None) => return 0,
             Err(errno) => {
                 log::warn!(
                     "guest MAP_GPA_RANGE({gpa:#x}, {npages} pages, {attrs:#x}) refused: not aligned RAM"

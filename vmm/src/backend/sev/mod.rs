@@ -43,6 +43,16 @@ pub struct FwFailure {
 
 impl std::fmt::Display for FwFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The kernel refuses many commands itself (-EINVAL for flags,
+        // policy or features, -EIO for a failed populate) and leaves the
+        // firmware status at 0: that is "no status", not SUCCESS.
+        if self.fw_error == 0 {
+            return write!(
+                f,
+                "{} (refused by the kernel; no firmware status)",
+                self.errno
+            );
+        }
         write!(
             f,
             "{} (firmware status {:#x} {})",
@@ -150,6 +160,9 @@ pub enum SevError {
     /// A page-aligned source buffer could not be allocated.
     #[error("allocating a {0:#x}-byte source buffer failed")]
     SourceBuffer(usize),
+    /// The vCPU's CPUID table needs more entries than a CPUID page holds.
+    #[error("the vCPU's CPUID table has {0} entries without the hypervisor leaves; an SNP CPUID page holds 64")]
+    CpuidCount(usize),
     /// KVM_SEV_SNP_LAUNCH_START failed.
     #[error("KVM_SEV_SNP_LAUNCH_START (policy {policy:#x}) failed: {failure}")]
     SnpLaunchStart {
@@ -397,6 +410,16 @@ mod tests {
         };
         let s = f.to_string();
         assert!(s.contains("0x16 INVALID_PARAM"), "{s}");
+        let kernel = FwFailure {
+            errno: std::io::Error::from_raw_os_error(libc::EINVAL),
+            fw_error: 0,
+        };
+        let s = kernel.to_string();
+        assert!(
+            s.contains("refused by the kernel; no firmware status"),
+            "{s}"
+        );
+        assert!(!s.contains("SUCCESS"), "{s}");
     }
 
     #[test]

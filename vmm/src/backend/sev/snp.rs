@@ -56,6 +56,10 @@ pub struct SnpConfig {
     /// start there (CS = 0xF000, base `eip & 0xFFFF_0000`, RIP `eip & 0xFFFF`)
     /// as in QEMU; `None` leaves them at the reset vector.
     pub ap_reset_eip: Option<u32>,
+    /// CPUID Fn0000_0001 EAX of the `--vcpu-type`: every vCPU reports it and
+    /// starts with it in RDX, so the VMSAs KVM measures are the predicted
+    /// ones; `None` keeps the host's.
+    pub vcpu_signature: Option<u32>,
 }
 
 /// Checks requested VMSA features against what KVM accepts; returns the
@@ -76,6 +80,7 @@ pub struct SnpHypervisor {
     kvm: KvmHypervisor,
     sev: Arc<SevDevice>,
     vmsa_features: u64,
+    policy_bits: Option<u64>,
     config: SnpConfig,
 }
 
@@ -113,22 +118,34 @@ impl SnpHypervisor {
         }
         let supported = get_device_attr(k, uapi::GRP_SEV, uapi::ATTR_VMSA_FEATURES)?;
         let vmsa_features = check_vmsa_features(config.vmsa_features, supported)?;
+        // Published since Linux 6.17; older kernels answer ENXIO.
+        let policy_bits = get_device_attr(k, uapi::GRP_SEV, uapi::ATTR_SNP_POLICY_BITS).ok();
         let sev = Arc::new(SevDevice::open()?);
         Ok(SnpHypervisor {
             kvm,
             sev,
             vmsa_features,
+            policy_bits,
             config,
         })
+    }
+
+    /// The guest-policy bits this kernel accepts, when it publishes them
+    /// (`KVM_X86_SNP_POLICY_BITS`).
+    pub fn kernel_policy_bits(&self) -> Option<u64> {
+        self.policy_bits
     }
 
     /// Creates the SNP VM: `KVM_CREATE_VM(4)`, hypercall exits for
     /// `KVM_HC_MAP_GPA_RANGE`, `KVM_SEV_INIT2`.
     pub fn create_snp_vm(&self) -> Result<SnpVm, SevError> {
-        let inner = self
+        let mut inner = self
             .kvm
             .create_vm_of_type(uapi::VM_TYPE_SNP)
             .map_err(SevError::CreateVm)?;
+        if let Some(signature) = self.config.vcpu_signature {
+            inner.set_cpu_signature(signature);
+        }
         let vm = inner.vm_fd();
         let cap = kvm_enable_cap {
             cap: uapi::CAP_EXIT_HYPERCALL,
@@ -336,8 +353,14 @@ impl SnpVm {
             }
             (PageType::Normal, _) => return Err(bad_range),
             (PageType::Cpuid, None) => {
-                let kvm = uapi::cpuid_entries_from_kvm(self.inner.supported_cpuid().as_slice());
-                let page = uapi::cpuid_page_bytes(&kvm).ok_or(SevError::SourceBuffer(size))?;
+                // QEMU builds the page from vCPU 0's own table (what the
+                // guest's CPUID returns), not from KVM's supported one.
+                let table = self
+                    .inner
+                    .vcpu0_cpuid()
+                    .ok_or(SevError::Order("the CPUID page before vCPU 0 exists"))?;
+                let entries = uapi::cpuid_entries_from_kvm(table.as_slice())?;
+                let page = uapi::cpuid_page_bytes(&entries).ok_or(SevError::SourceBuffer(size))?;
                 buf.copy_from(&page[..]);
             }
             _ => {}
@@ -604,8 +627,14 @@ impl Vcpu for SnpVcpu {
     }
 
     fn describe_state(&self) -> String {
-        // After LAUNCH_FINISH the register state is encrypted in the VMSA.
-        self.inner.describe_state()
+        // After LAUNCH_FINISH the register state is in the encrypted VMSA
+        // and KVM refuses KVM_GET_REGS with EINVAL.
+        match self.inner.fd().get_regs() {
+            Err(e) if e.errno() == libc::EINVAL => {
+                "register state protected by SEV-SNP (in the encrypted VMSA)".into()
+            }
+            _ => self.inner.describe_state(),
+        }
     }
 
     /// Runs to the next exit. Page-state changes (`KVM_HC_MAP_GPA_RANGE`,

@@ -47,20 +47,23 @@ fn map_gpa_range_accepts_valid_conversions() {
     // 4 KiB private, 2 MiB shared, bit 4 = private (not bit 3).
     assert_eq!(
         validate_map_gpa_range(0x10_0000, 1, uapi::MAP_GPA_RANGE_ENCRYPTED, &RAM),
-        Ok(MapGpaRange {
+        Ok(Some(MapGpaRange {
             gpa: 0x10_0000,
             size: 0x1000,
             private: true
-        })
+        }))
     );
     assert_eq!(
         validate_map_gpa_range(0x20_0000, 512, uapi::MAP_GPA_RANGE_PAGE_SZ_2M, &RAM),
-        Ok(MapGpaRange {
+        Ok(Some(MapGpaRange {
             gpa: 0x20_0000,
             size: 0x20_0000,
             private: false
-        })
+        }))
     );
+    // Shared conversions of MMIO are a no-op success, as QEMU answers them.
+    assert_eq!(validate_map_gpa_range(0x9000_0000, 1, 0, &RAM), Ok(None));
+    assert_eq!(validate_map_gpa_range(0xFEC0_0000, 1, 0, &RAM), Ok(None));
 }
 
 #[test]
@@ -74,7 +77,8 @@ fn map_gpa_range_refuses_hostile_requests_with_einval() {
         (0x10_0000, 0, enc),
         (0x10_0000, u64::MAX, enc),
         (0x7FFF_F000, 2, enc),
-        (0x9000_0000, 1, 0),
+        (0x7FFF_F000, 2, 0),
+        (0x9000_0000, 1, enc),
         (0x10_0000, 1, 1 << 3),
         (0x10_0000, 1, 1 << 5),
         (0x10_0000, 512, 0b11),

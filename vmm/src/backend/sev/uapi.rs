@@ -460,12 +460,26 @@ pub fn parse_cpuid_page(page: &[u8]) -> Vec<CpuidEntry> {
     parsed.entries[..count].to_vec()
 }
 
-/// The CPUID entries for the page, from KVM's table (what the vCPUs get):
-/// at most 64, leaf 0xD subleaves 0 and 1 with `ebx = 0x240` and
-/// `xcr0_in = 1` (guests recompute XSAVE sizes; QEMU, cloud-hypervisor).
-pub fn cpuid_entries_from_kvm(kvm: &[kvm_bindings::kvm_cpuid_entry2]) -> Vec<CpuidEntry> {
-    kvm.iter()
-        .take(CPUID_MAX_ENTRIES)
+/// The CPUID entries for the page, from a vCPU's table: leaf 0xD subleaves
+/// 0 and 1 with `ebx = 0x240` and `xcr0_in = 1` (guests recompute XSAVE
+/// sizes; QEMU, cloud-hypervisor). The page holds 64 entries: the
+/// hypervisor leaves (0x4000_xxxx, answered by KVM and umbra, never by the
+/// SNP firmware's table) are dropped first when the table is larger, and a
+/// table still larger is refused, as QEMU refuses it, never cut silently.
+pub fn cpuid_entries_from_kvm(
+    kvm: &[kvm_bindings::kvm_cpuid_entry2],
+) -> Result<Vec<CpuidEntry>, super::SevError> {
+    let hypervisor = |k: &&kvm_bindings::kvm_cpuid_entry2| (k.function >> 28) == 0x4;
+    let keep: Vec<&kvm_bindings::kvm_cpuid_entry2> = if kvm.len() > CPUID_MAX_ENTRIES {
+        kvm.iter().filter(|k| !hypervisor(k)).collect()
+    } else {
+        kvm.iter().collect()
+    };
+    if keep.len() > CPUID_MAX_ENTRIES {
+        return Err(super::SevError::CpuidCount(keep.len()));
+    }
+    Ok(keep
+        .into_iter()
         .map(|k| {
             let mut e = CpuidEntry {
                 eax_in: k.function,
@@ -484,7 +498,7 @@ pub fn cpuid_entries_from_kvm(kvm: &[kvm_bindings::kvm_cpuid_entry2]) -> Vec<Cpu
             }
             e
         })
-        .collect()
+        .collect())
 }
 
 /// A readable diff between the proposed CPUID page and the firmware's

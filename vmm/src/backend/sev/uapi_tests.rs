@@ -610,12 +610,26 @@ fn cpuid_entries_from_kvm_fix_xsave_leaf() {
         k(0xD, 1, 0x988),
         k(0xD, 2, 0x100),
     ];
-    let e = cpuid_entries_from_kvm(&table);
+    let e = cpuid_entries_from_kvm(&table).unwrap();
     assert_eq!(e.len(), 4);
     assert_eq!(e[0].ebx, 0x6874_7541);
     assert_eq!((e[1].ebx, e[1].xcr0_in), (0x240, 1));
     assert_eq!((e[2].ebx, e[2].xcr0_in), (0x240, 1));
     assert_eq!((e[3].ebx, e[3].xcr0_in, e[3].ecx_in), (0x100, 0, 2));
+    // More than 64: the hypervisor leaves go first, then it is refused,
+    // never cut silently.
+    let mut crowded = vec![k(1, 0, 0); 62];
+    crowded.extend([
+        k(0x4000_0000, 0, 0),
+        k(0x4000_0001, 0, 0),
+        k(0x4000_0100, 0, 0),
+    ]);
+    let kept = cpuid_entries_from_kvm(&crowded).unwrap();
+    assert_eq!(kept.len(), 62);
+    assert!(kept.iter().all(|e| e.eax_in >> 28 != 4));
     let many = vec![k(1, 0, 0); 80];
-    assert_eq!(cpuid_entries_from_kvm(&many).len(), 64);
+    assert!(matches!(
+        cpuid_entries_from_kvm(&many),
+        Err(crate::backend::sev::SevError::CpuidCount(80))
+    ));
 }

@@ -75,6 +75,8 @@ pub struct ModelOptions {
     pub keys_dir: Option<PathBuf>,
     /// vCPUs of the guest.
     pub vcpus: u32,
+    /// CPUID Fn0000_0001 EAX (and reset RDX) of `--vcpu-type`.
+    pub vcpu_signature: Option<u32>,
     /// VMSA SEV_FEATURES (`--guest-features`).
     pub guest_features: u64,
     /// As strict as silicon: a direct port access raises #VC in the guest,
@@ -129,7 +131,10 @@ impl Hypervisor for ModelHypervisor {
 
     fn create_vm(&self) -> Result<ModelVm, BackendError> {
         warn_unencrypted();
-        let inner = self.kvm.create_vm()?;
+        let mut inner = self.kvm.create_vm()?;
+        if let Some(signature) = self.options.vcpu_signature {
+            inner.set_cpu_signature(signature);
+        }
         inner.intercept_msrs(&MODEL_MSRS)?;
         Ok(ModelVm {
             inner,
