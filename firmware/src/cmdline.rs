@@ -34,11 +34,14 @@ pub enum Scenario {
     SerialIrq,
     /// Read one line from the UART (console input) and echo it back.
     SerialEcho,
+    /// SNP: remove the #VC handler and write a port directly, as a guest
+    /// without one would (the platform must stop the guest).
+    NoVc,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 10] = [
+    pub const ALL: [(&'static str, Scenario); 11] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
@@ -49,6 +52,7 @@ impl Scenario {
         ("private-read", Scenario::PrivateRead),
         ("serial-irq", Scenario::SerialIrq),
         ("serial-echo", Scenario::SerialEcho),
+        ("no-vc", Scenario::NoVc),
     ];
 }
 
@@ -134,6 +138,10 @@ mod tests {
         assert_eq!(
             Cmdline::new("scenario=serial-echo").scenario(),
             Ok(Scenario::SerialEcho)
+        );
+        assert_eq!(
+            Cmdline::new("scenario=no-vc").scenario(),
+            Ok(Scenario::NoVc)
         );
         assert_eq!(Cmdline::new("scenario=nope").scenario(), Err("nope"));
     }

@@ -71,7 +71,7 @@ pub struct Section {
 pub const SEV_SECTIONS: [Section; 5] = [
     Section {
         gpa: layout::PAGE_TABLES_GPA as u32,
-        len: 0x8000,
+        len: layout::PAGE_TABLES_SIZE as u32,
         kind: SectionType::SnpSecMem,
     },
     Section {

@@ -21,10 +21,15 @@ pub const RESET_VECTOR: u64 = 0xFFFF_FFF0;
 
 /// Page with the boot information the VMM writes for the firmware.
 pub const BOOT_INFO_GPA: u64 = 0x7000;
-/// Identity-mapping page tables: PML4, PDPT and four page directories.
+/// Identity-mapping page tables: PML4, PDPT, four page directories and two
+/// page tables for the first 4 MiB (4 KiB pages, so pages can be shared).
 pub const PAGE_TABLES_GPA: u64 = 0x10000;
 /// Bytes of page tables built by the boot code.
-pub const PAGE_TABLES_SIZE: u64 = 6 * 0x1000;
+pub const PAGE_TABLES_SIZE: u64 = 8 * 0x1000;
+/// The two page tables mapping the first 4 MiB in 4 KiB pages.
+pub const PAGE_TABLE_4K_GPA: u64 = PAGE_TABLES_GPA + 6 * 0x1000;
+/// Bytes mapped by the 4 KiB page tables.
+pub const PAGE_TABLE_4K_SPAN: u64 = 4 << 20;
 /// SNP secrets page (filled by the SEV firmware at launch).
 pub const SECRETS_PAGE_GPA: u64 = 0x18000;
 /// SNP CPUID page (filled by the VMM, checked by the SEV firmware).

@@ -12,4 +12,5 @@ pub mod boot_info;
 pub mod cmdline;
 pub mod footer;
 pub mod guest_msg;
+pub mod insn;
 pub mod layout;

@@ -1,12 +1,18 @@
 //! Reset vector and mode switches: 16-bit real mode -> 32-bit protected mode
-//! -> 64-bit long mode, then `firmware_main(apic_id)` on a per-vCPU stack.
+//! -> 64-bit long mode, then `firmware_main(ticket)` on a per-vCPU stack.
 //!
-//! Without an in-kernel local APIC every vCPU starts here at once, so the
-//! page tables are written by every vCPU with identical values (idempotent
-//! stores, no ordering needed) and each vCPU takes the stack slot of its
-//! initial APIC ID. Addresses come from `umbra_firmware::layout`.
+//! Every vCPU starts here at once under umbra, so the page tables are
+//! written by every vCPU with identical values (idempotent stores, no
+//! ordering needed) and each vCPU takes the stack slot of the ticket it
+//! draws. Nothing here may raise #VC (no CPUID, no port I/O): under SEV-ES
+//! the handler only exists once `firmware_main` installed it. The C-bit
+//! comes from the CPUID page. Addresses come from `umbra_firmware::layout`.
 
 use core::arch::global_asm;
+use core::sync::atomic::AtomicU32;
+
+/// The next stack slot: every vCPU takes one ticket in 64-bit mode.
+static TICKET: AtomicU32 = AtomicU32::new(0);
 
 global_asm!(
     // The architectural reset vector at 0xFFFF_FFF0: CS base 0xFFFF_0000.
@@ -39,11 +45,34 @@ global_asm!(
     "    movw %ax, %ss",
     "    movw %ax, %fs",
     "    movw %ax, %gs",
+    // The C-bit: leaf 0x8000_001F EBX[5:0] of the SNP CPUID page (read
+    // before paging, when every access is private). %esi holds the bit in
+    // the high dword of an entry, or 0: where no CPUID page exists (the
+    // plain platform leaves that RAM zero) there is no encryption bit.
+    "    xorl %esi, %esi",
+    "    movl ${cpuid_page}, %edx",
+    "    movl (%edx), %ecx",
+    "    cmpl ${cpuid_max}, %ecx",
+    "    ja 6f",
+    "    addl $16, %edx",
+    "5:  jecxz 6f",
+    "    cmpl $0x8000001F, (%edx)",
+    "    je 7f",
+    "    addl $0x30, %edx",
+    "    decl %ecx",
+    "    jmp 5b",
+    "7:  movl 0x1C(%edx), %ecx",
+    "    andl $0x3F, %ecx",
+    "    cmpl $32, %ecx",
+    "    jb 6f",
+    "    movl $1, %esi",
+    "    shll %cl, %esi",
+    "6:",
     // PML4[0] -> PDPT, the other 511 entries zero.
     "    movl ${pml4}, %edi",
     "    movl ${pdpt} + 3, %eax",
     "    movl %eax, (%edi)",
-    "    movl $0, 4(%edi)",
+    "    movl %esi, 4(%edi)",
     "    addl $8, %edi",
     "    movl $(511 * 2), %ecx",
     "    xorl %eax, %eax",
@@ -53,22 +82,47 @@ global_asm!(
     "    movl ${pd} + 3, %eax",
     "    movl $4, %ecx",
     "1:  movl %eax, (%edi)",
-    "    movl $0, 4(%edi)",
+    "    movl %esi, 4(%edi)",
     "    addl $0x1000, %eax",
     "    addl $8, %edi",
     "    loop 1b",
     "    movl $(508 * 2), %ecx",
     "    xorl %eax, %eax",
     "    rep stosl",
-    // 2048 2 MiB pages: an identity map of the first 4 GiB (RAM and ROM).
+    // 2048 2 MiB pages: an identity map of the first 4 GiB (RAM and ROM),
+    // private (C-bit) except the MMIO hole from 3 GiB to the ROM's page.
     "    movl ${pd}, %edi",
     "    movl $0x83, %eax",
     "    movl $2048, %ecx",
     "2:  movl %eax, (%edi)",
+    "    movl %esi, 4(%edi)",
+    "    cmpl $0xC0000000, %eax",
+    "    jb 3f",
+    "    cmpl $0xFFE00000, %eax",
+    "    jae 3f",
     "    movl $0, 4(%edi)",
-    "    addl $0x200000, %eax",
+    "3:  addl $0x200000, %eax",
     "    addl $8, %edi",
     "    loop 2b",
+    // The first 4 MiB in 4 KiB pages (two page tables), so that single
+    // pages can be shared: the boot-information page is shared from the
+    // start, the GHCB and message pages once the firmware converts them.
+    "    movl ${pt}, %edi",
+    "    movl $3, %eax",
+    "    movl $1024, %ecx",
+    "8:  movl %eax, (%edi)",
+    "    movl %esi, 4(%edi)",
+    "    cmpl ${boot_info} + 3, %eax",
+    "    jne 9f",
+    "    movl $0, 4(%edi)",
+    "9:  addl $0x1000, %eax",
+    "    addl $8, %edi",
+    "    loop 8b",
+    "    movl ${pd}, %edi",
+    "    movl ${pt} + 3, %eax",
+    "    movl %eax, (%edi)",
+    "    addl $0x1000, %eax",
+    "    movl %eax, 8(%edi)",
     "    movl ${pml4}, %eax",
     "    movl %eax, %cr3",
     // CR4: PAE. The image is built without SSE (see vmm/build.rs).
@@ -93,11 +147,12 @@ global_asm!(
     "    movw %ax, %ds",
     "    movw %ax, %es",
     "    movw %ax, %ss",
+    // A stack slot per vCPU from a ticket counter (no CPUID here: under
+    // SEV-ES it raises #VC, and no handler exists yet).
+    "    movabsq ${ticket}, %rcx",
     "    movl $1, %eax",
-    "    cpuid",
-    "    shrl $24, %ebx",
-    "    movl %ebx, %edi",
-    "    movl %ebx, %eax",
+    "    lock xaddl %eax, (%rcx)",
+    "    movl %eax, %edi",
     "    cmpl ${max_vcpus}, %eax",
     "    jae 4f",
     "    shlq ${stack_shift}, %rax",
@@ -125,6 +180,11 @@ global_asm!(
     pml4 = const umbra_firmware::layout::PAGE_TABLES_GPA,
     pdpt = const umbra_firmware::layout::PAGE_TABLES_GPA + 0x1000,
     pd = const umbra_firmware::layout::PAGE_TABLES_GPA + 0x2000,
+    pt = const umbra_firmware::layout::PAGE_TABLE_4K_GPA,
+    boot_info = const umbra_firmware::layout::BOOT_INFO_GPA,
+    cpuid_page = const umbra_firmware::layout::CPUID_PAGE_GPA,
+    cpuid_max = const umbra_snp_abi::CPUID_MAX_ENTRIES,
+    ticket = sym TICKET,
     max_vcpus = const umbra_firmware::layout::MAX_VCPUS,
     stack_shift = const umbra_firmware::layout::STACK_SIZE.trailing_zeros(),
     stacks_top = const umbra_firmware::layout::STACKS_TOP,

@@ -36,7 +36,7 @@ fn select(key: u16) {
     // SAFETY: fw_cfg selector write: port I/O with no memory effects. Where
     // no fw_cfg exists the write goes nowhere.
     unsafe {
-        asm!("out dx, ax", in("dx") SELECTOR_PORT, in("ax") key, options(nomem, nostack, preserves_flags))
+        asm!("out dx, ax", in("dx") SELECTOR_PORT, in("ax") key, options(nomem, preserves_flags))
     };
 }
 
@@ -44,7 +44,7 @@ fn read_byte() -> u8 {
     let value: u8;
     // SAFETY: fw_cfg data read: port I/O with no memory effects.
     unsafe {
-        asm!("in al, dx", out("al") value, in("dx") DATA_PORT, options(nomem, nostack, preserves_flags))
+        asm!("in al, dx", out("al") value, in("dx") DATA_PORT, options(nomem, preserves_flags))
     };
     value
 }

@@ -3,12 +3,25 @@
 //! through the GHCB page at `GHCB_GPA` (AMD GHCB spec 56421; Linux
 //! `arch/x86/coco/sev`), each handed over with the model's paravirtual
 //! VMGEXIT (see `platform`).
+//!
+//! One GHCB, used by the bootstrap vCPU only: by the main flow (MMIO,
+//! guest requests) and by the #VC handler (IOIO, MSR, CPUID events). A
+//! #VC never arrives while the main flow is inside an exchange here (no
+//! exchange executes port I/O, MSR accesses other than the GHCB MSR's or
+//! CPUID), so the page needs no backup copy.
 
-use crate::platform::{ghcb_msr_call, wrmsr};
+use crate::mem::bss;
+use crate::paging;
+use crate::platform::{ghcb_msr_call, vmgexit, wrmsr};
 use core::arch::asm;
-use umbra_firmware::layout::{GHCB_GPA, MSR_GHCB, MSR_UMBRA_VMGEXIT};
+use core::sync::atomic::{AtomicBool, Ordering};
+use umbra_firmware::layout::{GHCB_GPA, MSR_GHCB};
 
 /// GHCB-page offsets (GHCB spec 56421 table 3; Linux `struct ghcb`).
+const RAX: usize = 0x1F8;
+const RCX: usize = 0x308;
+const RDX: usize = 0x310;
+const RBX: usize = 0x318;
 const SW_EXIT_CODE: usize = 0x390;
 const SW_EXIT_INFO_1: usize = 0x398;
 const SW_EXIT_INFO_2: usize = 0x3A0;
@@ -25,6 +38,23 @@ pub const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
 const MMIO_READ: u64 = 0x8000_0001;
 /// NAE event: MMIO write.
 const MMIO_WRITE: u64 = 0x8000_0002;
+/// NAE events with SVM exit codes: CPUID, IOIO, MSR.
+const EXIT_CPUID: u64 = 0x72;
+const EXIT_IOIO: u64 = 0x7B;
+const EXIT_MSR: u64 = 0x7C;
+
+/// Termination reason-code set of the firmware's own reasons (set 0 is the
+/// GHCB spec's general set), and its codes.
+pub const TERM_SET_UMBRA: u8 = 1;
+/// The GHCB could not be set up at boot.
+pub const TERM_GHCB_SETUP: u8 = 0x10;
+/// A #VC the handler cannot handle.
+pub const TERM_VC_UNHANDLED: u8 = 0x20;
+/// A #VC whose NAE event failed or was malformed.
+pub const TERM_VC_EVENT_FAILED: u8 = 0x21;
+
+/// Whether [`establish`] registered the GHCB (statics window: [`bss`]).
+static READY: AtomicBool = AtomicBool::new(false);
 
 /// Why setting up the GHCB failed: what was refused and the MSR value.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +87,10 @@ fn put(page: &mut [u8; 4096], offset: usize, value: u64) {
     page[VALID_BITMAP + offset / 64] |= 1 << ((offset / 8) % 8);
 }
 
+fn is_valid(page: &[u8; 4096], offset: usize) -> bool {
+    page[VALID_BITMAP + offset / 64] & (1 << ((offset / 8) % 8)) != 0
+}
+
 fn get(page: &[u8; 4096], offset: usize) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&page[offset..offset + 8]);
@@ -64,14 +98,29 @@ fn get(page: &[u8; 4096], offset: usize) -> u64 {
 }
 
 /// MSR-protocol page-state change of one 4 KiB page (op 1 private, 2
-/// shared); the error is the MSR response.
+/// shared), then the page's C-bit follows its new state; the error is the
+/// MSR response.
 pub fn psc(gpa: u64, to_private: bool) -> Result<(), u64> {
     let op: u64 = if to_private { 1 } else { 2 };
     let resp = ghcb_msr_call((op << 52) | (gpa & !0xFFF) | 0x014);
     if resp & 0xFFF != 0x015 || resp >> 32 != 0 {
         return Err(resp);
     }
+    paging::set_private(gpa, to_private);
     Ok(())
+}
+
+/// Whether the GHCB page is registered and NAE events can be made.
+pub fn is_ready() -> bool {
+    bss!(READY, AtomicBool).load(Ordering::Acquire)
+}
+
+/// Asks the hypervisor to end the guest (MSR protocol 0x100) with a
+/// reason-code set and code; does not return.
+pub fn terminate(set: u8, code: u8) -> ! {
+    loop {
+        ghcb_msr_call((u64::from(code) << 16) | (u64::from(set & 0xF) << 12) | 0x100);
+    }
 }
 
 /// SEV information and hypervisor-feature requests: protocol version 2 and
@@ -89,25 +138,31 @@ pub fn negotiate() -> Result<(), u64> {
     Ok(())
 }
 
-/// Negotiates the protocol, makes the GHCB page and `also_shared` shared
-/// and registers the GHCB: afterwards [`call`] and the MMIO helpers work.
+/// Negotiates the protocol, makes the GHCB page shared and registers it
+/// (once), then makes `also_shared` shared: afterwards [`call`], the MMIO
+/// helpers and the #VC handler's events work.
 pub fn establish(also_shared: &[u64]) -> Result<(), SetupError> {
-    negotiate().map_err(|response| SetupError {
-        what: "GHCB protocol negotiation refused",
+    let shared_failed = |response| SetupError {
+        what: "page-state change to shared refused",
         response,
-    })?;
-    for &gpa in [GHCB_GPA].iter().chain(also_shared) {
-        psc(gpa, false).map_err(|response| SetupError {
-            what: "page-state change to shared refused",
+    };
+    if !is_ready() {
+        negotiate().map_err(|response| SetupError {
+            what: "GHCB protocol negotiation refused",
             response,
         })?;
+        psc(GHCB_GPA, false).map_err(shared_failed)?;
+        let registered = ghcb_msr_call(GHCB_GPA | 0x012);
+        if registered != (GHCB_GPA | 0x013) {
+            return Err(SetupError {
+                what: "GHCB registration refused",
+                response: registered,
+            });
+        }
+        bss!(READY, AtomicBool).store(true, Ordering::Release);
     }
-    let registered = ghcb_msr_call(GHCB_GPA | 0x012);
-    if registered != (GHCB_GPA | 0x013) {
-        return Err(SetupError {
-            what: "GHCB registration refused",
-            response: registered,
-        });
+    for &gpa in also_shared {
+        psc(gpa, false).map_err(shared_failed)?;
     }
     Ok(())
 }
@@ -122,20 +177,32 @@ fn exchange(
     info2: u64,
     scratch: Option<u64>,
 ) -> Result<(), CallError> {
-    page[..SHARED_BUFFER].fill(0);
-    page[SHARED_BUFFER + 0x7F0..].fill(0);
-    put(page, SW_EXIT_CODE, exit_code);
-    put(page, SW_EXIT_INFO_1, info1);
-    put(page, SW_EXIT_INFO_2, info2);
+    // Only the valid bitmap says which fields the hypervisor may read
+    // (GHCB spec §2.3.2); clearing it invalidates the previous event's.
+    page[VALID_BITMAP..VALID_BITMAP + 16].fill(0);
     if let Some(scratch) = scratch {
         put(page, SW_SCRATCH, scratch);
     }
+    exchange_kept(page, exit_code, info1, info2)
+}
+
+/// [`exchange`] keeping the fields already marked valid (the caller
+/// cleared the bitmap and set the event's registers).
+fn exchange_kept(
+    page: &mut [u8; 4096],
+    exit_code: u64,
+    info1: u64,
+    info2: u64,
+) -> Result<(), CallError> {
+    put(page, SW_EXIT_CODE, exit_code);
+    put(page, SW_EXIT_INFO_1, info1);
+    put(page, SW_EXIT_INFO_2, info2);
     page[PROTOCOL_VERSION..PROTOCOL_VERSION + 2].copy_from_slice(&2u16.to_le_bytes());
     page[GHCB_USAGE..GHCB_USAGE + 4].copy_from_slice(&0u32.to_le_bytes());
     // SAFETY: orders the GHCB stores before the exit that hands it over.
     unsafe { asm!("mfence", options(nostack, preserves_flags)) };
     wrmsr(MSR_GHCB, GHCB_GPA);
-    wrmsr(MSR_UMBRA_VMGEXIT, 0);
+    vmgexit();
     // SAFETY: orders the hypervisor's GHCB writes before the loads below.
     unsafe { asm!("mfence", options(nostack, preserves_flags)) };
     let (info1, info2) = (get(page, SW_EXIT_INFO_1), get(page, SW_EXIT_INFO_2));
@@ -170,4 +237,59 @@ pub fn mmio_write32(gpa: u64, value: u32) -> Result<(), CallError> {
     page[SHARED_BUFFER..SHARED_BUFFER + 4].copy_from_slice(&value.to_le_bytes());
     let scratch = GHCB_GPA + SHARED_BUFFER as u64;
     exchange(page, MMIO_WRITE, gpa, 4, Some(scratch))
+}
+
+/// IOIO event (`sw_exit_info_1` in the APM IOIO format): an OUT carries
+/// `rax`; an IN returns the hypervisor's RAX.
+pub fn ioio(info1: u64, rax: u64) -> Result<u64, CallError> {
+    let page = ghcb_page();
+    let is_in = info1 & 1 != 0;
+    page[VALID_BITMAP..VALID_BITMAP + 16].fill(0);
+    if !is_in {
+        put(page, RAX, rax);
+    }
+    exchange_kept(page, EXIT_IOIO, info1, 0)?;
+    if is_in {
+        return match is_valid(page, RAX) {
+            true => Ok(get(page, RAX)),
+            false => Err(CallError { info1: 0, info2: 0 }),
+        };
+    }
+    Ok(rax)
+}
+
+/// MSR event: a read (`write` false) returns (RAX, RDX).
+pub fn msr(write: bool, ecx: u64, rax: u64, rdx: u64) -> Result<(u64, u64), CallError> {
+    let page = ghcb_page();
+    page[VALID_BITMAP..VALID_BITMAP + 16].fill(0);
+    put(page, RCX, ecx);
+    if write {
+        put(page, RAX, rax);
+        put(page, RDX, rdx);
+    }
+    exchange_kept(page, EXIT_MSR, u64::from(write), 0)?;
+    if write {
+        return Ok((rax, rdx));
+    }
+    if !is_valid(page, RAX) || !is_valid(page, RDX) {
+        return Err(CallError { info1: 0, info2: 0 });
+    }
+    Ok((get(page, RAX), get(page, RDX)))
+}
+
+/// CPUID event: EAX, EBX, ECX, EDX for `leaf`/`subleaf`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> Result<[u32; 4], CallError> {
+    let page = ghcb_page();
+    page[VALID_BITMAP..VALID_BITMAP + 16].fill(0);
+    put(page, RAX, u64::from(leaf));
+    put(page, RCX, u64::from(subleaf));
+    exchange_kept(page, EXIT_CPUID, 0, 0)?;
+    let mut out = [0u32; 4];
+    for (slot, offset) in out.iter_mut().zip([RAX, RBX, RCX, RDX]) {
+        if !is_valid(page, offset) {
+            return Err(CallError { info1: 0, info2: 0 });
+        }
+        *slot = get(page, offset) as u32;
+    }
+    Ok(out)
 }

@@ -1,19 +1,19 @@
 //! Interrupt delivery: a 64-bit IDT, the local APIC in x2APIC mode (MSRs
 //! only, the xAPIC MMIO page is never touched) and the IOAPIC at its
 //! standard address (direct MMIO, or GHCB MMIO events under SNP). Only the `serial-irq` scenario uses any of it; the
-//! other scenarios run with no IDT and interrupts disabled.
+//! other scenarios run with interrupts disabled (the IDT is `exceptions`').
 //!
 //! Interrupts are enabled only inside [`wait_for_interrupt`], one `asm!`
 //! block without `nostack`: the firmware is built for a target with a red
 //! zone, and an interrupt frame pushed below RSP would clobber it. Without
 //! `nostack` the compiler keeps nothing there across the block.
 
+use crate::exceptions;
 use crate::ghcb;
+use crate::io;
 use crate::mem::bss;
-use crate::platform::{self, Platform};
-use crate::{io, EXIT_FAILED};
+use crate::platform::{self, rdmsr, wrmsr};
 use core::arch::{asm, global_asm};
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Guest-physical (identity-mapped) base of the IOAPIC.
@@ -50,49 +50,8 @@ const UART_IIR: u16 = 2;
 static IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 static LAST_IIR: AtomicU32 = AtomicU32::new(0);
 
-/// 256 16-byte gate descriptors, zero (not present) until installed. Zero
-/// initialised, so the linker puts it in the statics window (BSS_GPA).
-/// Reached through [`bss`] only.
-#[repr(C, align(16))]
-struct Idt(UnsafeCell<[u64; 512]>);
-
-// SAFETY: the IDT is written only by the bootstrap vCPU in `install_idt`,
-// before `lidt` and with interrupts disabled; the CPU reads it afterwards.
-unsafe impl Sync for Idt {}
-
-static IDT: Idt = Idt(UnsafeCell::new([0; 512]));
-
-/// 64-bit code segment selector (boot.rs's GDT).
-const CODE_SELECTOR: u64 = 0x18;
-/// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
-const INTERRUPT_GATE: u64 = 0x8E;
-/// Bytes per exception stub (each is at most 9 bytes, padded by .balign).
-const EXCEPTION_STUB_SIZE: u64 = 16;
-
 global_asm!(
     ".pushsection .text.umbra_interrupts, \"ax\"",
-    // Exceptions 0-31: push a dummy error code where the CPU pushes none,
-    // then the vector, and report. They never return.
-    ".balign 16",
-    ".global umbra_exception_stubs",
-    "umbra_exception_stubs:",
-    ".irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
-    ".balign 16",
-    r".if (\vec == 8) || ((\vec >= 10) && (\vec <= 14)) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)",
-    ".else",
-    "push 0",
-    ".endif",
-    r"push \vec",
-    "jmp umbra_exception_common",
-    ".endr",
-    "umbra_exception_common:",
-    "mov rdi, [rsp]",
-    "mov rsi, [rsp + 8]",
-    "mov rdx, [rsp + 16]",
-    "and rsp, -16",
-    "cld",
-    "call {exception}",
-    "ud2",
     // The device vector: save the caller-saved registers (no SSE state
     // exists: the image is soft-float), call Rust, return. Entry RSP is
     // 8 mod 16 after the 5-word frame; nine pushes realign it for the call.
@@ -126,27 +85,12 @@ global_asm!(
     "umbra_spurious_stub:",
     "iretq",
     ".popsection",
-    exception = sym exception_entry,
     irq = sym irq_entry,
 );
 
 extern "C" {
-    static umbra_exception_stubs: u8;
     static umbra_irq_stub: u8;
     static umbra_spurious_stub: u8;
-}
-
-/// Reports an exception and ends the run: a fault in the scenario is
-/// diagnosable from the console instead of a triple fault.
-extern "C" fn exception_entry(vector: u64, error: u64, rip: u64) -> ! {
-    io::print("serial-irq: exception ");
-    io::print_dec(vector);
-    io::print(" (error code ");
-    io::print_hex(error);
-    io::print(", rip ");
-    io::print_hex(rip);
-    io::print("): fail\n");
-    io::exit(EXIT_FAILED)
 }
 
 /// The device vector's handler: acknowledge the UART (reading IIR clears a
@@ -159,75 +103,23 @@ extern "C" fn irq_entry() {
     wrmsr(MSR_X2APIC_EOI, 0);
 }
 
-fn gate(handler: u64) -> (u64, u64) {
-    let low = (handler & 0xFFFF)
-        | (CODE_SELECTOR << 16)
-        | (INTERRUPT_GATE << 40)
-        | ((handler >> 16) & 0xFFFF) << 48;
-    (low, handler >> 32)
-}
-
-/// Fills the IDT (exceptions, `vector` -> the device handler, the spurious
-/// vector) and loads it. Call with interrupts disabled.
+/// Points `vector` at the device handler and the spurious vector at its
+/// stub in the IDT `exceptions` installed. Call with interrupts disabled.
 pub fn install_idt(vector: u8) {
     bss!(IRQ_COUNT, AtomicU32).store(0, Ordering::Relaxed);
     bss!(LAST_IIR, AtomicU32).store(0, Ordering::Relaxed);
-    let stubs = core::ptr::addr_of!(umbra_exception_stubs) as u64;
-    let irq = core::ptr::addr_of!(umbra_irq_stub) as u64;
-    let spurious = core::ptr::addr_of!(umbra_spurious_stub) as u64;
-    let idt = bss!(IDT, Idt).0.get();
-    // SAFETY: only the bootstrap vCPU runs this, with interrupts disabled
-    // and no IDT loaded yet (or this same one, not in use), so nothing else
-    // reads or writes the table while it is filled.
-    let table = unsafe { &mut *idt };
-    table.fill(0);
-    for v in 0..32u64 {
-        let (low, high) = gate(stubs + v * EXCEPTION_STUB_SIZE);
-        table[2 * v as usize] = low;
-        table[2 * v as usize + 1] = high;
-    }
-    for (v, handler) in [(vector, irq), (SPURIOUS_VECTOR, spurious)] {
-        let (low, high) = gate(handler);
-        table[2 * usize::from(v)] = low;
-        table[2 * usize::from(v) + 1] = high;
-    }
-    #[repr(C, packed)]
-    struct Descriptor {
-        limit: u16,
-        base: u64,
-    }
-    let descriptor = Descriptor {
-        limit: (core::mem::size_of::<[u64; 512]>() - 1) as u16,
-        base: idt as u64,
-    };
-    // SAFETY: the descriptor points at a fully initialised IDT that lives
-    // for the rest of the run; every present gate targets a stub above.
-    unsafe { asm!("lidt [{}]", in(reg) &descriptor, options(readonly, nostack, preserves_flags)) };
-}
-
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: only the architectural APIC MSRs are read, after CPUID said
-    // x2APIC exists; a #GP lands in the exception handler. No memory effects.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
-fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: only the architectural APIC MSRs are written; they change
-    // interrupt delivery, not memory the compiler knows about.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
-    };
+    exceptions::set_gate(vector, core::ptr::addr_of!(umbra_irq_stub) as u64);
+    exceptions::set_gate(
+        SPURIOUS_VECTOR,
+        core::ptr::addr_of!(umbra_spurious_stub) as u64,
+    );
 }
 
 /// Switches the local APIC to x2APIC mode and enables it (SVR, TPR 0,
 /// LINT0 masked so a PIC in virtual-wire mode cannot deliver instead of the
 /// IOAPIC). Returns the x2APIC ID.
 pub fn enable_x2apic() -> Result<u32, &'static str> {
-    if core::arch::x86_64::__cpuid(1).ecx & (1 << 21) == 0 {
+    if platform::cpuid(1, 0)[2] & (1 << 21) == 0 {
         return Err("CPUID reports no x2APIC");
     }
     let base = rdmsr(MSR_APIC_BASE);
@@ -275,12 +167,11 @@ impl Ioapic {
     /// platform, GHCB MMIO events (after setting the GHCB up) on the SNP
     /// model. Call once, with interrupts disabled.
     pub fn open() -> Result<Ioapic, IoapicError> {
-        let path = match platform::detect().0 {
-            Platform::Plain => IoapicPath::Direct,
-            Platform::SnpModel => {
-                ghcb::establish(&[]).map_err(IoapicError::GhcbSetup)?;
-                IoapicPath::Ghcb
-            }
+        let path = if platform::current().is_snp() {
+            ghcb::establish(&[]).map_err(IoapicError::GhcbSetup)?;
+            IoapicPath::Ghcb
+        } else {
+            IoapicPath::Direct
         };
         Ok(Ioapic { path })
     }

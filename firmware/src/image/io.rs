@@ -6,17 +6,13 @@ use umbra_firmware::layout::{DEBUG_EXIT_PORT, SERIAL_PORT};
 fn outb(port: u16, value: u8) {
     // SAFETY: port I/O to the COM1 registers has no memory effects; the
     // firmware owns the machine and nothing else drives this port.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, preserves_flags)) };
 }
 
 fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: reading a COM1 register has no memory effects.
-    unsafe {
-        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, preserves_flags)) };
     value
 }
 
@@ -95,9 +91,7 @@ pub fn print_hex_u8(value: u8) {
 /// Ends the run through the debug-exit port, then halts for good.
 pub fn exit(code: u32) -> ! {
     // SAFETY: a write to the debug-exit port stops the VM; no memory effects.
-    unsafe {
-        asm!("out dx, eax", in("dx") DEBUG_EXIT_PORT, in("eax") code, options(nomem, nostack))
-    };
+    unsafe { asm!("out dx, eax", in("dx") DEBUG_EXIT_PORT, in("eax") code, options(nomem)) };
     halt()
 }
 

@@ -4,14 +4,17 @@
 #![no_main]
 
 mod boot;
+mod exceptions;
 mod fw_cfg;
 mod ghcb;
 mod interrupts;
 mod io;
 mod mem;
+mod paging;
 mod platform;
 mod scenarios;
 mod snp;
+mod vc;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use umbra_firmware::boot_info::{BootInfo, CHECKIN_OFFSET};
@@ -48,22 +51,56 @@ fn checkin_counter() -> &'static AtomicU32 {
     unsafe { &*((BOOT_INFO_GPA as usize + CHECKIN_OFFSET) as *const AtomicU32) }
 }
 
-/// Entered by every vCPU in 64-bit mode with its initial APIC ID.
+/// Waits (bounded) until `expected` vCPUs checked in, i.e. every vCPU left
+/// the boot code that writes the page tables.
+fn wait_for_checkins(expected: u32) -> u32 {
+    let mut seen = checkin_counter().load(Ordering::Acquire);
+    for _ in 0..50_000_000u64 {
+        seen = checkin_counter().load(Ordering::Acquire);
+        if seen >= expected {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    seen
+}
+
+/// Entered by every vCPU in 64-bit mode with the ticket of its stack slot.
 #[no_mangle]
-pub extern "C" fn firmware_main(apic_id: u32) -> ! {
+pub extern "C" fn firmware_main(ticket: u32) -> ! {
+    // The IDT first: detection may raise #GP or #VC, and under SEV-ES so
+    // does every port access afterwards.
+    exceptions::install();
+    let (platform, sev_status) = platform::detect();
+    let bootstrap = platform::is_bootstrap(ticket);
     checkin_counter().fetch_add(1, Ordering::AcqRel);
-    if apic_id != 0 {
+    if !bootstrap {
         io::halt();
     }
     let info = boot_info();
-    let (platform, sev_status) = platform::detect();
+    if platform.is_snp() {
+        // Every vCPU runs the boot code at once under the model: the page
+        // tables change (C-bits of shared pages) only once all left it.
+        if platform == platform::Platform::SnpModel && info.is_valid() {
+            wait_for_checkins(info.vcpu_count);
+        }
+        // The GHCB before the first port access: the console is #VC.
+        if ghcb::establish(&[]).is_err() {
+            ghcb::terminate(ghcb::TERM_SET_UMBRA, ghcb::TERM_GHCB_SETUP);
+        }
+    }
     io::print("umbra firmware ");
     io::print(env!("CARGO_PKG_VERSION"));
     io::print(": booted in 64-bit mode on the bootstrap vCPU, platform ");
     io::print(platform.name());
-    if platform != platform::Platform::Plain {
+    if platform.is_snp() {
         io::print(", SEV_STATUS ");
         io::print_hex(sev_status);
+        io::print(", C-bit ");
+        match platform::c_bit_mask() {
+            0 => io::print("none"),
+            mask => io::print_dec(u64::from(mask.trailing_zeros())),
+        }
     }
     io::print("\n");
     // Under QEMU the boot-information page is zero: take fw_cfg's instead.
@@ -83,6 +120,7 @@ pub extern "C" fn firmware_main(apic_id: u32) -> ! {
         Ok(Scenario::PrivateRead) => snp::private_read(),
         Ok(Scenario::SerialIrq) => scenarios::serial_irq(),
         Ok(Scenario::SerialEcho) => scenarios::serial_echo(),
+        Ok(Scenario::NoVc) => snp::no_vc(),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);

@@ -2,8 +2,9 @@
 //! GHCB MSR protocol and the GHCB-page guest request as an SNP guest does
 //! (see `ghcb`), through the model's paravirtual VMGEXIT (see `platform`).
 
+use crate::exceptions::{self, VECTOR_VC};
 use crate::ghcb::{self, negotiate, psc};
-use crate::platform::{self, pvalidate, rdmsr, Platform};
+use crate::platform::{self, pvalidate, rdmsr};
 use crate::{io, EXIT_BAD_CMDLINE, EXIT_FAILED};
 use core::arch::asm;
 use core::ptr;
@@ -17,7 +18,7 @@ use umbra_firmware::layout::{
 };
 
 fn require_snp() -> bool {
-    if platform::detect().0 != Platform::SnpModel {
+    if !platform::current().is_snp() {
         io::print("this scenario needs an SNP platform (--platform snp-model)\n");
         return false;
     }
@@ -128,18 +129,15 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
 }
 
 fn outl(port: u16, value: u32) {
-    // SAFETY: the probe port has no memory effects on the guest.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
+    // SAFETY: the probe port has no memory effects on the guest (no
+    // `nostack`: under SNP this raises #VC, whose frame goes below RSP).
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, preserves_flags)) };
 }
 
 fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: as above.
-    unsafe {
-        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, preserves_flags)) };
     value
 }
 
@@ -235,4 +233,22 @@ pub fn private_read() -> u32 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// Removes the #VC handler and writes port 0x80 directly, as an SEV-ES
+/// guest without a handler would: the platform must stop the guest (on
+/// silicon the #VC finds no gate and the vCPU shuts down; the strict model
+/// stops the run naming the port). Reaching the end is a failure.
+pub fn no_vc() -> u32 {
+    if !require_snp() {
+        return EXIT_BAD_CMDLINE;
+    }
+    io::print("no-vc: writing port 0x80 without a #VC handler\n");
+    exceptions::clear_gate(VECTOR_VC);
+    // SAFETY: a one-byte write to the POST-code port, no memory effects;
+    // the fault it must raise is the point of the scenario.
+    unsafe { asm!("out 0x80, al", in("al") 0u8, options(nomem, preserves_flags)) };
+    exceptions::install();
+    io::print("no-vc: the port write did not raise #VC (is the platform strict?): fail\n");
+    EXIT_FAILED
 }
