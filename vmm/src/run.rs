@@ -197,9 +197,8 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
                 vcpus: config.vcpus,
                 vcpu_signature: vcpu_signature(config)?,
                 guest_features: launched_features(config.snp.guest_features),
-                // Until the firmware's SNP path has landed, strictness is
-                // asked for explicitly.
-                strict: std::env::var_os("UMBRA_MODEL_STRICT").is_some_and(|v| v == "1"),
+                // As strict as silicon: direct port I/O raises #VC.
+                strict: true,
             })?;
             run_on(&hypervisor, config, map, firmware, process_start)
         }

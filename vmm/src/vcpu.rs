@@ -80,12 +80,16 @@ pub(crate) fn stop(
     control: &RunControl,
 ) -> Vec<VcpuExitCounts> {
     // A kick can land just before a thread enters KVM_RUN and be lost, so
-    // kick again each time the wait for the threads' ends runs out.
-    while threads.iter().any(|t| !t.is_finished()) {
+    // kick again each time the wait for the vCPU loops' ends runs out. Once
+    // every loop has ended, stop kicking: a thread finishing its exit must
+    // not be interrupted in a storm of signals.
+    loop {
         for t in threads.iter().filter(|t| !t.is_finished()) {
             let _ = t.kill(SIGRTMIN());
         }
-        control.wait_vcpus_ended(Duration::from_micros(200));
+        if control.wait_vcpus_ended(Duration::from_micros(200)) {
+            break;
+        }
     }
     threads
         .drain(..)

@@ -72,11 +72,13 @@ fn page_state_changes_are_seen_by_the_vmm() {
     );
     assert!(stdout(&out).contains("psc: private -> shared -> private seen correctly by the VMM"));
     let s = &metrics(&m)["snp"];
-    // The boot-information page and the test page went shared, the test page back.
-    assert_eq!(s["page_states"]["conversions_to_shared"], 2);
+    // The boot-information page, the GHCB (shared at boot, as an SNP guest
+    // must before its first #VC) and the test page went shared, the test
+    // page back.
+    assert_eq!(s["page_states"]["conversions_to_shared"], 3);
     assert_eq!(s["page_states"]["conversions_to_private"], 1);
     assert_eq!(s["page_states"]["refused"], 1, "the ROM conversion");
-    assert_eq!(s["page_states"]["shared_pages"], 1);
+    assert_eq!(s["page_states"]["shared_pages"], 2);
     assert_eq!(
         s["model"]["rmp"]["pvalidate_no_update"], 1,
         "the double validation"
@@ -113,4 +115,70 @@ fn snp_scenarios_need_an_snp_platform() {
     let out = umbra(&["run", "--platform", "snp-model", "--kernel", "/dev/null"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("measured direct kernel boot is not built yet"));
+}
+
+/// Every SNP scenario runs through the firmware's SNP path: its console is
+/// port I/O that raises #VC (delivered by the model, as silicon raises it)
+/// and goes out through GHCB IOIO exits; nothing reaches the VMM natively.
+#[test]
+fn scenarios_run_through_the_firmwares_snp_path() {
+    if !kvm_available() {
+        return;
+    }
+    for (scenario, vcpus, ok) in [
+        ("hello", "1", "hello: ok"),
+        ("smp", "4", "smp: 4 of 4 vCPUs checked in: ok"),
+        ("attest report_data=0a0b", "1", "attest: "),
+        ("psc", "1", "psc: private -> shared -> private"),
+        ("private-read", "1", "private-read: ok"),
+    ] {
+        let dir = scratch(&format!("snp-path-{}", scenario.split(' ').next().unwrap()));
+        let m = dir.join("m.json");
+        let cmdline = format!("scenario={scenario}");
+        let out = run_model(&["--vcpus", vcpus, "--cmdline", &cmdline], &m);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{scenario}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains(ok), "{scenario}: {}", stdout(&out));
+        let s = &metrics(&m)["snp"];
+        assert!(
+            s["ghcb_exits"]["ioio"].as_u64().unwrap() > 0,
+            "{scenario}: {s}"
+        );
+        assert!(s["vc_injected"].as_u64().unwrap() > 0, "{scenario}: {s}");
+        assert_eq!(
+            s["fidelity_violations"],
+            serde_json::json!([]),
+            "{scenario}"
+        );
+    }
+}
+
+/// A guest without a #VC handler, as silicon would have it: its direct
+/// port write stops the run, naming the port and the #VC.
+#[test]
+fn a_direct_port_write_without_a_vc_handler_stops_the_run() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = scratch("no-vc");
+    let m = dir.join("m.json");
+    let out = run_model(&["--cmdline", "scenario=no-vc"], &m);
+    assert_eq!(
+        out.status.code(),
+        Some(123),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("direct port write to 0x80"), "{err}");
+    assert!(err.contains("silicon would raise #VC"), "{err}");
+    let s = &metrics(&m)["snp"];
+    assert_eq!(s["fidelity_violations"][0]["kind"], "ioio");
+    assert_eq!(s["fidelity_violations"][0]["address"], 0x80);
 }

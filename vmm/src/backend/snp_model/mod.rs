@@ -294,11 +294,12 @@ pub struct ModelVcpu {
 /// See [`ModelVcpu::deferred`].
 #[derive(Clone, Copy, Debug)]
 enum Deferred {
-    /// Deliver #VC for a direct access.
+    /// Deliver #VC for a direct access (`size` 0 for MMIO).
     Vc {
         kind: &'static str,
         at: u64,
         write: bool,
+        size: usize,
     },
     /// Emulate an MSR access asked for through the GHCB.
     Msr {
@@ -349,6 +350,7 @@ impl ModelVcpu {
         kind: &'static str,
         at: u64,
         write: bool,
+        size: usize,
     ) -> Option<VcpuExit<'static>> {
         let index = self.inner.index();
         let error_code = if kind == "ioio" {
@@ -357,7 +359,13 @@ impl ModelVcpu {
             vc::SVM_EXIT_NPF
         };
         let delivered = if kind == "ioio" {
-            vc::deliver(self.inner.fd(), &self.ram, error_code)
+            let access = vc::PortAccess {
+                port: at as u16,
+                size,
+                write,
+            };
+            vc::fault_rip(self.inner.fd_mut(), &self.ram, access)
+                .and_then(|rip| vc::deliver(self.inner.fd(), &self.ram, error_code, rip))
         } else {
             Err(vc::DeliveryError::CheckGate(
                 "MMIO is not injectable over KVM's emulation",
@@ -405,8 +413,13 @@ impl Vcpu for ModelVcpu {
     fn run(&mut self) -> Result<VcpuExit<'_>, BackendError> {
         let index = self.inner.index();
         match self.deferred.take() {
-            Some(Deferred::Vc { kind, at, write }) => {
-                if let Some(stop) = self.direct_access(kind, at, write) {
+            Some(Deferred::Vc {
+                kind,
+                at,
+                write,
+                size,
+            }) => {
+                if let Some(stop) = self.direct_access(kind, at, write, size) {
                     return Ok(stop);
                 }
             }
@@ -422,7 +435,14 @@ impl Vcpu for ModelVcpu {
         }
         let strict = self.strict;
         let exit = self.inner.run()?;
-        let direct = |kind, at, write| Some(Deferred::Vc { kind, at, write });
+        let direct = |kind, at, write, size| {
+            Some(Deferred::Vc {
+                kind,
+                at,
+                write,
+                size,
+            })
+        };
         let outcome = match exit {
             VcpuExit::MsrRead {
                 index: msr,
@@ -451,20 +471,20 @@ impl Vcpu for ModelVcpu {
                 outcome
             }
             // On silicon these never reach the hypervisor: they raise #VC.
-            VcpuExit::PioIn(port, _) if strict => {
-                self.deferred = direct("ioio", u64::from(port), false);
+            VcpuExit::PioIn(port, data) if strict => {
+                self.deferred = direct("ioio", u64::from(port), false, data.len());
                 return Ok(VcpuExit::Handled);
             }
-            VcpuExit::PioOut(port, _) if strict => {
-                self.deferred = direct("ioio", u64::from(port), true);
+            VcpuExit::PioOut(port, data) if strict => {
+                self.deferred = direct("ioio", u64::from(port), true, data.len());
                 return Ok(VcpuExit::Handled);
             }
             VcpuExit::MmioRead(gpa, _) if strict => {
-                self.deferred = direct("mmio", gpa, false);
+                self.deferred = direct("mmio", gpa, false, 0);
                 return Ok(VcpuExit::Handled);
             }
             VcpuExit::MmioWrite(gpa, _) if strict => {
-                self.deferred = direct("mmio", gpa, true);
+                self.deferred = direct("mmio", gpa, true, 0);
                 return Ok(VcpuExit::Handled);
             }
             other => return Ok(other),

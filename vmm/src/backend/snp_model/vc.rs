@@ -8,6 +8,16 @@
 //! Control Transfers"). KVM's pending port completion is then skipped,
 //! because it checks that RIP has not moved.
 //!
+//! Where KVM leaves RIP at a port exit differs: with fast PIO it is at the
+//! instruction and the completion on the next KVM_RUN skips it; under KVM's
+//! instruction emulator (all guest code on the CI machines) an OUT has
+//! already advanced RIP, and an IN is completed without looking at RIP. So
+//! the model first lets KVM complete the pending access (a KVM_RUN with
+//! `immediate_exit`), then puts every register back as it was at the exit:
+//! if the completion moved RIP, the exit's RIP was the instruction's; if it
+//! did not, the instruction ended at RIP and is found by matching the one
+//! port instruction that ends there with this port, size and DX.
+//!
 //! The delivery is done in software because this host's KVM cannot inject
 //! vector 29 with an error code. It supports what umbra's firmware uses:
 //! long mode, a 64-bit interrupt or trap gate with IST 0 and the current
@@ -54,6 +64,9 @@ pub(crate) enum DeliveryError {
     /// A guest virtual address did not translate.
     #[error("guest address {0:#x} is not mapped")]
     Translate(u64),
+    /// No single port instruction ends at the exit's RIP.
+    #[error("no port instruction for this access ends at {0:#x}")]
+    FindInstruction(u64),
 }
 
 /// A 4-level page walk of `va` under `cr3` (4 KiB, 2 MiB and 1 GiB pages).
@@ -96,11 +109,86 @@ fn write_u64_va(ram: &GuestRam, cr3: u64, va: u64, value: u64) -> Result<(), Del
     Ok(())
 }
 
-/// Delivers #VC with `error_code` to the vCPU, whose RIP is at the
-/// faulting instruction.
-pub(crate) fn deliver(fd: &VcpuFd, ram: &GuestRam, error_code: u64) -> Result<(), DeliveryError> {
+/// The port access that exited, as KVM reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PortAccess {
+    /// The port.
+    pub(crate) port: u16,
+    /// 1, 2 or 4 bytes.
+    pub(crate) size: usize,
+    /// OUT (else IN).
+    pub(crate) write: bool,
+}
+
+/// The port instruction that ends at `end` (the bytes before it are
+/// `before`, the last byte last) and performs `access` with `dx`: its
+/// length, if exactly one form matches.
+pub(crate) fn port_insn_len(before: &[u8; 3], access: PortAccess, dx: u16) -> Option<u64> {
+    let (imm, dx_form) = match (access.write, access.size) {
+        (true, 1) => (0xE6, 0xEE),
+        (true, _) => (0xE7, 0xEF),
+        (false, 1) => (0xE4, 0xEC),
+        (false, _) => (0xE5, 0xED),
+    };
+    let needs_66 = access.size == 2;
+    let mut found = Vec::new();
+    // `op dx` forms: [66] op.
+    if before[2] == dx_form && dx == access.port {
+        let prefixed = before[1] == 0x66;
+        if prefixed == needs_66 {
+            found.push(if prefixed { 2 } else { 1 });
+        }
+    }
+    // `op imm8` forms: [66] op imm8.
+    if before[1] == imm && u16::from(before[2]) == access.port {
+        let prefixed = before[0] == 0x66;
+        if prefixed == needs_66 {
+            found.push(if prefixed { 3 } else { 2 });
+        }
+    }
+    match found.as_slice() {
+        [len] => Some(*len),
+        _ => None,
+    }
+}
+
+/// Lets KVM complete the pending port access, restores the registers of
+/// the exit and returns the RIP of the faulting instruction.
+pub(crate) fn fault_rip(
+    fd: &mut VcpuFd,
+    ram: &GuestRam,
+    access: PortAccess,
+) -> Result<u64, DeliveryError> {
+    let errno = |e: kvm_ioctls::Error| DeliveryError::AccessRegisters(e.errno());
+    let at_exit = fd.get_regs().map_err(errno)?;
+    fd.set_kvm_immediate_exit(1);
+    // Returns EINTR at once, after the completion; nothing else runs.
+    let _ = fd.run();
+    fd.set_kvm_immediate_exit(0);
+    let completed = fd.get_regs().map_err(errno)?;
+    fd.set_regs(&at_exit).map_err(errno)?;
+    if completed.rip != at_exit.rip {
+        return Ok(at_exit.rip);
+    }
+    let sregs = fd.get_sregs().map_err(errno)?;
+    let mut before = [0u8; 3];
+    read_va(ram, sregs.cr3, at_exit.rip.wrapping_sub(3), &mut before)?;
+    port_insn_len(&before, access, at_exit.rdx as u16)
+        .map(|len| at_exit.rip - len)
+        .ok_or(DeliveryError::FindInstruction(at_exit.rip))
+}
+
+/// Delivers #VC with `error_code` to the vCPU at the faulting instruction
+/// `rip`.
+pub(crate) fn deliver(
+    fd: &VcpuFd,
+    ram: &GuestRam,
+    error_code: u64,
+    rip: u64,
+) -> Result<(), DeliveryError> {
     let errno = |e: kvm_ioctls::Error| DeliveryError::AccessRegisters(e.errno());
     let mut regs = fd.get_regs().map_err(errno)?;
+    regs.rip = rip;
     let sregs = fd.get_sregs().map_err(errno)?;
     if sregs.efer & EFER_LMA == 0 || sregs.cs.l == 0 {
         return Err(DeliveryError::CheckLongMode);
@@ -146,4 +234,56 @@ pub(crate) fn deliver(fd: &VcpuFd, ram: &GuestRam, error_code: u64) -> Result<()
         regs.rflags &= !RFLAGS_IF;
     }
     fd.set_regs(&regs).map_err(errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT_BYTE: PortAccess = PortAccess {
+        port: 0x3F8,
+        size: 1,
+        write: true,
+    };
+
+    #[test]
+    fn the_port_instruction_before_rip_is_matched_by_port_size_and_dx() {
+        // out dx, al with DX = 0x3F8.
+        assert_eq!(port_insn_len(&[0x90, 0x90, 0xEE], OUT_BYTE, 0x3F8), Some(1));
+        // ... but not when DX names another port.
+        assert_eq!(port_insn_len(&[0x90, 0x90, 0xEE], OUT_BYTE, 0x80), None);
+        // out 0x80, al.
+        let port80 = PortAccess {
+            port: 0x80,
+            ..OUT_BYTE
+        };
+        assert_eq!(port_insn_len(&[0x90, 0xE6, 0x80], port80, 0), Some(2));
+        // out dx, ax needs the operand-size prefix; out dx, eax must not have it.
+        let word = PortAccess {
+            size: 2,
+            ..OUT_BYTE
+        };
+        let dword = PortAccess {
+            size: 4,
+            ..OUT_BYTE
+        };
+        assert_eq!(port_insn_len(&[0x90, 0x66, 0xEF], word, 0x3F8), Some(2));
+        assert_eq!(port_insn_len(&[0x90, 0x66, 0xEF], dword, 0x3F8), None);
+        assert_eq!(port_insn_len(&[0x90, 0x90, 0xEF], dword, 0x3F8), Some(1));
+        // in eax, dx after out dx, eax: the IN's opcode does not match an OUT.
+        assert_eq!(port_insn_len(&[0x90, 0xEF, 0xED], dword, 0x3F8), None);
+        // in al, dx.
+        let input = PortAccess {
+            write: false,
+            ..OUT_BYTE
+        };
+        assert_eq!(port_insn_len(&[0x90, 0x90, 0xEC], input, 0x3F8), Some(1));
+        // Ambiguous: E6 EE could be `out 0xEE, al` or `out dx, al` with
+        // DX = port = 0xEE; refused rather than guessed.
+        let ee = PortAccess {
+            port: 0xEE,
+            ..OUT_BYTE
+        };
+        assert_eq!(port_insn_len(&[0x90, 0xE6, 0xEE], ee, 0xEE), None);
+    }
 }
