@@ -81,14 +81,23 @@ pub fn seal(
 }
 
 /// Checks and decrypts a message in place; returns its type and plaintext.
+/// The header is checked as Linux's sev-guest driver checks a response
+/// (`verify_and_dec_payload`): algorithm, header version and size, message
+/// version, the VMPCK it was sealed with, sequence number, payload size.
 pub fn open<'a>(
     key: &[u8; 32],
+    vmpck: u8,
     expected_seqno: u64,
     page: &'a mut [u8; PAGE],
 ) -> Result<(u8, &'a [u8]), MsgError> {
     let (header, body) = page.split_at_mut(HEADER_SIZE);
     let hdr = MsgHeader::read_from_bytes(header).map_err(|_| MsgError::Header)?;
-    if hdr.algo != AEAD_AES_256_GCM || hdr.hdr_version != HDR_VERSION {
+    if hdr.algo != AEAD_AES_256_GCM
+        || hdr.hdr_version != HDR_VERSION
+        || usize::from(hdr.hdr_sz) != HEADER_SIZE
+        || hdr.msg_version != 1
+        || hdr.msg_vmpck != vmpck
+    {
         return Err(MsgError::Header);
     }
     let seqno = hdr.msg_seqno;
@@ -136,17 +145,26 @@ mod tests {
         assert_eq!(&page[0x36..0x38], &[0x60, 0]);
         assert_ne!(&page[0x60..0x70], &payload[..16], "payload is encrypted");
         let mut copy = page;
-        let (ty, plain) = open(&key, 1, &mut copy).unwrap();
+        let (ty, plain) = open(&key, 0, 1, &mut copy).unwrap();
         assert_eq!((ty, plain), (MSG_REPORT_REQ, &payload[..]));
         let mut copy = page;
-        assert_eq!(open(&key, 3, &mut copy), Err(MsgError::Sequence));
+        assert_eq!(open(&key, 0, 3, &mut copy), Err(MsgError::Sequence));
         let mut copy = page;
         copy[0x70] ^= 1;
-        assert_eq!(open(&key, 1, &mut copy), Err(MsgError::Tag));
-        let mut copy = page;
-        copy[0x3C] = 1; // AAD covers MSG_VMPCK
-        assert_eq!(open(&key, 1, &mut copy), Err(MsgError::Tag));
-        assert_eq!(open(&[8u8; 32], 1, &mut page), Err(MsgError::Tag));
+        assert_eq!(open(&key, 0, 1, &mut copy), Err(MsgError::Tag));
+        // A response sealed with another VMPCK, another header size or
+        // message version is refused before its tag is even checked.
+        for (at, value) in [(0x3C, 1u8), (0x32, 0x50), (0x35, 2)] {
+            let mut copy = page;
+            copy[at] = value;
+            assert_eq!(
+                open(&key, 0, 1, &mut copy),
+                Err(MsgError::Header),
+                "byte {at:#x}"
+            );
+        }
+        assert_eq!(open(&key, 1, 1, &mut page.clone()), Err(MsgError::Header));
+        assert_eq!(open(&[8u8; 32], 0, 1, &mut page), Err(MsgError::Tag));
     }
 
     /// NIST SP 800-38D test case 14 (AES-256, 96-bit IV of zeros, one zero

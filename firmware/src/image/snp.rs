@@ -103,7 +103,7 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
     }
 
     scratch.copy_from_slice(page(GUEST_RESPONSE_GPA));
-    let response = match guest_msg::open(&key, 2, scratch) {
+    let response = match guest_msg::open(&key, 0, 2, scratch) {
         Ok((MSG_REPORT_RSP, body)) if body.len() >= REPORT_RSP_REPORT + REPORT_SIZE => body,
         Ok((other, _)) => return fail("attest: unexpected response type", u64::from(other)),
         Err(_) => return fail("attest: response did not authenticate", 0),
@@ -111,6 +111,11 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
     let status = u32::from_le_bytes([response[0], response[1], response[2], response[3]]);
     if status != 0 {
         return fail("attest: firmware status", u64::from(status));
+    }
+    // MSG_REPORT_RSP REPORT_SIZE, checked as Linux checks it.
+    let size = u32::from_le_bytes([response[4], response[5], response[6], response[7]]);
+    if size as usize != REPORT_SIZE {
+        return fail("attest: report size", u64::from(size));
     }
     let report = &response[REPORT_RSP_REPORT..REPORT_RSP_REPORT + REPORT_SIZE];
     io::print("attest: report ");
