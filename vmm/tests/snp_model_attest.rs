@@ -184,6 +184,29 @@ fn report_parses_and_verifies_against_the_model_ark() {
     let ext = chain::VekExtensions::from_cert(keys.vcek(), "VCEK").unwrap();
     assert_eq!(ext.product_name.as_deref(), Some("Milan-B0"));
     assert_eq!(ext.hw_id.as_deref(), Some(&keys.chip_id()[..]));
+    // As a KDS-issued Milan VCEK: SPL extensions .3.1-.3.8 all present and
+    // the hwID extension value the raw 64 bytes (extnValue OCTET STRING of
+    // length 64, no inner OCTET STRING).
+    let der = keys.vcek().to_der().unwrap();
+    let amd_oid = [0x2B, 0x06, 0x01, 0x04, 0x01, 0x9C, 0x78, 0x01];
+    for spl in 1u8..=8 {
+        let mut oid = vec![0x06, 10];
+        oid.extend_from_slice(&amd_oid);
+        oid.extend_from_slice(&[3, spl]);
+        assert!(
+            der.windows(oid.len()).any(|w| w == oid),
+            "SPL extension .3.{spl}"
+        );
+    }
+    let mut hwid = vec![0x06, 9];
+    hwid.extend_from_slice(&amd_oid);
+    hwid.push(4);
+    hwid.extend_from_slice(&[0x04, 0x40]);
+    hwid.extend_from_slice(&keys.chip_id());
+    assert!(
+        der.windows(hwid.len()).any(|w| w == hwid),
+        "raw 64-byte hwID"
+    );
     assert_eq!(chain::common_name(keys.ask()), "SEV-Milan");
 
     // The CLI, as a user runs it, when the binary has been built.

@@ -441,8 +441,15 @@ fn generate(tcb: [u8; 8]) -> Result<Vec<Generated>, KeyError> {
         extension(&amd(&[3, 1]), false, &int(tcb[0])),
         extension(&amd(&[3, 2]), false, &int(tcb[1])),
         extension(&amd(&[3, 3]), false, &int(tcb[6])),
+        // Reserved SPLs 4-7, present (zero) in KDS-issued Milan VCEKs.
+        extension(&amd(&[3, 4]), false, &int(tcb[2])),
+        extension(&amd(&[3, 5]), false, &int(tcb[3])),
+        extension(&amd(&[3, 6]), false, &int(tcb[4])),
+        extension(&amd(&[3, 7]), false, &int(tcb[5])),
         extension(&amd(&[3, 8]), false, &int(tcb[7])),
-        extension(&amd(&[4]), false, &der::tlv(0x04, &chip_id)),
+        // A Milan VCEK from the KDS carries the 64-byte hwID raw, not
+        // wrapped in an OCTET STRING.
+        extension(&amd(&[4]), false, &chip_id),
     ];
     let vcek = certificate(&CertSpec {
         // AMD issues every VCEK with serial 0.
