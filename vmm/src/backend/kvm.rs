@@ -55,7 +55,7 @@ impl Hypervisor for KvmHypervisor {
 
     fn create_vm(&self) -> Result<KvmVm, BackendError> {
         let vm = self.kvm.create_vm().map_err(BackendError::CreateVm)?;
-        self.wrap_vm(vm)
+        self.wrap_vm(vm, 0)
     }
 }
 
@@ -72,11 +72,11 @@ impl KvmHypervisor {
             .kvm
             .create_vm_with_type(vm_type)
             .map_err(BackendError::CreateVm)?;
-        self.wrap_vm(vm)
+        self.wrap_vm(vm, vm_type)
     }
 
     /// Sets up a freshly created VM fd and wraps it.
-    fn wrap_vm(&self, vm: VmFd) -> Result<KvmVm, BackendError> {
+    fn wrap_vm(&self, vm: VmFd, vm_type: u64) -> Result<KvmVm, BackendError> {
         vm.set_identity_map_address(IDENTITY_MAP_ADDR)
             .map_err(|e| BackendError::VmSetup("KVM_SET_IDENTITY_MAP_ADDR", e))?;
         vm.set_tss_address(TSS_ADDR)
@@ -85,11 +85,17 @@ impl KvmHypervisor {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| BackendError::VmSetup("KVM_GET_SUPPORTED_CPUID", e))?;
-        let readonly_mem = self.kvm.check_extension(Cap::ReadonlyMem);
+        // Asked of the VM, not of /dev/kvm: KVM refuses read-only memslots on
+        // VM types with protected state (SEV-ES, SNP; kvm_arch_has_readonly_mem)
+        // and says so through the VM fd's CHECK_EXTENSION.
+        let readonly_mem = vm.check_extension(Cap::ReadonlyMem);
         Ok(KvmVm {
             vm,
             cpuid,
             readonly_mem,
+            // KVM_X86_SEV_ES_VM (3) and KVM_X86_SNP_VM (4) have protected
+            // state (arch/x86/kvm/svm/sev.c sev_vm_init).
+            protected_state: vm_type >= 3,
             ram: Vec::new(),
             ram_ranges: Vec::new(),
             irqchip: AtomicU8::new(IRQCHIP_NONE),
@@ -104,6 +110,7 @@ pub struct KvmVm {
     vm: VmFd,
     cpuid: CpuId,
     readonly_mem: bool,
+    protected_state: bool,
     ram: Vec<Arc<GuestRam>>,
     ram_ranges: Vec<(u64, u64)>,
     irqchip: AtomicU8,
@@ -177,11 +184,21 @@ impl KvmVm {
         let flags = match slot.access {
             SlotAccess::ReadWrite => 0,
             SlotAccess::ReadOnly if self.readonly_mem => KVM_MEM_READONLY,
-            SlotAccess::ReadOnly => {
+            SlotAccess::ReadOnly if !self.protected_state => {
                 return Err(BackendError::VmSetup(
                     "KVM_CAP_READONLY_MEM (needed for ROM)",
                     kvm_ioctls::Error::new(libc::ENOTSUP),
                 ))
+            }
+            SlotAccess::ReadOnly => {
+                // Protected VM types cannot have read-only memory; their
+                // firmware's integrity is its launch measurement instead.
+                log::warn!(
+                    "slot {} at {:#x} is mapped writable: this VM type has no read-only memory",
+                    slot.slot,
+                    slot.gpa
+                );
+                0
             }
         };
         let region = kvm_userspace_memory_region {
