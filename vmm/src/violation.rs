@@ -57,6 +57,16 @@ pub struct ViolationLog {
     recorded: Mutex<Vec<Violation>>,
 }
 
+/// Violations logged one by one before the log thins out.
+const LOGGED_IN_FULL: u64 = 16;
+/// After that, one line per this many.
+const LOG_EVERY: u64 = 1024;
+
+/// Whether violation number `n` (from 1) gets a log line.
+fn should_log(n: u64) -> bool {
+    n <= LOGGED_IN_FULL || n.is_multiple_of(LOG_EVERY)
+}
+
 impl ViolationLog {
     /// An empty log applying `policy`.
     pub fn new(policy: ViolationPolicy) -> Self {
@@ -88,8 +98,18 @@ impl ViolationLog {
     }
 
     /// Records and logs a violation; returns true when the VM must stop.
+    /// A guest controls how many there are, so the log is bounded: the
+    /// first [`LOGGED_IN_FULL`] are logged, then every
+    /// [`LOG_EVERY`]th with the count (all are counted).
     pub fn record(&self, violation: Violation) -> bool {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if !should_log(n) {
+            let mut recorded = crate::sync::lock(&self.recorded);
+            if recorded.len() < MAX_RECORDED {
+                recorded.push(violation);
+            }
+            return self.policy == ViolationPolicy::Stop;
+        }
         let region = violation
             .region
             .map(|r| format!(" ({r})"))
@@ -127,6 +147,13 @@ impl ViolationLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_violations_is_logged_sparsely() {
+        let logged = (1..=100_000u64).filter(|n| should_log(*n)).count();
+        assert_eq!(logged, 16 + 100_000 / 1024);
+        assert!(should_log(1) && should_log(16) && !should_log(17) && should_log(1024));
+    }
 
     #[test]
     fn classifies_by_region_role() {
