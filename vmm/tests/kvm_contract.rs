@@ -342,3 +342,31 @@ fn vmsa_features_outside_the_advertised_set_are_refused() {
     assert_eq!(kernel.last_vm().digest(), Some(expected));
     assert_eq!(finished.measurement, expected);
 }
+
+/// The bug this contract catches: vCPUs created without the `--vcpu-type`
+/// signature start with the host's in RDX, KVM measures that, and the
+/// digest is not the predicted one (skipped where the host's signature
+/// happens to be the type's).
+#[test]
+fn vcpus_without_the_type_signature_give_another_digest() {
+    if !common::kvm_available() {
+        return;
+    }
+    let kernel = Arc::new(FakeSevKernel::default());
+    let mut cfg = config("EPYC-v4", 0x1);
+    cfg.vcpu_signature = None;
+    let vm = snp_vm(&kernel, cfg, 1);
+    let plan = LaunchPlan::new(EMBEDDED_FIRMWARE, options(1, "EPYC-v4", DEFAULT_POLICY)).unwrap();
+    let (_vm, finished) = execute(vm, &plan).unwrap();
+    let vmsa = &kernel.last_vm().vmsas()[0];
+    let rdx = u64::from_le_bytes(vmsa[0x310..0x318].try_into().unwrap());
+    if rdx == u64::from(vcpu_sig_of("EPYC-v4").unwrap()) {
+        eprintln!("skipped: the host's signature is EPYC-v4's");
+        return;
+    }
+    let expected = plan.expected_measurement().unwrap();
+    assert_ne!(kernel.last_vm().digest(), Some(expected));
+    // The backend's own digest (from the plan's VMSAs) cannot see it: only
+    // the kernel's measurement of the real vCPUs does.
+    assert_eq!(finished.measurement, expected);
+}
