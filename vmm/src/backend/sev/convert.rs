@@ -6,6 +6,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, RwLock};
 
+use super::kernel::SevVmKernel;
 use super::uapi::{self, PAGE_SIZE};
 use super::SevError;
 use crate::backend::kvm::KvmVm;
@@ -21,6 +22,7 @@ pub(super) struct GmemSlot {
 /// The VM's private-memory state, shared with its vCPUs for conversions.
 pub struct PrivateMemory {
     pub(super) vm: Arc<KvmVm>,
+    pub(super) kernel: Arc<dyn SevVmKernel>,
     pub(super) slots: RwLock<Vec<GmemSlot>>,
 }
 
@@ -141,9 +143,8 @@ impl PrivateMemory {
             attributes,
             flags: 0,
         };
-        self.vm
-            .vm_fd()
-            .set_memory_attributes(attr)
+        self.kernel
+            .set_memory_attributes(self.vm.vm_fd(), attr)
             .map_err(|source| SevError::SetMemoryAttributes {
                 gpa,
                 size,

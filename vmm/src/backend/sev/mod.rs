@@ -17,6 +17,7 @@
 //! issues SEV commands.
 
 mod convert;
+pub mod kernel;
 pub mod launch_update;
 pub mod legacy;
 pub mod snp;

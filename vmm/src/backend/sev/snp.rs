@@ -14,7 +14,7 @@
 //! registers -> LAUNCH_START -> LAUNCH_UPDATE* -> LAUNCH_FINISH (KVM
 //! measures every vCPU's VMSA here) -> run.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, RwLock};
 
 use kvm_bindings::kvm_enable_cap;
@@ -25,9 +25,10 @@ use super::convert::GmemSlot;
 pub use super::convert::{
     range_in_ram, validate_map_gpa_range, validate_memory_fault, MapGpaRange, PrivateMemory,
 };
+pub use super::kernel::{RealKernel, SevHostInfo, SevKernel, SevVmKernel};
 use super::launch_update::{drive_launch_update, update_cpuid_with_retry};
 use super::uapi::{self, PAGE_SIZE};
-use super::{get_device_attr, sev_command, vm_types, SevDevice, SevError};
+use super::SevError;
 use crate::backend::confidential::{
     ConfidentialLaunch, FirmwareStatus, LaunchError, LaunchFinishParams, LaunchFinished,
     LaunchStartParams, LaunchUpdate, PageType,
@@ -78,7 +79,7 @@ pub fn check_vmsa_features(requested: u64, supported: u64) -> Result<u64, SevErr
 /// The SEV-SNP hardware backend.
 pub struct SnpHypervisor {
     kvm: KvmHypervisor,
-    sev: Arc<SevDevice>,
+    kernel: Arc<dyn SevKernel>,
     vmsa_features: u64,
     policy_bits: Option<u64>,
     config: SnpConfig,
@@ -88,44 +89,30 @@ impl SnpHypervisor {
     /// Probes the host (VM type 4, guest_memfd, memory attributes, hypercall
     /// exits, VMSA features), checks `config.vmsa_features` and opens `/dev/sev`.
     pub fn new(config: SnpConfig) -> Result<Self, SevError> {
-        let kvm = KvmHypervisor::new().map_err(|e| match e {
-            BackendError::OpenKvm(e) => SevError::OpenKvm(e),
-            other => SevError::CreateVm(other),
-        })?;
-        let k = kvm.kvm();
-        let offered = vm_types(k);
-        if offered & (1 << uapi::VM_TYPE_SNP) == 0 {
-            return Err(SevError::VmType {
-                vm_type: uapi::VM_TYPE_SNP,
-                offered,
-            });
-        }
-        let caps: [(u64, &'static str); 3] = [
-            (uapi::CAP_GUEST_MEMFD, "KVM_CAP_GUEST_MEMFD"),
-            (uapi::CAP_USER_MEMORY2, "KVM_CAP_USER_MEMORY2"),
-            (uapi::CAP_MEMORY_ATTRIBUTES, "KVM_CAP_MEMORY_ATTRIBUTES"),
-        ];
-        for (cap, name) in caps {
-            if k.check_extension_raw(cap as libc::c_ulong) <= 0 {
-                return Err(SevError::Capability(name));
-            }
-        }
-        let hc = k.check_extension_raw(libc::c_ulong::from(uapi::CAP_EXIT_HYPERCALL));
-        if hc <= 0 || (hc as u64) & uapi::EXIT_HYPERCALL_MAP_GPA_RANGE == 0 {
-            return Err(SevError::Capability(
-                "KVM_CAP_EXIT_HYPERCALL with KVM_HC_MAP_GPA_RANGE",
-            ));
-        }
-        let supported = get_device_attr(k, uapi::GRP_SEV, uapi::ATTR_VMSA_FEATURES)?;
-        let vmsa_features = check_vmsa_features(config.vmsa_features, supported)?;
-        // Published since Linux 6.17; older kernels answer ENXIO.
-        let policy_bits = get_device_attr(k, uapi::GRP_SEV, uapi::ATTR_SNP_POLICY_BITS).ok();
-        let sev = Arc::new(SevDevice::open()?);
+        let kvm = open_kvm()?;
+        let host = RealKernel::probe_host(kvm.kvm())?;
+        let vmsa_features = check_vmsa_features(config.vmsa_features, host.vmsa_features)?;
+        let kernel = Arc::new(RealKernel::open()?);
         Ok(SnpHypervisor {
             kvm,
-            sev,
+            kernel,
             vmsa_features,
-            policy_bits,
+            policy_bits: host.policy_bits,
+            config,
+        })
+    }
+
+    /// The backend over another implementation of the kernel's SEV support
+    /// (a test's fake); probes it as [`new`](Self::new) probes the host.
+    pub fn with_kernel(config: SnpConfig, kernel: Arc<dyn SevKernel>) -> Result<Self, SevError> {
+        let kvm = open_kvm()?;
+        let host = kernel.probe(kvm.kvm())?;
+        let vmsa_features = check_vmsa_features(config.vmsa_features, host.vmsa_features)?;
+        Ok(SnpHypervisor {
+            kvm,
+            kernel,
+            vmsa_features,
+            policy_bits: host.policy_bits,
             config,
         })
     }
@@ -141,8 +128,9 @@ impl SnpHypervisor {
     pub fn create_snp_vm(&self) -> Result<SnpVm, SevError> {
         let mut inner = self
             .kvm
-            .create_vm_of_type(uapi::VM_TYPE_SNP)
+            .create_vm_of_type(self.kernel.vm_type())
             .map_err(SevError::CreateVm)?;
+        let kernel = self.kernel.new_vm();
         if let Some(signature) = self.config.vcpu_signature {
             inner.set_cpu_signature(signature);
         }
@@ -159,17 +147,17 @@ impl SnpHypervisor {
             ghcb_version: 0,
             ..Default::default()
         };
-        sev_command(vm, uapi::SEV_INIT2, Some(&mut init), Some(self.sev.fd()))
-            .map_err(SevError::Init2)?;
+        kernel.init2(vm, &mut init).map_err(SevError::Init2)?;
         let inner = Arc::new(inner);
         Ok(SnpVm {
             ram: Vec::new(),
             memory: Arc::new(PrivateMemory {
                 vm: Arc::clone(&inner),
+                kernel: Arc::clone(&kernel),
                 slots: RwLock::new(Vec::new()),
             }),
             inner,
-            sev: Arc::clone(&self.sev),
+            kernel,
             config: self.config.clone(),
             started: false,
             finished: false,
@@ -177,6 +165,14 @@ impl SnpHypervisor {
             cpuid_corrections: None,
         })
     }
+}
+
+/// Opens `/dev/kvm` for an SNP backend.
+fn open_kvm() -> Result<KvmHypervisor, SevError> {
+    KvmHypervisor::new().map_err(|e| match e {
+        BackendError::OpenKvm(e) => SevError::OpenKvm(e),
+        other => SevError::CreateVm(other),
+    })
 }
 
 /// Carries the backend's error across the boundary, whole.
@@ -209,7 +205,7 @@ pub struct SnpVm {
     inner: Arc<KvmVm>,
     ram: Vec<Arc<crate::memory::GuestRam>>,
     memory: Arc<PrivateMemory>,
-    sev: Arc<SevDevice>,
+    kernel: Arc<dyn SevVmKernel>,
     config: SnpConfig,
     started: bool,
     finished: bool,
@@ -236,20 +232,21 @@ impl SnpVm {
     /// As [`Vm::map_memory`]: the host range is a live mapping that outlives the VM.
     pub unsafe fn map_private_memory(&self, slot: &MemorySlot) -> Result<(), SevError> {
         let vm = self.inner.vm_fd();
-        let raw = vm
-            .create_guest_memfd(uapi::kvm_create_guest_memfd {
-                size: slot.size,
-                flags: 0,
-                reserved: [0; 6],
-            })
+        let gmem = self
+            .kernel
+            .create_guest_memfd(
+                vm,
+                uapi::kvm_create_guest_memfd {
+                    size: slot.size,
+                    flags: 0,
+                    reserved: [0; 6],
+                },
+            )
             .map_err(|source| SevError::CreateGuestMemfd {
                 gpa: slot.gpa,
                 size: slot.size,
                 source,
             })?;
-        // SAFETY: KVM_CREATE_GUEST_MEMFD just returned this fd; nothing else
-        // owns it, so the OwnedFd is its only owner and closes it once.
-        let gmem = unsafe { OwnedFd::from_raw_fd(raw) };
         let region = uapi::kvm_userspace_memory_region2 {
             slot: slot.slot,
             flags: uapi::MEM_GUEST_MEMFD,
@@ -263,7 +260,7 @@ impl SnpVm {
         // SAFETY: the caller guarantees the shared backing is a live mapping
         // that outlives the VM (this function's contract); the guest_memfd is
         // owned by this VM's slot list for the VM's lifetime.
-        unsafe { vm.set_user_memory_region2(region) }.map_err(|source| {
+        unsafe { self.kernel.set_user_memory_region2(vm, region) }.map_err(|source| {
             SevError::SetMemoryRegion2 {
                 slot: slot.slot,
                 gpa: slot.gpa,
@@ -289,13 +286,9 @@ impl SnpVm {
             gosvw: self.config.gosvw,
             ..Default::default()
         };
-        sev_command(
-            self.inner.vm_fd(),
-            uapi::SNP_LAUNCH_START,
-            Some(&mut start),
-            Some(self.sev.fd()),
-        )
-        .map_err(|failure| SevError::SnpLaunchStart { policy, failure })?;
+        self.kernel
+            .snp_launch_start(self.inner.vm_fd(), &mut start)
+            .map_err(|failure| SevError::SnpLaunchStart { policy, failure })?;
         self.started = true;
         Ok(())
     }
@@ -317,12 +310,7 @@ impl SnpVm {
             ..Default::default()
         };
         drive_launch_update(arg, |a| {
-            sev_command(
-                self.inner.vm_fd(),
-                uapi::SNP_LAUNCH_UPDATE,
-                Some(a),
-                Some(self.sev.fd()),
-            )
+            self.kernel.snp_launch_update(self.inner.vm_fd(), a)
         })
     }
 
@@ -441,13 +429,9 @@ impl SnpVm {
             host_data: params.host_data,
             ..Default::default()
         };
-        sev_command(
-            self.inner.vm_fd(),
-            uapi::SNP_LAUNCH_FINISH,
-            Some(&mut finish),
-            Some(self.sev.fd()),
-        )
-        .map_err(SevError::SnpLaunchFinish)?;
+        self.kernel
+            .snp_launch_finish(self.inner.vm_fd(), &mut finish)
+            .map_err(SevError::SnpLaunchFinish)?;
         self.finished = true;
         for page in &params.vmsa_pages {
             if let Ok(p) = <&[u8; 4096]>::try_from(page.as_slice()) {
@@ -582,6 +566,7 @@ impl Vm for SnpVm {
         if let (true, VcpuStart::Reset, Some(eip)) = (index > 0, start, self.config.ap_reset_eip) {
             set_ap_reset(&inner, eip).map_err(|e| to_backend("AP reset state", e))?;
         }
+        self.kernel.vcpu_created(index, inner.fd());
         Ok(SnpVcpu {
             inner,
             memory: Arc::clone(&self.memory),

@@ -464,17 +464,24 @@ pub fn parse_cpuid_page(page: &[u8]) -> Vec<CpuidEntry> {
 /// 0 and 1 with `ebx = 0x240` and `xcr0_in = 1` (guests recompute XSAVE
 /// sizes; QEMU, cloud-hypervisor). The page holds 64 entries: the
 /// hypervisor leaves (0x4000_xxxx, answered by KVM and umbra, never by the
-/// SNP firmware's table) are dropped first when the table is larger, and a
-/// table still larger is refused, as QEMU refuses it, never cut silently.
+/// SNP firmware's table) are dropped first when the table is larger, then
+/// the all-zero leaves (KVM lists every leaf up to the maximum; a guest
+/// answers a leaf missing from the page inside the reported range with
+/// zeros, Linux `snp_cpuid`: "hypervisors will avoid keeping track of CPUID
+/// entries where all values are zero"), and a table still larger is
+/// refused, as QEMU refuses it, never cut silently.
 pub fn cpuid_entries_from_kvm(
     kvm: &[kvm_bindings::kvm_cpuid_entry2],
 ) -> Result<Vec<CpuidEntry>, super::SevError> {
     let hypervisor = |k: &&kvm_bindings::kvm_cpuid_entry2| (k.function >> 28) == 0x4;
-    let keep: Vec<&kvm_bindings::kvm_cpuid_entry2> = if kvm.len() > CPUID_MAX_ENTRIES {
+    let mut keep: Vec<&kvm_bindings::kvm_cpuid_entry2> = if kvm.len() > CPUID_MAX_ENTRIES {
         kvm.iter().filter(|k| !hypervisor(k)).collect()
     } else {
         kvm.iter().collect()
     };
+    if keep.len() > CPUID_MAX_ENTRIES {
+        keep.retain(|k| (k.eax, k.ebx, k.ecx, k.edx) != (0, 0, 0, 0));
+    }
     if keep.len() > CPUID_MAX_ENTRIES {
         return Err(super::SevError::CpuidCount(keep.len()));
     }

@@ -616,8 +616,8 @@ fn cpuid_entries_from_kvm_fix_xsave_leaf() {
     assert_eq!((e[1].ebx, e[1].xcr0_in), (0x240, 1));
     assert_eq!((e[2].ebx, e[2].xcr0_in), (0x240, 1));
     assert_eq!((e[3].ebx, e[3].xcr0_in, e[3].ecx_in), (0x100, 0, 2));
-    // More than 64: the hypervisor leaves go first, then it is refused,
-    // never cut silently.
+    // More than 64: the hypervisor leaves go first, ... and a table still
+    // too large is refused, never cut silently.
     let mut crowded = vec![k(1, 0, 0); 62];
     crowded.extend([
         k(0x4000_0000, 0, 0),
@@ -627,7 +627,14 @@ fn cpuid_entries_from_kvm_fix_xsave_leaf() {
     let kept = cpuid_entries_from_kvm(&crowded).unwrap();
     assert_eq!(kept.len(), 62);
     assert!(kept.iter().all(|e| e.eax_in >> 28 != 4));
-    let many = vec![k(1, 0, 0); 80];
+    // Still more than 64: the all-zero leaves go next (a guest answers a
+    // missing in-range leaf with zeros).
+    let mut sparse = vec![k(1, 0, 1); 60];
+    sparse.extend(vec![k(0x8000_0012, 0, 0); 10]);
+    let kept = cpuid_entries_from_kvm(&sparse).unwrap();
+    assert_eq!(kept.len(), 60);
+    assert!(kept.iter().all(|e| e.eax_in == 1 && e.ebx == 1));
+    let many = vec![k(1, 0, 1); 80];
     assert!(matches!(
         cpuid_entries_from_kvm(&many),
         Err(crate::backend::sev::SevError::CpuidCount(80))
