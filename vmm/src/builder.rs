@@ -85,6 +85,21 @@ pub(crate) fn build<H: Hypervisor>(
     let vcpus = (0..config.vcpus)
         .map(|index| vm.create_vcpu(index, config.vcpus, start, 0))
         .collect::<Result<Vec<_>, _>>()?;
+    if matches!(config.platform, Platform::Sev | Platform::SevEs) {
+        let image = firmware.ok_or(VmmError::ConfidentialKernel)?;
+        let rom = map.rom().ok_or(VmmError::ConfidentialKernel)?;
+        let policy = crate::run::legacy_policy(config.platform);
+        let launch = vm.legacy_launch().ok_or(VmmError::NotConfidential)?;
+        let m = launch
+            .launch_image(policy, rom.gpa, image.len() as u64)
+            .map_err(|e| VmmError::Launch(launch::ExecuteError::Launch(e)))?;
+        // Only the guest owner (who holds the TIK) can check it.
+        log::info!(
+            "SEV launch measurement {} mnonce {}",
+            umbra_attestation::hex::encode(&m.measure),
+            umbra_attestation::hex::encode(&m.mnonce)
+        );
+    }
     if let Some(plan) = &plan {
         {
             let launch = vm.confidential().ok_or(VmmError::NotConfidential)?;

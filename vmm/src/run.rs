@@ -118,6 +118,16 @@ pub fn launch_options(config: &VmConfig) -> Result<LaunchOptions, VmmError> {
     })
 }
 
+/// The SEV / SEV-ES guest policy (SEV API 55766 table "Guest Policy"):
+/// no debugging, and for SEV-ES the ES bit. `--policy` is SNP's.
+pub fn legacy_policy(platform: Platform) -> u32 {
+    use crate::backend::sev::legacy::policy;
+    match platform {
+        Platform::SevEs => policy::NODBG | policy::ES,
+        _ => policy::NODBG,
+    }
+}
+
 /// The VMSA SEV_FEATURES an SNP guest launches with: KVM always sets
 /// SNPActive (bit 0, `__sev_guest_init`), whatever was asked for.
 pub fn launched_features(requested: u64) -> u64 {
@@ -150,10 +160,7 @@ fn platform_unavailable(platform: Platform) -> Option<VmmError> {
             "/dev/sev does not exist (no AMD SEV firmware on this host); --platform snp-model runs the \
              software model instead"
         }
-        Platform::SevEs | Platform::Sev if dev_sev => {
-            "umbra run does not drive the legacy SEV/SEV-ES flows yet (they run in the hardware tests: \
-             cargo test -p umbra-vmm --test hardware with UMBRA_HW=1)"
-        }
+        Platform::SevEs | Platform::Sev if dev_sev => return None,
         Platform::SevEs | Platform::Sev => "/dev/sev does not exist (no AMD SEV firmware on this host)",
     };
     Some(VmmError::PlatformUnavailable {
@@ -220,10 +227,26 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
             crate::snp_policy::check(config.snp.policy, hypervisor.kernel_policy_bits())?;
             run_on(&hypervisor, config, map, firmware, process_start)
         }
-        Platform::SevEs | Platform::Sev => Err(VmmError::PlatformUnavailable {
-            platform: config.platform.name(),
-            reason: "not driven by umbra run yet".into(),
-        }),
+        Platform::SevEs | Platform::Sev => {
+            use crate::backend::sev::legacy::{LegacyHypervisor, LegacyMode};
+            let ap_reset_eip = firmware.and_then(|image| {
+                umbra_attestation::measure::ovmf::FirmwareImage::parse(image)
+                    .ok()
+                    .and_then(|fw| fw.sev_es_reset_eip().ok().flatten())
+            });
+            let hypervisor = if config.platform == Platform::SevEs {
+                // INIT2 pins the VMSA features (the legacy SEV_ES_INIT may
+                // turn on DebugSwap, which changes the measurement).
+                LegacyHypervisor::with_init2(
+                    LegacyMode::SevEs,
+                    ap_reset_eip,
+                    config.snp.guest_features & !1,
+                )?
+            } else {
+                LegacyHypervisor::new(LegacyMode::Sev, ap_reset_eip)?
+            };
+            run_on(&hypervisor, config, map, firmware, process_start)
+        }
     }
 }
 

@@ -112,3 +112,27 @@ impl<T: ConfidentialLaunch + ?Sized> ConfidentialLaunch for &mut T {
         (**self).launch_finish(params)
     }
 }
+
+/// What a pre-SNP launch returns to the guest owner: LAUNCH_MEASURE's
+/// HMAC (keyed with the TIK the owner shares with the firmware) and nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegacyMeasurement {
+    /// HMAC-SHA-256 over the launch.
+    pub measure: [u8; 32],
+    /// The firmware's nonce.
+    pub mnonce: [u8; 16],
+}
+
+/// The SEV / SEV-ES launch (SEV API 55766 chapter 6): LAUNCH_START with the
+/// policy, LAUNCH_UPDATE_DATA of the firmware image in place, for SEV-ES
+/// LAUNCH_UPDATE_VMSA of every vCPU, LAUNCH_MEASURE, LAUNCH_FINISH. Only the
+/// guest owner, who holds the TIK, can check the measurement.
+pub trait LegacyLaunch {
+    /// Launches with `policy`, encrypting `[image_gpa, image_gpa + len)`.
+    fn launch_image(
+        &mut self,
+        policy: u32,
+        image_gpa: u64,
+        len: u64,
+    ) -> Result<LegacyMeasurement, LaunchError>;
+}

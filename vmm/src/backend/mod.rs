@@ -232,6 +232,12 @@ pub trait Vm: Send + Sync {
         None
     }
 
+    /// The pre-SNP launch (SEV, SEV-ES), for backends that do it; `None`
+    /// otherwise.
+    fn legacy_launch(&mut self) -> Option<&mut dyn confidential::LegacyLaunch> {
+        None
+    }
+
     /// The one handle through which devices reach guest memory: for a
     /// confidential guest it reaches shared pages only. `None` when the
     /// backend cannot offer one (hardware SNP until its page states are

@@ -409,8 +409,47 @@ impl LegacyVm {
     }
 }
 
+use crate::backend::confidential::LaunchError;
+
+impl crate::backend::confidential::LegacyLaunch for LegacyVm {
+    fn launch_image(
+        &mut self,
+        policy: u32,
+        image_gpa: u64,
+        len: u64,
+    ) -> Result<crate::backend::confidential::LegacyMeasurement, LaunchError> {
+        let backend = |what: &'static str| {
+            move |e: SevError| LaunchError::Backend {
+                what,
+                source: Box::new(e),
+            }
+        };
+        self.launch_start(policy, None, None)
+            .map_err(backend("KVM_SEV_LAUNCH_START"))?;
+        self.launch_update_data(image_gpa, len)
+            .map_err(backend("KVM_SEV_LAUNCH_UPDATE_DATA"))?;
+        if self.mode == LegacyMode::SevEs {
+            self.launch_update_vmsa()
+                .map_err(backend("KVM_SEV_LAUNCH_UPDATE_VMSA"))?;
+        }
+        let m = self
+            .launch_measure()
+            .map_err(backend("KVM_SEV_LAUNCH_MEASURE"))?;
+        self.launch_finish()
+            .map_err(backend("KVM_SEV_LAUNCH_FINISH"))?;
+        Ok(crate::backend::confidential::LegacyMeasurement {
+            measure: m.measure,
+            mnonce: m.mnonce,
+        })
+    }
+}
+
 impl Vm for LegacyVm {
     crate::backend::forward_to_inner_kvm!();
+
+    fn legacy_launch(&mut self) -> Option<&mut dyn crate::backend::confidential::LegacyLaunch> {
+        Some(self)
+    }
 
     type Vcpu = KvmVcpu;
 
