@@ -172,6 +172,11 @@ fn platform_unavailable(platform: Platform) -> Option<VmmError> {
 /// Runs one VM to completion. `process_start` anchors the timings.
 pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmError> {
     config.validate()?;
+    if matches!(config.platform, Platform::Snp | Platform::SnpModel) {
+        // What no kernel accepts is refused before the host is probed; the
+        // kernel's own bits are checked once it is.
+        crate::snp_policy::check_structure(config.snp.policy)?;
+    }
     if let Some(err) = platform_unavailable(config.platform) {
         return Err(err);
     }

@@ -57,6 +57,14 @@ fn name(bit: u32) -> &'static str {
         .unwrap_or("reserved")
 }
 
+/// The firmware's structural rules alone (bit 17 one, bits 63:26 zero),
+/// which no kernel changes: checked before the host is probed.
+pub fn check_structure(policy: u64) -> Result<(), PolicyError> {
+    // Every kernel accepts what the structural rules leave, as far as
+    // this check goes: pass the bits themselves as "published".
+    check(policy, Some(policy | RESERVED_ONE))
+}
+
 /// Checks `policy` against the kernel's accepted bits (`None`: the kernel
 /// does not publish them, so Linux 6.11's rules apply) and the firmware's
 /// structural rules.
@@ -118,6 +126,17 @@ mod tests {
         assert_eq!(bit(0x130000, None), Err((20, "SINGLE_SOCKET")));
         assert_eq!(bit(0x430000, None), Err((22, "MEM_AES_256_XTS")));
         assert_eq!(bit(0x1_0003_0000, None), Err((32, "reserved")));
+    }
+
+    #[test]
+    fn the_structural_rules_need_no_kernel() {
+        assert_eq!(
+            check_structure(0x130000),
+            Ok(()),
+            "a kernel may allow SINGLE_SOCKET"
+        );
+        assert_eq!(check_structure(0x10000).map_err(|e| e.bit), Err(17));
+        assert_eq!(check_structure(0x4_0003_0000).map_err(|e| e.bit), Err(34));
     }
 
     #[test]

@@ -130,7 +130,7 @@ fn launch_digest_on_the_fake_kernel_is_the_predicted_one() {
     let ovmf = dir.join("umbra-firmware.fd");
     std::fs::write(&ovmf, EMBEDDED_FIRMWARE).unwrap();
     for vcpu_type in ["EPYC-v4", "EPYC-Milan", "EPYC-Genoa"] {
-        for vcpus in [1, 2, 4, 8] {
+        for vcpus in 1..=8 {
             let case = format!("{vcpus} x {vcpu_type}");
             let kernel = Arc::new(FakeSevKernel::default());
             let vm = snp_vm(&kernel, config(vcpu_type, 0x1), vcpus);

@@ -27,6 +27,20 @@ fn a_refused_policy_bit_is_named_in_one_line() {
 }
 
 #[test]
+fn on_snp_a_structurally_refused_bit_is_named_before_the_host_is_probed() {
+    for (policy, bit) in [
+        ("0x10000", "bit 17 (reserved, must be one)"),
+        ("0x400030000", "bit 34 (reserved)"),
+    ] {
+        let out = umbra(&["run", "--platform", "snp", "--policy", policy]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(125), "{policy}: {err}");
+        assert_eq!(err.lines().count(), 1, "{policy}: {err}");
+        assert!(err.contains(bit), "{policy}: {err}");
+    }
+}
+
+#[test]
 fn guest_features_without_snp_active_predict_what_kvm_launches_and_say_so() {
     let with = umbra(&[
         "run",

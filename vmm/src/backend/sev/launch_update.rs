@@ -8,8 +8,8 @@
 use super::uapi::{self, PAGE_SIZE};
 use super::{FwFailure, SevError};
 
-/// How often one LAUNCH_UPDATE may return `-EAGAIN` or make no progress
-/// before the launch is abandoned (a kernel that never progresses would
+/// How often one LAUNCH_UPDATE may make no progress in a row before the
+/// launch is abandoned (a kernel that never progresses would
 /// otherwise hang the VMM).
 pub(crate) const MAX_STALLS: u32 = 1000;
 /// Checks what the kernel wrote back into a LAUNCH_UPDATE argument: `len`
@@ -70,9 +70,13 @@ pub fn update_cpuid_with_retry(
 }
 
 /// Drives one LAUNCH_UPDATE to completion through `issue` (the ioctl):
-/// resumes from what the kernel wrote back while `len != 0`, retries
-/// `-EAGAIN`, refuses inconsistent write-backs, and gives up after
-/// [`MAX_STALLS`] calls in a row without progress.
+/// resumes from what the kernel wrote back while `len != 0`, refuses
+/// inconsistent write-backs, and gives up after [`MAX_STALLS`] calls in a
+/// row without progress. The kernel turns every `kvm_gmem_populate`
+/// failure without progress into `-EIO` with no firmware status (and does
+/// not copy the argument back): a pending signal (`-EINTR` inside) is the
+/// likely cause, so one such failure is retried; a second in a row is the
+/// error. (It never answers `-EAGAIN`.)
 pub fn drive_launch_update(
     mut arg: uapi::kvm_sev_snp_launch_update,
     mut issue: impl FnMut(&mut uapi::kvm_sev_snp_launch_update) -> Result<(), FwFailure>,
@@ -86,11 +90,16 @@ pub fn drive_launch_update(
         failure,
     };
     let mut stalls = 0;
+    let mut retried = false;
     while arg.len != 0 {
         let before = arg;
         match issue(&mut arg) {
-            Ok(()) => {}
-            Err(f) if f.errno.raw_os_error() == Some(libc::EAGAIN) => {}
+            Ok(()) => retried = false,
+            Err(f) if f.errno.raw_os_error() == Some(libc::EIO) && f.fw_error == 0 && !retried => {
+                retried = true;
+                arg = before;
+                continue;
+            }
             Err(failure) => return Err(fail(&arg, failure)),
         }
         let progressed = check_progress(&before, &arg, zero).map_err(|why| {

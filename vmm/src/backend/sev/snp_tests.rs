@@ -121,7 +121,7 @@ fn launch_update_progress_is_checked() {
         check_progress(&before, &upd(0xFFFF3, 0x7000_3000, 0xD000), false),
         Ok(true)
     );
-    // Nothing done (EAGAIN-style): no progress, not an error.
+    // Nothing done: no progress, not an error.
     assert_eq!(check_progress(&before, &before, false), Ok(false));
     // ZERO pages: uaddr does not move.
     assert_eq!(
@@ -145,16 +145,17 @@ fn snp_backend_reports_missing_hardware_without_panicking() {
     }
 }
 
-fn eagain() -> FwFailure {
+/// What the kernel answers for a populate failure without progress.
+fn eio() -> FwFailure {
     FwFailure {
-        errno: std::io::Error::from_raw_os_error(libc::EAGAIN),
+        errno: std::io::Error::from_raw_os_error(libc::EIO),
         fw_error: 0,
     }
 }
 
 /// A fake kernel doing at most `per_call` pages per call, as sev.c does
-/// (gfn_start and uaddr advance, len shrinks), with an `-EAGAIN` every
-/// third call.
+/// (gfn_start and uaddr advance, len shrinks), with an `-EIO` (a pending
+/// signal) every third call.
 #[test]
 fn launch_update_resumes_partial_progress_until_len_is_zero() {
     let mut calls = Vec::new();
@@ -163,7 +164,7 @@ fn launch_update_resumes_partial_progress_until_len_is_zero() {
         n += 1;
         calls.push((a.gfn_start, a.uaddr, a.len));
         if n % 3 == 0 {
-            return Err(eagain());
+            return Err(eio());
         }
         let pages = (a.len / 0x1000).min(4);
         a.gfn_start += pages;
@@ -209,13 +210,36 @@ fn launch_update_failure_reports_where_it_stopped_and_the_firmware_code() {
 
 #[test]
 fn launch_update_that_never_progresses_gives_up() {
+    // Success without progress, forever: abandoned after MAX_STALLS.
     let mut n = 0u32;
     let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x1000), |_| {
         n += 1;
-        Err(eagain())
+        Ok(())
     });
     assert!(matches!(r, Err(SevError::SnpLaunchUpdate { .. })));
     assert_eq!(n, MAX_STALLS + 1);
+    // -EIO without a firmware status twice in a row: retried once, then
+    // the error (the kernel's answer for a failed populate).
+    let mut n = 0u32;
+    let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x1000), |_| {
+        n += 1;
+        Err(eio())
+    });
+    assert!(
+        matches!(r, Err(SevError::SnpLaunchUpdate { failure, .. }) if failure.errno.raw_os_error() == Some(libc::EIO))
+    );
+    assert_eq!(n, 2);
+    // -EAGAIN is not the kernel's answer: an error at once.
+    let mut n = 0u32;
+    let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x1000), |_| {
+        n += 1;
+        Err(FwFailure {
+            errno: std::io::Error::from_raw_os_error(libc::EAGAIN),
+            fw_error: 0,
+        })
+    });
+    assert!(r.is_err());
+    assert_eq!(n, 1);
     // A kernel that claims more than it was given is refused at once.
     let r = drive_launch_update(upd(0x100, 0x7000_0000, 0x1000), |a| {
         a.len = 0x2000;
