@@ -80,24 +80,20 @@ fn sev_snp_measure(vcpus: u32, vcpu_type: &str, ovmf: &std::path::Path) -> Optio
     if !common::peer_available("sev-snp-measure", present) {
         return None;
     }
-    let out = Command::new("sev-snp-measure")
-        .args(["--mode", "snp", "--vcpus", &vcpus.to_string()])
-        .args([
-            "--vcpu-type",
-            vcpu_type,
-            "--guest-features",
-            "0x1",
-            "--ovmf",
-        ])
-        .arg(ovmf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
+    let vcpus = vcpus.to_string();
+    let ovmf = ovmf.to_string_lossy();
+    common::sev_snp_measure(&[
+        "--mode",
+        "snp",
+        "--vcpus",
+        &vcpus,
+        "--vcpu-type",
+        vcpu_type,
+        "--guest-features",
+        "0x1",
+        "--ovmf",
+        &ovmf,
+    ])
 }
 
 /// Names the VMSA fields (by offset) where two pages differ.

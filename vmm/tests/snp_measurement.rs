@@ -7,16 +7,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn sev_snp_measure(args: &[&str]) -> Option<String> {
-    let out = Command::new("sev-snp-measure").args(args).output().ok()?;
-    assert!(
-        out.status.success(),
-        "sev-snp-measure {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 #[test]
 fn print_measurement_matches_sev_snp_measure() {
     let present = Command::new("sev-snp-measure")

@@ -83,29 +83,19 @@ fn model_digest_equals_prediction_and_sev_snp_measure() {
     for (path, image) in images {
         for (vcpus, vcpu_type, features) in cases {
             let (model, predicted) = model_digest(image, vcpus, vcpu_type, features);
-            let out = Command::new("sev-snp-measure")
-                .args([
-                    "--mode",
-                    "snp",
-                    "--vcpus",
-                    &vcpus.to_string(),
-                    "--vcpu-type",
-                    vcpu_type,
-                ])
-                .args([
-                    "--guest-features",
-                    &format!("{features:#x}"),
-                    "--ovmf",
-                    path,
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let theirs = sev_snp_measure(&[
+                "--mode",
+                "snp",
+                "--vcpus",
+                &vcpus.to_string(),
+                "--vcpu-type",
+                vcpu_type,
+                "--guest-features",
+                &format!("{features:#x}"),
+                "--ovmf",
+                path,
+            ])
+            .unwrap();
             assert_eq!(
                 model, predicted,
                 "{path} {vcpus} x {vcpu_type}: model vs prediction"

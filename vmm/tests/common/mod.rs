@@ -97,3 +97,19 @@ pub fn predicted(extra: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     stdout(&out).trim().to_string()
 }
+
+/// Runs sev-snp-measure (the launch-digest oracle) with `args`; its digest,
+/// lower case. `None` when it is not installed (the caller decides, with
+/// [`peer_available`], whether that may skip).
+pub fn sev_snp_measure(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("sev-snp-measure")
+        .args(args)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "sev-snp-measure {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
+}
