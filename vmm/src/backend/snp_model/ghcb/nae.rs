@@ -6,7 +6,6 @@
 //! them on the next entry. Everything in the page is hostile input.
 
 use super::{ghcb_page, GhcbOutcome, SnpRuntime};
-use crate::backend::confidential::FirmwareStatus;
 use crate::page_state::{PageSize, PageState};
 
 /// NAE events (GHCB spec table 7; Linux `SVM_EXIT_*`, `SVM_VMGEXIT_*`).
@@ -25,6 +24,13 @@ const IOIO_REP: u64 = 1 << 3;
 const IOIO_SZ8: u64 = 1 << 4;
 const IOIO_SZ16: u64 = 1 << 5;
 const IOIO_SZ32: u64 = 1 << 6;
+
+/// SW_EXITINFO2 of a guest request the hypervisor itself could not carry
+/// out (pages not shared, unreadable or unwritable), as KVM answers it:
+/// `SNP_GUEST_ERR(SNP_GUEST_VMM_ERR_GENERIC, 0)` (Linux uapi sev-guest.h),
+/// the VMM error in the upper half and no firmware status. A firmware
+/// refusal is `SNP_GUEST_ERR(0, status)`.
+const VMM_ERR_GENERIC: u64 = 0xFFFF_FFFF << 32;
 
 /// PSC buffer limits (GHCB spec §4.1.6): an 8-byte header, then entries.
 const PSC_MAX_ENTRIES: u16 = 253;
@@ -431,7 +437,7 @@ impl SnpRuntime {
             || self.shared.read(request_gpa, &mut request).is_err()
         {
             log::debug!("vCPU {vcpu}: guest request pages {request_gpa:#x}/{response_gpa:#x} are not shared RAM");
-            return u64::from(FirmwareStatus::InvalidAddress as u32);
+            return VMM_ERR_GENERIC;
         }
         match self.model.guest_request(&request) {
             Ok(outcome) => {
@@ -441,7 +447,7 @@ impl SnpRuntime {
                 }
                 match self.shared.write(response_gpa, &outcome.response[..]) {
                     Ok(()) => 0,
-                    Err(_) => u64::from(FirmwareStatus::InvalidAddress as u32),
+                    Err(_) => VMM_ERR_GENERIC,
                 }
             }
             Err(error) => {
@@ -585,6 +591,29 @@ mod tests {
             );
         }
         assert_eq!(rt.ghcb_exits.get("ioio"), Some(&4));
+    }
+
+    #[test]
+    fn a_guest_request_from_private_pages_is_a_vmm_error_not_a_firmware_status() {
+        let mut rt = runtime();
+        // Request and response pages never shared.
+        let out = exit(
+            &mut rt,
+            &[
+                (ghcb_page::SW_EXIT_CODE, SNP_GUEST_REQUEST),
+                (ghcb_page::SW_EXIT_INFO_1, 0x6000),
+                (ghcb_page::SW_EXIT_INFO_2, 0x7000),
+            ],
+            &[],
+        );
+        assert_eq!(out, GhcbOutcome::Resume);
+        let page = ghcb(&rt);
+        assert_eq!(u64_at(&page, ghcb_page::SW_EXIT_INFO_2), VMM_ERR_GENERIC);
+        assert_eq!(
+            u64_at(&page, ghcb_page::SW_EXIT_INFO_2) as u32,
+            0,
+            "no firmware status"
+        );
     }
 
     #[test]
