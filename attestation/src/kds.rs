@@ -242,7 +242,7 @@ impl Client {
                 429 | 503 if attempt < attempts => {
                     let delay = resp.retry_after.unwrap_or(wait).min(MAX_BACKOFF);
                     if self.progress {
-                        eprintln!(
+                        crate::errln!(
                             "umbra-attest: {url}: HTTP {} (rate limited), retrying in {}s ({attempt}/{attempts})",
                             resp.status,
                             delay.as_secs()
@@ -353,14 +353,15 @@ impl Client {
             }
             if self.progress {
                 let body = head_end(&buf).map_or(0, |h| buf.len() - h);
-                match total {
-                    Some(t) => eprint!("\r  {url}: {body}/{t} bytes"),
-                    None => eprint!("\r  {url}: {body} bytes"),
-                }
+                let line = match total {
+                    Some(t) => format!("\r  {url}: {body}/{t} bytes"),
+                    None => format!("\r  {url}: {body} bytes"),
+                };
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             }
         }
         if self.progress {
-            eprintln!();
+            crate::errln!("");
         }
         Ok(buf)
     }

@@ -8,6 +8,7 @@ pub mod measure;
 
 // Verification side: report parsing, certificate chains, checks, policy, KDS.
 pub mod chain;
+pub mod console;
 pub mod der;
 pub mod hex;
 pub mod kds;

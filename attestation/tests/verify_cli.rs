@@ -504,3 +504,61 @@ fn certs_dir_with_amd_vectors() {
     assert!(r.out.contains("FAIL chip-id"));
     let _ = std::fs::remove_dir_all(&t);
 }
+
+/// Runs umbra-attest with stdout at `stdout`; returns (exit code, stderr).
+fn run_to(args: &[&str], stdout: std::process::Stdio) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_umbra-attest"))
+        .args(args)
+        .env("UMBRA_KDS_CACHE", "/nonexistent/umbra-test-cache")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run umbra-attest");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_full_or_closed_stdout_keeps_the_verdict_code() {
+    let Some(v) = vectors() else { return };
+    let (report, vcek) = (p(&v, MILAN_R), p(&v, MILAN_V));
+    let verify = [
+        "verify",
+        "--report",
+        report.as_str(),
+        "--vcek",
+        vcek.as_str(),
+    ];
+    let wrong = [
+        "verify",
+        "--report",
+        report.as_str(),
+        "--vcek",
+        vcek.as_str(),
+        "--report-data",
+        "00",
+    ];
+    for args in [
+        &verify[..],
+        &wrong[..],
+        &["report", "show", report.as_str()][..],
+    ] {
+        let expected = run(args).code;
+        // /dev/full: every write fails with ENOSPC.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let (code, err) = run_to(args, full.into());
+        assert_eq!(code, expected, "{args:?} > /dev/full: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        // A pipe whose reader is gone, as `| head -c1` leaves it.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let (code, err) = run_to(args, writer.into());
+        assert_eq!(code, expected, "{args:?} | (closed): {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -53,13 +53,13 @@ enum Command {
 /// Prints one error line with its causes and exits with `code`.
 fn fail(err: &(dyn std::error::Error + 'static), code: i32) -> ! {
     let text = umbra_attestation::verify::describe(err);
-    eprintln!("umbra-agent: {text}");
+    umbra_attestation::errln!("umbra-agent: {text}");
     std::process::exit(code)
 }
 
 fn write(path: &Path, bytes: &[u8]) {
     if let Err(err) = std::fs::write(path, bytes) {
-        eprintln!("umbra-agent: cannot write {}: {err}", path.display());
+        umbra_attestation::errln!("umbra-agent: cannot write {}: {err}", path.display());
         std::process::exit(1);
     }
 }
@@ -70,7 +70,7 @@ fn write_certs_dir(dir: &Path, evidence: &Evidence) {
         Err(err) => fail(&err, 1),
     };
     if let Err(err) = std::fs::create_dir_all(dir) {
-        eprintln!("umbra-agent: cannot create {}: {err}", dir.display());
+        umbra_attestation::errln!("umbra-agent: cannot create {}: {err}", dir.display());
         std::process::exit(1);
     }
     for (kind, bytes) in entries {
@@ -94,7 +94,7 @@ fn main() {
     let data = match hex::decode(report_data.trim().trim_start_matches("0x")) {
         Ok(data) => data,
         Err(err) => {
-            eprintln!("umbra-agent: --report-data: {err}");
+            umbra_attestation::errln!("umbra-agent: --report-data: {err}");
             std::process::exit(2);
         }
     };
@@ -114,7 +114,7 @@ fn main() {
     } else {
         &evidence.provider
     };
-    println!(
+    umbra_attestation::outln!(
         "report v{} from {provider} written to {} (measurement {})",
         evidence.parsed.version,
         out.display(),
@@ -129,7 +129,7 @@ fn main() {
             Err(err) => fail(&err, 1),
         };
         for c in &checks {
-            println!("{}", c.line());
+            umbra_attestation::outln!("{}", c.line());
         }
         if checks.iter().any(|c| c.status == Status::Fail) {
             std::process::exit(1);

@@ -188,7 +188,7 @@ pub fn run(cli: Cli, process_start: Instant) -> i32 {
             match std::fs::write(&path, crate::firmware::EMBEDDED_FIRMWARE) {
                 Ok(()) => 0,
                 Err(err) => {
-                    eprintln!("umbra: cannot write {}: {err}", path.display());
+                    umbra_attestation::errln!("umbra: cannot write {}: {err}", path.display());
                     exit_code::VMM_ERROR
                 }
             }
@@ -200,7 +200,7 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
     let config = match args.to_config() {
         Ok(config) => config,
         Err(message) => {
-            eprintln!("umbra: {message}");
+            umbra_attestation::errln!("umbra: {message}");
             return exit_code::VMM_ERROR;
         }
     };
@@ -208,7 +208,7 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
     if matches!(config.platform, Platform::Snp | Platform::SnpModel)
         && run::launched_features(features) != features
     {
-        eprintln!(
+        umbra_attestation::errln!(
             "umbra: note: --guest-features {features:#x} launches as {:#x}: KVM always sets SNPActive (bit 0) in an SNP guest's VMSA",
             run::launched_features(features)
         );
@@ -216,11 +216,11 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
     if args.print_measurement {
         return match run::predicted_measurement(&config) {
             Ok(digest) => {
-                println!("{}", umbra_attestation::hex::encode(&digest));
+                umbra_attestation::outln!("{}", umbra_attestation::hex::encode(&digest));
                 0
             }
             Err(err) => {
-                eprintln!("umbra: {}", error_chain(&err));
+                umbra_attestation::errln!("umbra: {}", error_chain(&err));
                 exit_code::VMM_ERROR
             }
         };
@@ -228,16 +228,16 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
     let outcome = match run::run(&config, process_start) {
         Ok(outcome) => outcome,
         Err(err) => {
-            eprintln!("umbra: {}", error_chain(&err));
+            umbra_attestation::errln!("umbra: {}", error_chain(&err));
             return exit_code::VMM_ERROR;
         }
     };
     if !matches!(outcome.reason, crate::run_control::StopReason::GuestExit(_)) {
-        eprintln!("umbra: {}", run::describe(&outcome.reason));
+        umbra_attestation::errln!("umbra: {}", run::describe(&outcome.reason));
     }
     if let Some(path) = &args.metrics_json {
         if let Err(err) = outcome.metrics.write_to(path) {
-            eprintln!("umbra: cannot write metrics to {}: {err}", path.display());
+            umbra_attestation::errln!("umbra: cannot write metrics to {}: {err}", path.display());
             return exit_code::VMM_ERROR;
         }
     }
@@ -260,6 +260,6 @@ pub fn exit_on_usage_error(err: clap::Error) -> ! {
     }
     let text = err.to_string();
     let first = text.lines().next().unwrap_or("invalid arguments");
-    eprintln!("umbra: {}", first.trim_start_matches("error: "));
+    umbra_attestation::errln!("umbra: {}", first.trim_start_matches("error: "));
     std::process::exit(2);
 }

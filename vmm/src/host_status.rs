@@ -385,7 +385,7 @@ pub fn host_status_command(json: bool) -> i32 {
         match render_json(&status) {
             Ok(t) => t + "\n",
             Err(e) => {
-                eprintln!("umbra: {e}");
+                umbra_attestation::errln!("umbra: {e}");
                 return 1;
             }
         }

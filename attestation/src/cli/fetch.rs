@@ -165,7 +165,7 @@ pub fn run(args: FetchArgs) -> i32 {
     match fetch(args.what) {
         Ok(()) => 0,
         Err(Failure(code, msg)) => {
-            eprintln!("umbra-attest: {}", msg.replace('\n', " "));
+            umbra_attestation::errln!("umbra-attest: {}", msg.replace('\n', " "));
             code
         }
     }
@@ -213,7 +213,7 @@ fn store(t: &Target, cache: &Path, bytes: &[u8]) -> Result<(), Failure> {
             )
         })?;
     }
-    println!("{}", cache.display());
+    umbra_attestation::outln!("{}", cache.display());
     Ok(())
 }
 
@@ -267,14 +267,16 @@ fn fetch(what: What) -> Result<(), Failure> {
         )
     };
     if t.print_url {
-        println!("{url}");
+        umbra_attestation::outln!("{url}");
         return Ok(());
     }
     if path.is_file() && !t.refresh {
         if !t.quiet {
-            eprintln!("umbra-attest: already cached (use --refresh to download again)");
+            umbra_attestation::errln!(
+                "umbra-attest: already cached (use --refresh to download again)"
+            );
         }
-        println!("{}", path.display());
+        umbra_attestation::outln!("{}", path.display());
         return Ok(());
     }
     let bytes = client(t)

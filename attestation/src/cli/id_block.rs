@@ -152,16 +152,16 @@ fn execute(a: &IdBlockArgs) -> Result<(), String> {
 
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    println!(
+    umbra_attestation::outln!(
         "id-block={},id-auth={}",
         b64(block.as_bytes()),
         b64(auth.as_bytes())
     );
-    println!("id_key_hash: {}", b64(&auth.id_key_digest()));
-    println!("author_key: {}", b64(&auth.author_key_digest()));
+    umbra_attestation::outln!("id_key_hash: {}", b64(&auth.id_key_digest()));
+    umbra_attestation::outln!("author_key: {}", b64(&auth.author_key_digest()));
     if a.verbose {
-        println!("id_key_digest_hex: {}", hex(&auth.id_key_digest()));
-        println!("author_key_digest_hex: {}", hex(&auth.author_key_digest()));
+        umbra_attestation::outln!("id_key_digest_hex: {}", hex(&auth.id_key_digest()));
+        umbra_attestation::outln!("author_key_digest_hex: {}", hex(&auth.author_key_digest()));
     }
     Ok(())
 }
@@ -171,7 +171,7 @@ pub fn run(args: IdBlockArgs) -> i32 {
     match execute(&args) {
         Ok(()) => 0,
         Err(msg) => {
-            eprintln!("Error: {msg}");
+            umbra_attestation::errln!("Error: {msg}");
             1
         }
     }

@@ -292,9 +292,9 @@ fn print_digest(ld: &[u8], mode: Mode, format: &str, verbose: bool) {
         ld.iter().map(|b| format!("{b:02x}")).collect()
     };
     if verbose {
-        println!("Calculated {} guest measurement: {m}", mode.name());
+        umbra_attestation::outln!("Calculated {} guest measurement: {m}", mode.name());
     } else {
-        println!("{m}");
+        umbra_attestation::outln!("{m}");
     }
 }
 
@@ -456,7 +456,7 @@ fn execute(a: &MeasureArgs) -> Result<(), Fail> {
             vcpus,
         };
         for s in measure::snp_launch_steps(&fw, &opts).map_err(measure_err)? {
-            println!("{:?} {:#x} {:#x}", s.page_type, s.gpa, s.len);
+            umbra_attestation::outln!("{:?} {:#x} {:#x}", s.page_type, s.gpa, s.len);
         }
         return Ok(());
     }
@@ -487,7 +487,7 @@ pub fn run(args: MeasureArgs) -> i32 {
     match execute(&args) {
         Ok(()) => 0,
         Err(Fail(code, msg)) => {
-            eprintln!("Error: {msg}");
+            umbra_attestation::errln!("Error: {msg}");
             code
         }
     }

@@ -44,21 +44,24 @@ pub fn run(args: ReportArgs) -> i32 {
             let bytes = match read_input(&report) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("umbra-attest: {e}");
+                    umbra_attestation::errln!("umbra-attest: {e}");
                     return EXIT_MALFORMED;
                 }
             };
             let r = match AttestationReport::from_any(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("umbra-attest: {}: {e}", report.display());
+                    umbra_attestation::errln!("umbra-attest: {}: {e}", report.display());
                     return EXIT_MALFORMED;
                 }
             };
             let v = report_json(&r);
             match format {
                 Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                    umbra_attestation::outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&v).unwrap_or_default()
+                    )
                 }
                 Format::Text => print_text(&v, 0),
             }
@@ -151,12 +154,12 @@ fn print_text(v: &Value, indent: usize) {
         for (k, val) in m {
             match val {
                 Value::Object(_) => {
-                    println!("{pad}{k}:");
+                    umbra_attestation::outln!("{pad}{k}:");
                     print_text(val, indent + 1);
                 }
-                Value::Null => println!("{pad}{k}: (not in this version)"),
-                Value::String(s) => println!("{pad}{k}: {s}"),
-                other => println!("{pad}{k}: {other}"),
+                Value::Null => umbra_attestation::outln!("{pad}{k}: (not in this version)"),
+                Value::String(s) => umbra_attestation::outln!("{pad}{k}: {s}"),
+                other => umbra_attestation::outln!("{pad}{k}: {other}"),
             }
         }
     }

@@ -341,12 +341,12 @@ pub fn run(args: VerifyArgs) -> i32 {
         Err(e) => {
             let e = e.replace('\n', " ");
             if args.format == Format::Json {
-                println!(
+                umbra_attestation::outln!(
                     "{}",
                     json!({ "ok": false, "error": e, "exit_code": EXIT_MALFORMED })
                 );
             }
-            eprintln!("umbra-attest: {e}");
+            umbra_attestation::errln!("umbra-attest: {e}");
             return EXIT_MALFORMED;
         }
     };
@@ -372,18 +372,18 @@ pub fn run(args: VerifyArgs) -> i32 {
                 "checks": verdict.checks,
                 "report": super::report::report_json(&inputs.report),
             });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            umbra_attestation::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         Format::Text => {
             for c in &verdict.checks {
-                println!("{}", c.line());
+                umbra_attestation::outln!("{}", c.line());
             }
             let summary = match code {
                 EXIT_OK => "verified".to_string(),
                 EXIT_POLICY => "authentic, but policy checks failed".to_string(),
                 _ => "NOT authentic".to_string(),
             };
-            println!("result: {summary}");
+            umbra_attestation::outln!("result: {summary}");
         }
     }
     code

@@ -111,7 +111,7 @@ impl ModelHypervisor {
 
 /// Prints the banner that tells the operator memory is not protected.
 fn warn_unencrypted() {
-    eprintln!(
+    umbra_attestation::errln!(
         "umbra: WARNING: --platform snp-model is a software model of the AMD SEV-SNP firmware on plain KVM: \
          guest memory is NOT encrypted or integrity-protected; use it to test launch, attestation and page-state \
          handling, never to protect data"
