@@ -271,7 +271,19 @@ impl PolicyFile {
             image_id: one("image_id", &self.image_id, 16, false)?,
             id_key_digests: exact("id_key_digests", &self.id_key_digests, 48)?,
             author_key_digests: exact("author_key_digests", &self.author_key_digests, 48)?,
-            chip_ids: many("chip_ids", &self.chip_ids)?,
+            // A CHIP_ID is 64 bytes (Milan, Genoa) or, for Turin, the 8
+            // bytes its VCEK's hwID carries; anything shorter would match
+            // by prefix far too much.
+            chip_ids: many("chip_ids", &self.chip_ids)?
+                .into_iter()
+                .map(|c| match c.len() {
+                    8 | 64 => Ok(c),
+                    got => Err(PolicyError::DecodeHex {
+                        field: "chip_ids",
+                        source: HexError::CheckLength { expected: 64, got },
+                    }),
+                })
+                .collect::<Result<_, _>>()?,
             require_author_key: self.require_author_key,
             min_guest_svn: self.min_guest_svn,
             vmpl: self.vmpl,

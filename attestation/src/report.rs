@@ -591,9 +591,9 @@ impl AttestationReport {
         })
     }
 
-    /// Accepts the binary report, or the same bytes as hexadecimal text
-    /// (as some tools store it), or an Azure HCL report ("HCLA" header)
-    /// that embeds the SNP report at offset 0x20.
+    /// Accepts the binary report, the same bytes as hexadecimal or base64
+    /// text (as some tools store it), or an Azure HCL report ("HCLA"
+    /// header) that embeds the SNP report at offset 0x20.
     pub fn from_any(bytes: &[u8]) -> Result<Self, ReportError> {
         const HCL_OFFSET: usize = 0x20;
         if bytes.len() == REPORT_SIZE {
@@ -614,6 +614,14 @@ impl AttestationReport {
             let decoded = crate::hex::decode(&String::from_utf8_lossy(&text))
                 .map_err(|e| ReportError::DecodeHex(e.to_string()))?;
             return Self::from_bytes(&decoded);
+        }
+        // Base64, as AWS (`snpguest`-style JSON fields) and Azure tooling
+        // emit a report: 1184 bytes are 1580 characters with padding.
+        if text.len() == REPORT_SIZE.div_ceil(3) * 4 {
+            use base64::Engine as _;
+            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(&text) {
+                return Self::from_bytes(&decoded);
+            }
         }
         Self::from_bytes(bytes)
     }

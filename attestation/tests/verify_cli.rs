@@ -193,6 +193,10 @@ fn malformed_input_is_one_line_and_exit_3() {
             vec!["--vcek", &vcek, "--policy", &unknown_key],
             "measurment",
         ),
+        (vec![], "no VCEK/VLEK"),
+    ];
+    // Bad flag values are usage errors (exit 2), as the docs say.
+    let flag_cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--vcek", &vcek, "--measurement", "abcd"],
             "expected 48 bytes",
@@ -205,12 +209,15 @@ fn malformed_input_is_one_line_and_exit_3() {
             vec!["--vcek", &vcek, "--forbid-policy", "debgu"],
             "unknown bit name",
         ),
-        (vec![], "no VCEK/VLEK"),
     ];
-    for (extra, needle) in cert_cases {
+    for ((extra, needle), code) in cert_cases
+        .into_iter()
+        .map(|c| (c, 3))
+        .chain(flag_cases.into_iter().map(|c| (c, 2)))
+    {
         let args = [&["verify", "--report", &report][..], &extra[..]].concat();
         let r = run(&args);
-        assert_eq!(r.code, 3, "{extra:?}: {}{}", r.out, r.err);
+        assert_eq!(r.code, code, "{extra:?}: {}{}", r.out, r.err);
         assert_eq!(r.err.trim().lines().count(), 1, "one line: {}", r.err);
         assert!(
             r.err.contains(needle),
@@ -561,4 +568,51 @@ fn a_full_or_closed_stdout_keeps_the_verdict_code() {
         assert_eq!(code, expected, "{args:?} | (closed): {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn bad_policy_flag_values_are_usage_errors() {
+    let Some(v) = vectors() else { return };
+    let (report, vcek) = (p(&v, MILAN_R), p(&v, MILAN_V));
+    for (flag, value, needle) in [
+        ("--measurement", "zz", "invalid hex"),
+        ("--min-tcb", "bl=x", "is not a TCB"),
+        // A one-byte CHIP_ID would match by prefix almost any masked chip.
+        ("--chip-id", "00", "expected 64 bytes"),
+    ] {
+        let r = run(&["verify", "--report", &report, "--vcek", &vcek, flag, value]);
+        assert_eq!(r.code, 2, "{flag} {value}: {}", r.err);
+        assert_eq!(r.err.trim().lines().count(), 1, "{flag}: {}", r.err);
+        assert!(r.err.contains(needle), "{flag}: {}", r.err);
+    }
+}
+
+#[test]
+fn base64_and_hex_reports_are_read_like_the_binary() {
+    let Some(v) = vectors() else { return };
+    use base64::Engine as _;
+    let raw = std::fs::read(v.join(MILAN_R)).expect("read");
+    let t = tmpdir("encodings");
+    let b64 = t.join("report.b64");
+    std::fs::write(
+        &b64,
+        base64::engine::general_purpose::STANDARD.encode(&raw) + "\n",
+    )
+    .expect("write");
+    let hexfile = t.join("report.hex");
+    std::fs::write(&hexfile, umbra_attestation::hex::encode(&raw)).expect("write");
+    let vcek = p(&v, MILAN_V);
+    let binary = run(&["verify", "--report", &p(&v, MILAN_R), "--vcek", &vcek]);
+    for f in [&b64, &hexfile] {
+        let r = run(&[
+            "verify",
+            "--report",
+            &f.display().to_string(),
+            "--vcek",
+            &vcek,
+        ]);
+        assert_eq!(r.code, binary.code, "{}: {}", f.display(), r.err);
+        assert_eq!(r.out, binary.out, "{}", f.display());
+    }
+    let _ = std::fs::remove_dir_all(&t);
 }

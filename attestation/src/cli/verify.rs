@@ -22,6 +22,8 @@ use super::report::Format;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_POLICY: i32 = 1;
 pub const EXIT_MALFORMED: i32 = 3;
+/// A flag has a bad value (clap answers an unknown flag with 2 too).
+pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_AUTHENTICITY: i32 = 4;
 
 /// Boxed so that the subcommand enum stays small (the options are many).
@@ -336,6 +338,18 @@ fn flags_policy(a: &VerifyOpts) -> Result<PolicyFile, String> {
 
 pub fn run(args: VerifyArgs) -> i32 {
     let args = args.opts;
+    // A bad value in a policy flag is a usage error (exit 2), told apart
+    // from a bad file (exit 3) before any file is read.
+    let at = args.at.as_deref().map_or(Ok(0), |t| {
+        umbra_attestation::time::parse_rfc3339(t).map_err(|e| e.to_string())
+    });
+    if let Err(e) = at
+        .and_then(|_| flags_policy(&args))
+        .and_then(|p| p.compile().map(drop).map_err(|e| verify::describe(&e)))
+    {
+        umbra_attestation::errln!("umbra-attest: {e}");
+        return EXIT_USAGE;
+    }
     let inputs = match gather(&args) {
         Ok(i) => i,
         Err(e) => {
