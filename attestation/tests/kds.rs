@@ -351,3 +351,36 @@ fn downloads_time_out() {
     let r = client.get("http://127.0.0.1:1/x");
     assert!(matches!(r, Err(kds::KdsError::Connect { .. })), "{r:?}");
 }
+
+/// A real AMD CRL that went stale in 2024 (vectors/amd-crl-spire): still
+/// AMD's and signed by the Milan ARK, so it is cached, but with a warning
+/// that it may miss recent revocations.
+#[test]
+fn a_stale_crl_is_cached_with_a_warning() {
+    let Some(v) = vectors() else { return };
+    let crl = std::fs::read(v.join("amd-crl-spire/crl-milan.der")).expect("crl");
+    let mut routes: Routes = HashMap::new();
+    routes.insert("/vcek/v1/Milan/crl".into(), vec![ok(crl)]);
+    let srv = serve(routes);
+    let cache = std::env::temp_dir().join(format!("umbra-kds-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let c = cache.display().to_string();
+    let (code, _, err) = run(&[
+        "fetch",
+        "crl",
+        "--product",
+        "milan",
+        "--kds-url",
+        srv.base.as_str(),
+        "--cache-dir",
+        c.as_str(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("nextUpdate"),
+        "{err}"
+    );
+    assert!(kds::crl_cache_path(&cache, Product::Milan, VekKind::Vcek).is_file());
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -323,6 +323,34 @@ fn authenticity_failures_exit_4_and_name_the_check() {
         &p(&v, "amd-roots/go-sev-guest/ask_ark_milan_vlek.pem"),
     ]);
     assert_eq!(r.code, 0, "{}", r.out);
+    // The same authentic bundle with the ARK first.
+    let pem = std::fs::read_to_string(v.join("amd-roots/go-sev-guest/ask_ark_milan_vlek.pem"))
+        .expect("read");
+    let certs: Vec<&str> = pem
+        .split_inclusive("-----END CERTIFICATE-----")
+        .filter(|c| c.contains("BEGIN CERTIFICATE"))
+        .collect();
+    assert_eq!(certs.len(), 2);
+    let t = tmpdir("ark-first");
+    let reversed = t.join("ark_ask.pem");
+    std::fs::write(
+        &reversed,
+        format!("{}\n{}\n", certs[1].trim(), certs[0].trim()),
+    )
+    .expect("write");
+    let r = run(&[
+        "verify",
+        "--report",
+        &vr,
+        "--vlek",
+        &vl,
+        "--at",
+        "2025-06-01T00:00:00Z",
+        "--chain",
+        &reversed.display().to_string(),
+    ]);
+    assert_eq!(r.code, 0, "ARK-then-ASK: {}{}", r.out, r.err);
+    let _ = std::fs::remove_dir_all(&t);
 }
 
 #[test]

@@ -290,6 +290,19 @@ fn fetch(what: What) -> Result<(), Failure> {
         if !matches!(crl.verify(&key), Ok(true)) {
             return Err(reject(format!("CRL is not signed by the {product} ARK")));
         }
+        // Cached all the same (it is AMD's newest), but said: a CRL past
+        // its nextUpdate may miss recent revocations.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if chain::crl_is_stale(&crl, now) {
+            let next = crl
+                .next_update()
+                .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+            umbra_attestation::errln!(
+                "umbra-attest: warning: {url}: the CRL's nextUpdate ({next}) has passed; it may miss recent revocations"
+            );
+        }
     } else if let (true, Some(r)) = (is_vcek, &report) {
         let vcek = chain::load_cert(&bytes, &url).map_err(|e| reject(e.to_string()))?;
         let ask = chain::builtin_intermediate(product, VekKind::Vcek)

@@ -208,6 +208,19 @@ fn gather(a: &VerifyOpts) -> Result<Inputs, String> {
         let bytes = read_input(p)?;
         chain_bundle =
             chain::load_certs(&bytes, &p.display().to_string()).map_err(|e| e.to_string())?;
+        // KDS serves (ASK, ARK), but bundles come in either order: the
+        // self-issued certificate is the root, whatever its position.
+        let self_issued = |c: &openssl::x509::X509| {
+            c.subject_name()
+                .try_cmp(c.issuer_name())
+                .is_ok_and(|o| o == std::cmp::Ordering::Equal)
+        };
+        if chain_bundle.len() == 2
+            && self_issued(&chain_bundle[0])
+            && !self_issued(&chain_bundle[1])
+        {
+            chain_bundle.swap(0, 1);
+        }
     }
     let cache = a.cache_dir.clone().or_else(super::fetch::default_cache_dir);
     let cached = cache
