@@ -44,6 +44,8 @@ pub enum VerifyError {
     MatchChipId { cert: String, report: String },
     #[error("VCEK has no hwID extension")]
     FindHwId,
+    #[error("the file given as the VEK holds {subject}, which carries neither a VCEK's hwID nor a VLEK's CSP ID: not a VCEK or VLEK")]
+    CheckVekCertificate { subject: String },
     #[error("TCB {component}: report REPORTED_TCB has {report}, {kind} certificate has {cert}")]
     MatchTcb {
         component: &'static str,
@@ -183,6 +185,20 @@ impl Verdict {
     }
 }
 
+/// The certificate's subject, for messages (`CN=SEV-Milan, ...`).
+fn describe_subject(cert: &X509) -> String {
+    let parts: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{key}={value}")
+        })
+        .collect();
+    format!("the certificate {}", parts.join(", "))
+}
+
 /// Decides the product from the report's CPUID (v3+), the VEK's
 /// productName, the intermediate's name, or the caller's hint, and insists
 /// they agree where more than one is present.
@@ -283,10 +299,15 @@ pub fn verify_chain(
     let kind = report_kind.or(certs.vek_kind).unwrap_or(VekKind::Vcek);
     checks.push(Check::from_result("signing-key", A, key_check));
 
-    let ext_check = ext
-        .as_ref()
-        .map(|_| "AMD extensions present".to_string())
-        .map_err(Clone::clone);
+    // An ASK or ARK given as the VEK parses, but names no chip (hwID) and
+    // no CSP (VLEK): say what the file holds instead of "ok".
+    let ext_check = match &ext {
+        Ok(e) if e.hw_id.is_none() && e.csp_id.is_none() => Err(VerifyError::CheckVekCertificate {
+            subject: describe_subject(&certs.vek),
+        }),
+        Ok(_) => Ok("AMD extensions present".to_string()),
+        Err(e) => Err(e.clone().into()),
+    };
     checks.push(Check::from_result("vek-extensions", A, ext_check));
 
     let product = determine_product(report, ext_ok, certs.intermediate.as_ref(), opts.product);

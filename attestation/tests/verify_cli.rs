@@ -644,3 +644,26 @@ fn base64_and_hex_reports_are_read_like_the_binary() {
     }
     let _ = std::fs::remove_dir_all(&t);
 }
+
+#[test]
+fn an_ask_given_as_the_vcek_is_named_as_the_wrong_certificate() {
+    let Some(v) = vectors() else { return };
+    let r = run(&[
+        "verify",
+        "--report",
+        &p(&v, MILAN_R),
+        "--vcek",
+        &p(&v, "amd-roots/virtee-sev/milan/ask.pem"),
+    ]);
+    assert_eq!(r.code, 4, "{}{}", r.out, r.err);
+    let line = r
+        .out
+        .lines()
+        .find(|l| l.contains("vek-extensions"))
+        .unwrap_or_default();
+    assert!(line.starts_with("FAIL"), "{}", r.out);
+    assert!(
+        line.contains("CN=SEV-Milan") && line.contains("not a VCEK or VLEK"),
+        "{line}"
+    );
+}
