@@ -623,9 +623,23 @@ pub fn verify(report: &AttestationReport, certs: &Certificates, opts: &Options) 
                     extensions: ext,
                 })
             });
-            match fallback {
-                Some(c) => checks.extend(verify_report(report, &c)),
-                None => checks.push(Check::new(
+            // Without a product (a mismatch, say) the chip and TCB checks
+            // cannot run, but the signature still can: report it as it is.
+            let key_only = || {
+                chain::vek_public_key(&certs.vek, "VEK")
+                    .ok()
+                    .and_then(|k| k.ec_key().ok())
+            };
+            match (fallback, key_only()) {
+                (Some(c), _) => checks.extend(verify_report(report, &c)),
+                (None, Some(key)) => checks.push(Check::from_result(
+                    "report-signature",
+                    A,
+                    verify_signature(report, &key)
+                        .map(|_| "ECDSA P-384/SHA-384 by the offered VEK (product unknown: chip and TCB not checked)".to_string())
+                        .map_err(|_| VerifyError::VerifyReportSignature("offered VEK")),
+                )),
+                (None, None) => checks.push(Check::new(
                     "report-signature",
                     A,
                     Status::Fail,

@@ -667,3 +667,30 @@ fn an_ask_given_as_the_vcek_is_named_as_the_wrong_certificate() {
         "{line}"
     );
 }
+
+#[test]
+fn a_product_mismatch_still_reports_the_signature_as_it_is() {
+    let Some(v) = vectors() else { return };
+    let r = run(&[
+        "verify",
+        "--report",
+        &p(&v, "genoa-trustee-e2e/derived-report.bin"),
+        "--vcek",
+        &p(&v, "genoa-trustee-e2e/derived-vcek.der"),
+        "--product",
+        "milan",
+    ]);
+    assert_ne!(r.code, 0, "{}", r.out);
+    assert!(r.out.contains("FAIL product"), "{}", r.out);
+    let sig = r
+        .out
+        .lines()
+        .find(|l| l.contains("report-signature"))
+        .unwrap_or_default();
+    assert!(
+        sig.starts_with("ok"),
+        "the key and signature are fine: {}",
+        r.out
+    );
+    assert!(!r.out.contains("no usable VEK public key"), "{}", r.out);
+}
