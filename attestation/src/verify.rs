@@ -232,6 +232,14 @@ pub fn determine_product(
             }
         }
     }
+    // A VEK that names a product no one knows is not some other product's
+    // VEK in disguise: refused, as go-sev-guest refuses it, rather than
+    // taken for whatever the intermediate's name suggests.
+    if let (None, Some((name, None))) = (from_report, &from_cert) {
+        return Err(VerifyError::FindProduct(format!(
+            "the VEK's productName {name:?} is not Milan, Genoa or Turin"
+        )));
+    }
     let from_intermediate = intermediate.and_then(|c| {
         let cn = chain::common_name(c);
         Product::from_name(cn.rsplit('-').next().unwrap_or(&cn))

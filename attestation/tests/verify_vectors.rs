@@ -638,3 +638,27 @@ fn malformed_reports_are_precise_errors() {
     );
     assert_eq!(status(&v, "signing-key"), Status::Fail);
 }
+
+#[test]
+fn a_vek_naming_an_unknown_product_is_not_taken_for_milan() {
+    let Some(dir) = vectors() else { return };
+    // A version-2 report carries no CPUID: only certificates name a product.
+    let r = AttestationReport::from_bytes(&read(&dir, "milan-gosevguest/attestation.bin"))
+        .expect("report");
+    assert_eq!(r.cpuid, None);
+    let vcek = chain::load_cert(&read(&dir, "milan-gosevguest/vcek.der"), "v").expect("v");
+    let mut x = VekExtensions::from_cert(&vcek, "v").expect("x");
+    let ask_pem = read(&dir, "amd-roots/virtee-sev/milan/ask.pem");
+    let ask = chain::load_cert(&ask_pem, "ask").expect("ask");
+    // The real productName decides; with an intermediate named SEV-Milan too.
+    assert_eq!(
+        verify::determine_product(&r, Some(&x), Some(&ask), None),
+        Ok(Product::Milan)
+    );
+    // A productName no one knows is refused, not taken for the intermediate's.
+    x.product_name = Some("Venice-A0".into());
+    assert!(matches!(
+        verify::determine_product(&r, Some(&x), Some(&ask), None),
+        Err(verify::VerifyError::FindProduct(why)) if why.contains("Venice-A0")
+    ));
+}
