@@ -61,3 +61,32 @@ fn another_chips_vcek_in_the_table_fails() {
     );
     assert!(failed.contains(&"chip-id".to_string()), "{failed:?}");
 }
+
+/// A real Linux configfs-tsm capture (vectors/configfs-tsm-veraison): the
+/// host's table stores its GUIDs in RFC 4122 byte order; the agent finds
+/// ARK, ASK and VCEK there and the Genoa report verifies with them.
+#[test]
+fn a_real_configfs_tsm_capture_verifies_with_its_certificate_table() {
+    let Some(dir) = vectors() else { return };
+    let report = AttestationReport::from_bytes(
+        &std::fs::read(dir.join("configfs-tsm-veraison/derived-outblob.bin")).unwrap(),
+    )
+    .unwrap();
+    let table = std::fs::read(dir.join("configfs-tsm-veraison/derived-auxblob.bin")).unwrap();
+    let kinds: Vec<CertKind> = umbra_guest_agent::cert_table::parse(&table)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for want in [CertKind::Ark, CertKind::Ask, CertKind::Vcek] {
+        assert!(kinds.contains(&want), "{want:?} in {kinds:?}");
+    }
+    // 2026-01-01.
+    let checks = verify_with_table(&report, &table, 1_767_225_600).unwrap();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
