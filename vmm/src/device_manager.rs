@@ -82,17 +82,18 @@ fn place(
         })
 }
 
-/// Whether stdin is something a console reads from: a terminal or a pipe
-/// (not /dev/null or a regular file, whose "input" would be noise or EOF).
-fn stdin_is_console() -> bool {
-    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat only writes into `st`, which lives across the call.
-    let ok = unsafe { libc::fstat(libc::STDIN_FILENO, &mut st) } == 0;
-    let kind = st.st_mode & libc::S_IFMT;
-    // SAFETY: isatty only inspects the descriptor.
-    let tty = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
-    ok && (tty || kind == libc::S_IFIFO)
+/// Stdin, unbuffered, when it is something a console reads from: a
+/// terminal or a pipe (not /dev/null or a regular file, whose "input" would
+/// be noise or EOF). A duplicate of the descriptor, so the event loop owns
+/// what it reads from; unbuffered, so epoll's readiness is the whole truth.
+fn console_input() -> Option<std::fs::File> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let stdin = std::io::stdin();
+    let file = std::fs::File::from(stdin.as_fd().try_clone_to_owned().ok()?);
+    let fifo = file.metadata().is_ok_and(|m| m.file_type().is_fifo());
+    (stdin.is_terminal() || fifo).then_some(file)
 }
 
 /// Attaches the devices of `config` to `vm`. `interrupts` says whether the
@@ -157,17 +158,15 @@ pub(crate) fn attach<V: Vm + 'static>(
             )?;
         }
     }
-    let event_loop = if stdin_is_console() {
+    let event_loop = if let Some(mut input) = console_input() {
         let console = serial.clone();
         let source = Source {
-            fd: std::io::stdin().as_raw_fd(),
+            fd: input.as_raw_fd(),
             handler: Box::new(move || {
                 let mut buf = [0u8; 64];
-                // SAFETY: reads at most `buf.len()` bytes into `buf`; epoll
-                // reported stdin readable, so the read does not block long.
-                let n =
-                    unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
-                match usize::try_from(n) {
+                // epoll reported the descriptor readable: this read returns
+                // at once (EOF or an error ends the watch).
+                match std::io::Read::read(&mut input, &mut buf) {
                     Ok(0) | Err(_) => Interest::Drop,
                     Ok(n) => {
                         lock(&console).enqueue_input(&buf[..n]);

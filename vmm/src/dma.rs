@@ -73,12 +73,9 @@ impl DeviceMemory {
     }
 
     fn check_ram(ranges: &[(u64, u64)], gpa: u64, len: u64) -> Result<(), DmaError> {
-        let inside = gpa.checked_add(len).is_some_and(|end| {
-            ranges
-                .iter()
-                .any(|&(base, size)| gpa >= base && end <= base + size)
-        });
-        inside.then_some(()).ok_or(DmaError::CheckRam { gpa, len })
+        crate::memory::range_in_ram(gpa, len, ranges)
+            .then_some(())
+            .ok_or(DmaError::CheckRam { gpa, len })
     }
 
     /// Reads `buf.len()` bytes at `gpa`.

@@ -229,6 +229,25 @@ impl MemoryMap {
     }
 }
 
+/// Whether `[gpa, gpa + len)` lies entirely inside the union of `ram`
+/// ranges `(base, size)`.
+pub fn range_in_ram(gpa: u64, len: u64, ram: &[(u64, u64)]) -> bool {
+    let Some(end) = gpa.checked_add(len) else {
+        return false;
+    };
+    let mut at = gpa;
+    while at < end {
+        match ram
+            .iter()
+            .find(|(b, s)| *b <= at && at < b.saturating_add(*s))
+        {
+            Some((b, s)) => at = b.saturating_add(*s),
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Host memory for every mapped region, as one vm-memory collection.
 ///
 /// For confidential guests on the SNP model, RAM is a memfd mapped twice:

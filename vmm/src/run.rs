@@ -217,11 +217,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         Platform::Snp => {
             // KVM builds the VMSAs from the vCPUs' reset state at
             // LAUNCH_FINISH; APs start at the firmware's SEV-ES reset block.
-            let ap_reset_eip = firmware.and_then(|image| {
-                umbra_attestation::measure::ovmf::FirmwareImage::parse(image)
-                    .ok()
-                    .and_then(|fw| fw.sev_es_reset_eip().ok().flatten())
-            });
+            let ap_reset_eip = ap_reset_eip(firmware);
             let hypervisor = SnpHypervisor::new(SnpConfig {
                 vmsa_features: launched_features(config.snp.guest_features),
                 gosvw: [0; 16],
@@ -234,11 +230,7 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
         }
         Platform::SevEs | Platform::Sev => {
             use crate::backend::sev::legacy::{LegacyHypervisor, LegacyMode};
-            let ap_reset_eip = firmware.and_then(|image| {
-                umbra_attestation::measure::ovmf::FirmwareImage::parse(image)
-                    .ok()
-                    .and_then(|fw| fw.sev_es_reset_eip().ok().flatten())
-            });
+            let ap_reset_eip = ap_reset_eip(firmware);
             let hypervisor = if config.platform == Platform::SevEs {
                 // INIT2 pins the VMSA features (the legacy SEV_ES_INIT may
                 // turn on DebugSwap, which changes the measurement).
@@ -253,6 +245,15 @@ pub fn run(config: &VmConfig, process_start: Instant) -> Result<RunOutcome, VmmE
             run_on(&hypervisor, config, map, firmware, process_start)
         }
     }
+}
+
+/// The firmware's SEV-ES reset block, where application processors start
+/// on SEV-ES/SNP (QEMU's `sev_es_set_reset_vector`).
+fn ap_reset_eip(firmware: Option<&[u8]>) -> Option<u32> {
+    let image = firmware?;
+    umbra_attestation::measure::ovmf::FirmwareImage::parse(image)
+        .ok()
+        .and_then(|fw| fw.sev_es_reset_eip().ok().flatten())
 }
 
 /// CPUID Fn0000_0001 EAX of `--vcpu-type`, which the vCPUs report and KVM

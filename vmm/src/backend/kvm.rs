@@ -145,9 +145,24 @@ impl KvmVm {
         self.ram.first()
     }
 
+    /// Keeps `ram` in `owned` (for the VM's whole life, before any of its
+    /// ranges is registered, so a failed registration cannot leave a memslot
+    /// over freed memory) and returns the memslots to register for it,
+    /// numbered after those of the RAM already owned.
+    pub(crate) fn own_ram(
+        owned: &mut Vec<Arc<GuestRam>>,
+        ram: Arc<GuestRam>,
+        map: &MemoryMap,
+    ) -> Vec<MemorySlot> {
+        let first = owned.iter().map(|r| r.guest_ranges().len() as u32).sum();
+        let slots = Self::slots_for(&ram, map, first);
+        owned.push(ram);
+        slots
+    }
+
     /// The memslots for every guest-visible range of `ram`, numbered from
     /// `first_slot`, ROM read-only.
-    pub(crate) fn slots_for(ram: &GuestRam, map: &MemoryMap, first_slot: u32) -> Vec<MemorySlot> {
+    fn slots_for(ram: &GuestRam, map: &MemoryMap, first_slot: u32) -> Vec<MemorySlot> {
         ram.guest_ranges()
             .into_iter()
             .zip(first_slot..)
@@ -224,13 +239,11 @@ impl Vm for KvmVm {
     type Vcpu = KvmVcpu;
 
     fn register_ram(&mut self, ram: Arc<GuestRam>, map: &MemoryMap) -> Result<(), BackendError> {
-        let first = self.ram.iter().map(|r| r.guest_ranges().len() as u32).sum();
-        for slot in Self::slots_for(&ram, map, first) {
-            // SAFETY: `ram` owns the mapping and is kept in `self.ram` below,
-            // so it lives as long as the VM and its memslots.
+        for slot in Self::own_ram(&mut self.ram, ram, map) {
+            // SAFETY: the mapping's owner is in `self.ram` (own_ram), so it
+            // lives as long as the VM and its memslots.
             unsafe { self.map_slot(&slot)? };
         }
-        self.ram.push(ram);
         self.ram_ranges.extend(map.ram_ranges());
         Ok(())
     }

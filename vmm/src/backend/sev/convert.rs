@@ -26,24 +26,7 @@ pub struct PrivateMemory {
     pub(super) slots: RwLock<Vec<GmemSlot>>,
 }
 
-/// Whether `[gpa, gpa + len)` lies entirely inside the union of `ram`
-/// ranges `(base, size)`.
-pub fn range_in_ram(gpa: u64, len: u64, ram: &[(u64, u64)]) -> bool {
-    let Some(end) = gpa.checked_add(len) else {
-        return false;
-    };
-    let mut at = gpa;
-    while at < end {
-        match ram
-            .iter()
-            .find(|(b, s)| *b <= at && at < b.saturating_add(*s))
-        {
-            Some((b, s)) => at = b.saturating_add(*s),
-            None => return false,
-        }
-    }
-    true
-}
+pub use crate::memory::range_in_ram;
 
 /// A validated `KVM_HC_MAP_GPA_RANGE` request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

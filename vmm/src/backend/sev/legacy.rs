@@ -458,10 +458,9 @@ impl Vm for LegacyVm {
         ram: Arc<crate::memory::GuestRam>,
         map: &crate::memory::MemoryMap,
     ) -> Result<(), BackendError> {
-        let first = self.ram.iter().map(|r| r.guest_ranges().len() as u32).sum();
-        for slot in KvmVm::slots_for(&ram, map, first) {
-            // SAFETY: `ram` owns the mapping and is kept in `self.ram`
-            // below, so it outlives the VM's memslots.
+        for slot in KvmVm::own_ram(&mut self.ram, ram, map) {
+            // SAFETY: the mapping's owner is in `self.ram` (own_ram), so it
+            // outlives the VM's memslots.
             unsafe { self.inner.map_slot(&slot) }?;
             let region = uapi::kvm_enc_region {
                 addr: slot.host_addr,
@@ -475,7 +474,6 @@ impl Vm for LegacyVm {
             slots.push((slot.gpa, slot.size, slot.host_addr));
             debug_assert!(slot.size.is_multiple_of(PAGE_SIZE));
         }
-        self.ram.push(ram);
         Ok(())
     }
 

@@ -90,16 +90,11 @@ impl SnpHypervisor {
     /// exits, VMSA features), checks `config.vmsa_features` and opens `/dev/sev`.
     pub fn new(config: SnpConfig) -> Result<Self, SevError> {
         let kvm = open_kvm()?;
+        // The host is probed before /dev/sev is opened, so a host without
+        // SNP support says so rather than "no /dev/sev".
         let host = RealKernel::probe_host(kvm.kvm())?;
-        let vmsa_features = check_vmsa_features(config.vmsa_features, host.vmsa_features)?;
         let kernel = Arc::new(RealKernel::open()?);
-        Ok(SnpHypervisor {
-            kvm,
-            kernel,
-            vmsa_features,
-            policy_bits: host.policy_bits,
-            config,
-        })
+        Self::assemble(config, kvm, kernel, host)
     }
 
     /// The backend over another implementation of the kernel's SEV support
@@ -107,6 +102,16 @@ impl SnpHypervisor {
     pub fn with_kernel(config: SnpConfig, kernel: Arc<dyn SevKernel>) -> Result<Self, SevError> {
         let kvm = open_kvm()?;
         let host = kernel.probe(kvm.kvm())?;
+        Self::assemble(config, kvm, kernel, host)
+    }
+
+    /// Checks the requested VMSA features against what the host offers.
+    fn assemble(
+        config: SnpConfig,
+        kvm: KvmHypervisor,
+        kernel: Arc<dyn SevKernel>,
+        host: SevHostInfo,
+    ) -> Result<Self, SevError> {
         let vmsa_features = check_vmsa_features(config.vmsa_features, host.vmsa_features)?;
         Ok(SnpHypervisor {
             kvm,
@@ -521,8 +526,7 @@ impl Vm for SnpVm {
         ram: Arc<crate::memory::GuestRam>,
         map: &crate::memory::MemoryMap,
     ) -> Result<(), BackendError> {
-        let first = self.ram.iter().map(|r| r.guest_ranges().len() as u32).sum();
-        for slot in KvmVm::slots_for(&ram, map, first) {
+        for slot in KvmVm::own_ram(&mut self.ram, ram, map) {
             if slot.access == SlotAccess::ReadOnly {
                 // guest_memfd slots cannot be read-only; an SNP firmware
                 // image is private memory whose integrity comes from the
@@ -533,12 +537,11 @@ impl Vm for SnpVm {
                     slot.gpa
                 );
             }
-            // SAFETY: `ram` owns the mapping and is kept in `self.ram`
-            // below, so it outlives the VM's memslots.
+            // SAFETY: the mapping's owner is in `self.ram` (own_ram), so it
+            // outlives the VM's memslots.
             unsafe { self.map_private_memory(&slot) }
                 .map_err(|e| to_backend("mapping SNP memory", e))?;
         }
-        self.ram.push(ram);
         Ok(())
     }
 
