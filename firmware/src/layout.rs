@@ -101,3 +101,26 @@ pub const SCRATCH_GPA: u64 = 0x2E000;
 pub const PSC_TEST_GPA: u64 = 0x30_0000;
 /// Offset of VMPCK0 in the secrets page (SNP ABI secrets page layout).
 pub const SECRETS_VMPCK0: usize = 0x20;
+
+/// First virtio-mmio transport: umbra places device `i` at
+/// `VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SLOT`, in the VMM's MMIO window.
+pub const VIRTIO_MMIO_BASE: u64 = 0xD000_0000;
+/// One 4 KiB slot per transport.
+pub const VIRTIO_MMIO_SLOT: u64 = 0x1000;
+/// Most virtio-mmio transports umbra places.
+pub const VIRTIO_MMIO_MAX: usize = 16;
+/// GSI (IOAPIC pin) of transport 0; transport `i` uses `FIRST_GSI + i`.
+pub const VIRTIO_MMIO_FIRST_GSI: u32 = 5;
+/// QEMU 7.2 microvm: 24 transports from here in 512-byte steps.
+pub const QEMU_MICROVM_VIRTIO_BASE: u64 = 0xFEB0_0000;
+/// Step between QEMU microvm's transports.
+pub const QEMU_MICROVM_VIRTIO_STEP: u64 = 0x200;
+/// Number of QEMU microvm's transports.
+pub const QEMU_MICROVM_VIRTIO_COUNT: usize = 24;
+/// Where the firmware keeps its virtqueues and buffers: 4 KiB-mapped low
+/// RAM (so pages can be shared one by one), above the page-state test page.
+pub const VIRTIO_AREA_GPA: u64 = 0x31_0000;
+/// Size of that area.
+pub const VIRTIO_AREA_SIZE: u64 = 0x8_0000;
+/// A page the `dma-private` scenario keeps private and points a device at.
+pub const DMA_PRIVATE_GPA: u64 = 0x39_0000;

@@ -4,6 +4,7 @@ use crate::config::{
     parse_size, BootSource, MemoryBacking, Platform, SerialOutput, SnpOptions, ViolationPolicy,
     VmConfig,
 };
+use crate::device_config::{DiskConfig, VsockConfig};
 use crate::exit_code;
 use crate::run;
 use clap::{Args, Parser, Subcommand};
@@ -114,6 +115,38 @@ pub struct RunArgs {
     /// SNP model: directory with the model's keys (created if missing).
     #[arg(long)]
     model_keys: Option<PathBuf>,
+    /// A virtio-blk disk: `path=FILE[,readonly=on][,direct=on]` (repeatable).
+    #[arg(long, value_parser = parse_disk)]
+    disk: Vec<DiskConfig>,
+    /// A virtio-rng device fed by the host's getrandom.
+    #[arg(long)]
+    rng: bool,
+    /// A virtio-vsock device: `cid=N,socket=PATH` (Firecracker's hybrid vsock).
+    #[arg(long, value_parser = parse_vsock)]
+    vsock: Option<VsockConfig>,
+    /// ACPI tables for --kernel boots (off: virtio_mmio.device= on the
+    /// kernel command line instead).
+    #[arg(long, value_enum, default_value = "on")]
+    acpi: Switch,
+    /// Write the ACPI tables the guest would get to DIR (one file per
+    /// table, named by signature) and exit.
+    #[arg(long, value_name = "DIR")]
+    dump_acpi: Option<PathBuf>,
+}
+
+/// An on/off option value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+fn parse_disk(text: &str) -> Result<DiskConfig, String> {
+    DiskConfig::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_vsock(text: &str) -> Result<VsockConfig, String> {
+    VsockConfig::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_u64(text: &str) -> Result<u64, String> {
@@ -173,6 +206,10 @@ impl RunArgs {
                 attest_out: self.attest_out.clone(),
                 model_keys: self.model_keys.clone(),
             },
+            disks: self.disk.clone(),
+            rng: self.rng,
+            vsock: self.vsock.clone(),
+            acpi: self.acpi == Switch::On,
         })
     }
 }

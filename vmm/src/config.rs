@@ -154,6 +154,16 @@ pub struct VmConfig {
     pub timeout: Option<std::time::Duration>,
     /// SEV-SNP launch inputs (used by the SNP platforms).
     pub snp: SnpOptions,
+    /// virtio-blk disks (`--disk`), in transport order.
+    pub disks: Vec<crate::device_config::DiskConfig>,
+    /// A virtio-rng device (`--rng`).
+    pub rng: bool,
+    /// A virtio-vsock device (`--vsock`).
+    pub vsock: Option<crate::device_config::VsockConfig>,
+    /// ACPI tables for `--kernel` boots (`--acpi on`, the default); with
+    /// `--acpi off` the kernel finds the virtio-mmio transports through
+    /// `virtio_mmio.device=` on its command line instead.
+    pub acpi: bool,
 }
 
 /// Inputs of an SEV-SNP launch, with sev-snp-measure's meanings.
@@ -207,6 +217,10 @@ impl VmConfig {
             ksm: false,
             timeout: None,
             snp: SnpOptions::default(),
+            disks: Vec::new(),
+            rng: false,
+            vsock: None,
+            acpi: true,
         }
     }
 

@@ -14,11 +14,12 @@ use crate::devices::serial::{ConsoleWriter, SerialPort, COM1, COM1_IRQ};
 use crate::event_loop::{EventLoop, Interest, Source};
 use crate::run_control::RunControl;
 use crate::sync::lock;
+use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use thiserror::Error;
-use umbra_firmware::layout::{DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, PROBE_PORT};
+use umbra_firmware::layout::{DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, PROBE_PORT, VIRTIO_MMIO_SLOT};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Errors while attaching devices.
@@ -54,6 +55,34 @@ pub enum DeviceError {
         #[source]
         source: BackendError,
     },
+    /// The platform offers devices no memory they could reach (hardware
+    /// SEV and SNP, whose page states umbra does not track for devices).
+    #[error("virtio devices are not supported on --platform {0} yet")]
+    DeviceMemory(&'static str),
+    /// More transports than slots.
+    #[error("{0} virtio devices asked for; umbra has {max} slots", max = crate::virtio::VIRTIO_MMIO_MAX)]
+    CountTransports(usize),
+    /// A disk image could not be opened.
+    #[error("cannot attach --disk")]
+    OpenDisk(#[from] crate::virtio::block::BlockError),
+    /// A virtio transport or its notifications could not be set up.
+    #[error("cannot set up {name}")]
+    SetupVirtio {
+        /// The device.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hypervisor refused a virtio device's interrupt or notification.
+    #[error("cannot wire {name}")]
+    WireVirtio {
+        /// The device.
+        name: String,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
 }
 
 /// The devices of a running VM.
@@ -64,8 +93,125 @@ pub(crate) struct Devices {
     pub(crate) mmio: Bus,
     /// When the first console byte went out.
     pub(crate) first_serial_byte: Arc<OnceLock<Instant>>,
-    /// The device event loop (console input); stops when dropped.
+    /// The device event loop (console input, virtio queues); stops when
+    /// dropped.
     pub(crate) event_loop: Option<EventLoop>,
+    /// The virtio transports, for their metrics.
+    pub(crate) virtio: Vec<Arc<Mutex<MmioTransport>>>,
+}
+
+/// Per-device counters of `transports` for the metrics.
+pub(crate) fn metrics(
+    transports: &[Arc<Mutex<MmioTransport>>],
+) -> Vec<crate::metrics::DeviceMetrics> {
+    transports
+        .iter()
+        .map(|t| {
+            let t = lock(t);
+            t.counters().snapshot(t.name(), t.kind())
+        })
+        .collect()
+}
+
+/// Creates the device model `transport` names.
+fn virtio_device(
+    config: &VmConfig,
+    transport: &crate::virtio::Transport,
+) -> Result<Box<dyn crate::virtio::VirtioDevice>, DeviceError> {
+    use crate::virtio::Kind;
+    Ok(match transport.kind {
+        Kind::Block(n) => {
+            let disk = &config.disks[n];
+            Box::new(crate::virtio::block::Block::open(
+                &disk.path,
+                disk.read_only,
+                disk.direct,
+            )?)
+        }
+        Kind::Rng => Box::new(crate::virtio::rng::Rng),
+        Kind::Vsock => {
+            return Err(DeviceError::SetupVirtio {
+                name: transport.name.clone(),
+                source: std::io::Error::other("vsock is not built yet"),
+            })
+        }
+    })
+}
+
+/// Places the virtio transports `config` asks for on the MMIO bus, wires
+/// their interrupts and notifications, and returns the event-loop sources
+/// that serve their queues.
+fn attach_virtio<V: Vm + 'static>(
+    vm: &Arc<V>,
+    config: &VmConfig,
+    mmio: &mut Bus,
+) -> Result<(Vec<Arc<Mutex<MmioTransport>>>, Vec<Source>), DeviceError> {
+    let layout = crate::virtio::transports(config);
+    if layout.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if layout.len() > crate::virtio::VIRTIO_MMIO_MAX {
+        return Err(DeviceError::CountTransports(layout.len()));
+    }
+    let memory = vm
+        .device_memory()
+        .ok_or(DeviceError::DeviceMemory(config.platform.name()))?;
+    let mut transports = Vec::new();
+    let mut sources = Vec::new();
+    for slot in &layout {
+        let setup = |source| DeviceError::SetupVirtio {
+            name: slot.name.clone(),
+            source,
+        };
+        let wire = |source| DeviceError::WireVirtio {
+            name: slot.name.clone(),
+            source,
+        };
+        let device = virtio_device(config, slot)?;
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup)?;
+        let transport = MmioTransport::new(
+            device,
+            slot.name.clone(),
+            memory.clone(),
+            config.platform.is_confidential(),
+            irq,
+        )
+        .map_err(setup)?;
+        vm.register_irqfd(transport.irq(), slot.gsi).map_err(wire)?;
+        let mut notify = Vec::new();
+        for (queue, fd) in transport.notify_fds().iter().enumerate() {
+            vm.register_ioevent(
+                fd,
+                crate::backend::IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY_OFFSET),
+                Some(queue as u32),
+            )
+            .map_err(wire)?;
+            notify.push(fd.try_clone().map_err(setup)?);
+        }
+        let transport = Arc::new(Mutex::new(transport));
+        for (queue, fd) in notify.into_iter().enumerate() {
+            let served = transport.clone();
+            sources.push(Source {
+                fd: fd.as_raw_fd(),
+                handler: Box::new(move || {
+                    // The eventfd counts notifications; one pass over the
+                    // queue serves them all.
+                    let _ = fd.read();
+                    lock(&served).serve_queue(queue);
+                    Interest::Keep
+                }),
+            });
+        }
+        place(
+            mmio,
+            slot.base,
+            VIRTIO_MMIO_SLOT,
+            transport.clone(),
+            "a virtio-mmio transport",
+        )?;
+        transports.push(transport);
+    }
+    Ok((transports, sources))
 }
 
 fn place(
@@ -158,9 +304,10 @@ pub(crate) fn attach<V: Vm + 'static>(
             )?;
         }
     }
-    let event_loop = if let Some(mut input) = console_input() {
+    let (virtio, mut sources) = attach_virtio(vm, config, &mut mmio)?;
+    if let Some(mut input) = console_input() {
         let console = serial.clone();
-        let source = Source {
+        sources.push(Source {
             fd: input.as_raw_fd(),
             handler: Box::new(move || {
                 let mut buf = [0u8; 64];
@@ -174,18 +321,21 @@ pub(crate) fn attach<V: Vm + 'static>(
                     }
                 }
             }),
-        };
+        });
+    }
+    let event_loop = if sources.is_empty() {
+        None
+    } else {
         Some(
-            EventLoop::start(vec![source])
+            EventLoop::start(sources)
                 .map_err(|e| DeviceError::HostSetup("the device event loop", e))?,
         )
-    } else {
-        None
     };
     Ok(Devices {
         pio,
         mmio,
         first_serial_byte,
         event_loop,
+        virtio,
     })
 }

@@ -1,55 +1,152 @@
 //! The one handle through which a device reaches guest memory.
 //!
 //! Devices never get `GuestRam` or a `GuestMemoryMmap`: they get a
-//! [`DeviceMemory`] from the VM (`Vm::device_memory`). For a plain guest it
-//! reaches guest RAM and nothing else (not the ROM, not MMIO, not guard
-//! ranges); for a confidential guest it reaches only the pages that are
-//! shared at the moment of the access, checked under the page-state
-//! tracker's lock ([`SharedMemory`]). Every refusal is an error the device
-//! turns into its architected failure; nothing here panics on a guest
-//! address.
+//! [`DeviceMemory`] from the VM (`Vm::device_memory`), whose
+//! [`GuestDma`] is vm-memory's `IommuMemory` over guest RAM with umbra's
+//! own [`Iommu`], the [`DmaFilter`]. virtio-queue walks rings, descriptor
+//! tables, indirect tables and buffers through it, each access with its
+//! read or write permission, so every byte a device touches is translated
+//! first and an address the filter does not map fails closed.
+//!
+//! What the filter maps:
+//! - a plain guest: its RAM ranges, read-write (not the ROM, not MMIO, not
+//!   guard ranges, nothing beyond RAM);
+//! - a confidential guest: exactly the pages that are shared at this
+//!   moment. The page-state tracker is the truth: every conversion updates
+//!   the filter under the tracker's lock (`SharedMemory::convert`), a page
+//!   made private is unmapped here before the VMM loses access to it, and a
+//!   page made shared is mapped only after the VMM gained access.
+//!
+//! A translation holds the filter's read lock until the copy it serves is
+//! done (vm-memory keeps the guard in its slice iterator), and unmapping
+//! takes the write lock: a conversion to private waits for in-flight
+//! device copies of that page, and no copy starts after it. Devices must
+//! therefore copy through `Bytes` (`read_slice`, `write_slice`,
+//! `read_volatile_from`...) and never keep a `VolatileSlice` past one
+//! access.
 
 use crate::memory::GuestRam;
-use crate::shared_memory::{SharedMemory, SharedMemoryError};
-use std::sync::Arc;
+use crate::page_state::PageStates;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, Iommu, IommuMemory, Iotlb, Permissions};
+
+/// Why the filter refused a device access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A confidential guest has not shared (all of) the range.
+    Private,
+    /// The range is not guest RAM (ROM, MMIO, guard, beyond RAM, wraps).
+    NotRam,
+}
 
 /// Why a device access to guest memory was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DmaError {
-    /// The range is not (entirely) guest RAM.
-    #[error("device access to {gpa:#x}+{len:#x} is outside guest RAM")]
-    CheckRam {
+    /// The filter does not map (all of) the range.
+    #[error("device access to {gpa:#x}+{len:#x} refused: {}", match .refusal {
+        Refusal::Private => "private to the guest",
+        Refusal::NotRam => "not guest RAM",
+    })]
+    Translate {
         /// First byte.
         gpa: u64,
         /// Length.
         len: u64,
+        /// Why.
+        refusal: Refusal,
     },
-    /// The confidential guest has not shared (all of) the range.
-    #[error("device access refused by the shared-only rule")]
-    CheckShared(#[source] SharedMemoryError),
 }
 
+/// The pages devices may reach, as an IOTLB that is always complete: a
+/// miss is a refusal, never a reason to look elsewhere.
+#[derive(Debug, Default)]
+pub struct DmaFilter {
+    iotlb: RwLock<Iotlb>,
+}
+
+impl DmaFilter {
+    fn read(&self) -> RwLockReadGuard<'_, Iotlb> {
+        self.iotlb.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets devices reach `[gpa, gpa + len)` read-write (identity).
+    pub(crate) fn map(&self, gpa: u64, len: u64) {
+        let Ok(length) = usize::try_from(len) else {
+            return;
+        };
+        let mut iotlb = self.iotlb.write().unwrap_or_else(|p| p.into_inner());
+        // `set_mapping` cannot fail: it only inserts into the range map.
+        let _ = iotlb.set_mapping(
+            GuestAddress(gpa),
+            GuestAddress(gpa),
+            length,
+            Permissions::ReadWrite,
+        );
+    }
+
+    /// Takes `[gpa, gpa + len)` away from devices. Returns once no device
+    /// copy of the range is in flight: the write lock waits for every
+    /// translation guard.
+    pub(crate) fn unmap(&self, gpa: u64, len: u64) {
+        let Ok(length) = usize::try_from(len) else {
+            return;
+        };
+        let mut iotlb = self.iotlb.write().unwrap_or_else(|p| p.into_inner());
+        iotlb.invalidate_mapping(GuestAddress(gpa), length);
+    }
+}
+
+/// The filter as vm-memory's `IommuMemory` holds it.
+#[derive(Clone, Debug)]
+pub struct FilterHandle(Arc<DmaFilter>);
+
+impl Iommu for FilterHandle {
+    type IotlbGuard<'a> = RwLockReadGuard<'a, Iotlb>;
+
+    fn translate(
+        &self,
+        iova: GuestAddress,
+        length: usize,
+        access: Permissions,
+    ) -> Result<IotlbIterator<Self::IotlbGuard<'_>>, IommuError> {
+        let refuse = |reason: &str| IommuError::CannotResolve {
+            iova_range: IovaRange { base: iova, length },
+            reason: reason.to_string(),
+        };
+        // Iotlb ranges are `start..start + length` in u64: a range that
+        // wraps would panic inside the range map, so refuse it here.
+        if iova.0.checked_add(length as u64).is_none() {
+            return Err(refuse("the range wraps the address space"));
+        }
+        Iotlb::lookup(self.0.read(), iova, length, access)
+            .map_err(|_| refuse("not mapped for devices"))
+    }
+}
+
+/// Guest memory as devices see it: every access translated by the filter.
+pub type GuestDma = IommuMemory<GuestMemoryMmap, FilterHandle>;
+
+/// How a refusal is explained (which pages are RAM, which are private).
 #[derive(Clone)]
-enum Access {
-    /// Plain guest: RAM ranges `(gpa, size)`.
-    Plain(Arc<GuestRam>, Arc<[(u64, u64)]>),
-    /// Confidential guest: shared pages only.
-    Shared(SharedMemory),
+enum Explain {
+    Plain,
+    Shared(Arc<Mutex<PageStates>>),
 }
 
 /// Guest memory as devices may see it.
 #[derive(Clone)]
 pub struct DeviceMemory {
-    access: Access,
+    memory: GuestDma,
+    explain: Explain,
 }
 
 impl std::fmt::Debug for DeviceMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.access {
-            Access::Plain(..) => "plain RAM",
-            Access::Shared(_) => "shared pages only",
+        let kind = match self.explain {
+            Explain::Plain => "plain RAM",
+            Explain::Shared(_) => "shared pages only",
         };
         f.debug_struct("DeviceMemory")
             .field("reaches", &kind)
@@ -57,53 +154,81 @@ impl std::fmt::Debug for DeviceMemory {
     }
 }
 
+fn dma_over(ram: &GuestRam, filter: &Arc<DmaFilter>) -> GuestDma {
+    IommuMemory::new(ram.memory.clone(), FilterHandle(filter.clone()), true, ())
+}
+
 impl DeviceMemory {
     /// A plain guest's RAM: the ranges given, nothing else.
     pub(crate) fn plain(ram: Arc<GuestRam>, ram_ranges: Vec<(u64, u64)>) -> Self {
+        // Everything outside these ranges is not RAM: no page is private.
+        let filter = Arc::new(DmaFilter::default());
+        for &(gpa, len) in &ram_ranges {
+            filter.map(gpa, len);
+        }
         DeviceMemory {
-            access: Access::Plain(ram, ram_ranges.into()),
+            memory: dma_over(&ram, &filter),
+            explain: Explain::Plain,
         }
     }
 
-    /// A confidential guest's shared pages.
-    pub(crate) fn shared(shared: SharedMemory) -> Self {
+    /// A confidential guest's shared pages, as `filter` maps them (kept
+    /// in step with `states` by every conversion).
+    pub(crate) fn shared(
+        ram: &GuestRam,
+        filter: Arc<DmaFilter>,
+        states: Arc<Mutex<PageStates>>,
+    ) -> Self {
         DeviceMemory {
-            access: Access::Shared(shared),
+            memory: dma_over(ram, &filter),
+            explain: Explain::Shared(states),
         }
     }
 
-    fn check_ram(ranges: &[(u64, u64)], gpa: u64, len: u64) -> Result<(), DmaError> {
-        crate::memory::range_in_ram(gpa, len, ranges)
-            .then_some(())
-            .ok_or(DmaError::CheckRam { gpa, len })
+    /// The memory virtqueues are walked over.
+    pub(crate) fn guest_dma(&self) -> &GuestDma {
+        &self.memory
+    }
+
+    /// Why `[gpa, gpa + len)` is refused.
+    pub(crate) fn explain(&self, gpa: u64, len: u64) -> Refusal {
+        match &self.explain {
+            Explain::Plain => Refusal::NotRam,
+            Explain::Shared(states) => {
+                let states = crate::sync::lock(states);
+                let in_ram = len > 0
+                    && gpa.checked_add(len - 1).is_some_and(|last| {
+                        states.state(gpa).is_some() && states.state(last).is_some()
+                    });
+                if in_ram && !states.is_shared(gpa, len) {
+                    Refusal::Private
+                } else {
+                    Refusal::NotRam
+                }
+            }
+        }
+    }
+
+    fn refused(&self, gpa: u64, len: u64) -> DmaError {
+        DmaError::Translate {
+            gpa,
+            len,
+            refusal: self.explain(gpa, len),
+        }
     }
 
     /// Reads `buf.len()` bytes at `gpa`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        let len = buf.len() as u64;
-        match &self.access {
-            Access::Plain(ram, ranges) => {
-                Self::check_ram(ranges, gpa, len)?;
-                ram.memory
-                    .read_slice(buf, GuestAddress(gpa))
-                    .map_err(|_| DmaError::CheckRam { gpa, len })
-            }
-            Access::Shared(shared) => shared.read(gpa, buf).map_err(DmaError::CheckShared),
-        }
+        self.memory
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| self.refused(gpa, buf.len() as u64))
     }
 
     /// Writes `data` at `gpa`.
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), DmaError> {
-        let len = data.len() as u64;
-        match &self.access {
-            Access::Plain(ram, ranges) => {
-                Self::check_ram(ranges, gpa, len)?;
-                ram.memory
-                    .write_slice(data, GuestAddress(gpa))
-                    .map_err(|_| DmaError::CheckRam { gpa, len })
-            }
-            Access::Shared(shared) => shared.write(gpa, data).map_err(DmaError::CheckShared),
-        }
+        self.memory
+            .write_slice(data, GuestAddress(gpa))
+            .map_err(|_| self.refused(gpa, data.len() as u64))
     }
 }
 
@@ -111,6 +236,7 @@ impl DeviceMemory {
 mod tests {
     use super::*;
     use crate::memory::MemoryMap;
+    use crate::page_state::PageState;
 
     #[test]
     fn plain_memory_reaches_ram_only() {
@@ -125,10 +251,39 @@ mod tests {
         let rom = map.rom().unwrap().gpa;
         assert_eq!(
             dma.write(rom, b"x"),
-            Err(DmaError::CheckRam { gpa: rom, len: 1 })
+            Err(DmaError::Translate {
+                gpa: rom,
+                len: 1,
+                refusal: Refusal::NotRam
+            })
         );
         // Straddling the end of RAM, and wrapping the address space.
         assert!(dma.read((16 << 20) - 2, &mut buf).is_err());
         assert!(dma.read(u64::MAX - 1, &mut buf).is_err());
+    }
+
+    #[test]
+    fn an_unmapped_page_is_refused_and_a_remapped_one_reached() {
+        let map = MemoryMap::new(16 << 20, 64 << 10).unwrap();
+        let ram =
+            Arc::new(GuestRam::allocate(&map, crate::config::MemoryBacking::Anon, false).unwrap());
+        let states = PageStates::new(&map.ram_ranges(), PageState::Private).unwrap();
+        let filter = Arc::new(DmaFilter::default());
+        let dma = DeviceMemory::shared(&ram, filter.clone(), Arc::new(Mutex::new(states)));
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            dma.read(0x4000, &mut buf),
+            Err(DmaError::Translate {
+                gpa: 0x4000,
+                len: 8,
+                refusal: Refusal::Private
+            })
+        );
+        filter.map(0x4000, 0x1000);
+        dma.read(0x4000, &mut buf).unwrap();
+        // A copy that runs off the mapped page is refused whole.
+        assert!(dma.read(0x4FFC, &mut buf).is_err());
+        filter.unmap(0x4000, 0x1000);
+        assert!(dma.read(0x4000, &mut buf).is_err());
     }
 }

@@ -72,6 +72,25 @@ pub struct RunMetrics {
     pub timings: Timings,
     /// The SNP model's launch and page-state figures (`--platform snp-model`).
     pub snp: Option<SnpMetrics>,
+    /// The virtio devices, in transport order.
+    pub devices: Vec<DeviceMetrics>,
+}
+
+/// One device in the metrics JSON.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DeviceMetrics {
+    /// The device's name (`blk0`, `rng0`, `vsock0`).
+    pub name: String,
+    /// Its kind (`virtio-blk`, `virtio-rng`, `virtio-vsock`).
+    pub kind: &'static str,
+    /// Requests completed (successfully or not).
+    pub requests: u64,
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// Requests completed with an error status.
+    pub errors: u64,
+    /// Device accesses the DMA filter refused.
+    pub dma_refusals: u64,
 }
 
 /// What the SNP model launched and how the guest's pages moved.

@@ -329,6 +329,27 @@ impl PageStates {
         true
     }
 
+    /// The shared frames as maximal `(gpa, len)` runs, in address order.
+    pub fn shared_ranges(&self) -> Vec<(u64, u64)> {
+        let mut runs = Vec::new();
+        for range in &self.ranges {
+            let mut start = None;
+            for i in 0..=range.pages {
+                let shared =
+                    i < range.pages && range.bits[(i / 64) as usize] & (1 << (i % 64)) != 0;
+                match (shared, start) {
+                    (true, None) => start = Some(i),
+                    (false, Some(first)) => {
+                        runs.push((range.base + first * PAGE_4K, (i - first) * PAGE_4K));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        runs
+    }
+
     /// Counts for the metrics JSON.
     pub fn summary(&self) -> PageStateSummary {
         self.summary

@@ -313,6 +313,7 @@ where
     let exited = Instant::now();
     let vcpu_exits = vcpu::stop(&mut threads, &control);
     drop(devices.event_loop);
+    let device_metrics = device_manager::metrics(&devices.virtio);
 
     let reason = control.reason().unwrap_or(StopReason::AllHalted);
     let exit_code = match &reason {
@@ -331,6 +332,7 @@ where
     let ms = |t: Instant| t.saturating_duration_since(process_start).as_secs_f64() * 1000.0;
     let metrics = RunMetrics {
         snp,
+        devices: device_metrics,
         exit_code,
         stop_reason: describe(&reason),
         platform: hypervisor.name().to_string(),

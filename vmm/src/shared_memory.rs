@@ -4,6 +4,7 @@
 //! (`memory::GuestRam::allocate_confidential`), so a path that bypassed this
 //! accessor would fault instead of reading them.
 
+use crate::dma::{DeviceMemory, DmaFilter};
 use crate::memory::GuestRam;
 use crate::page_state::{PageState, PageStates};
 use std::sync::{Arc, Mutex};
@@ -26,12 +27,25 @@ pub enum SharedMemoryError {
 pub struct SharedMemory {
     ram: Arc<GuestRam>,
     states: Arc<Mutex<PageStates>>,
+    /// What devices may reach: the shared pages, kept in step with
+    /// `states` by every conversion (`crate::dma`).
+    devices: Arc<DmaFilter>,
 }
 
 impl SharedMemory {
     /// An accessor over `ram` governed by `states`.
     pub fn new(ram: Arc<GuestRam>, states: Arc<Mutex<PageStates>>) -> Self {
-        SharedMemory { ram, states }
+        let devices = Arc::new(DmaFilter::default());
+        if let Ok(states) = states.lock() {
+            for (gpa, len) in states.shared_ranges() {
+                devices.map(gpa, len);
+            }
+        }
+        SharedMemory {
+            ram,
+            states,
+            devices,
+        }
     }
 
     /// Runs `access` with the tracker locked, if every page of the range is
@@ -78,6 +92,18 @@ impl SharedMemory {
     /// The page-state tracker.
     pub(crate) fn states(&self) -> &Arc<Mutex<PageStates>> {
         &self.states
+    }
+
+    /// The filter devices reach guest memory through. Conversions (which
+    /// hold the tracker's lock) map a page there after it became shared
+    /// and unmap it before it becomes inaccessible to the VMM.
+    pub(crate) fn device_filter(&self) -> &Arc<DmaFilter> {
+        &self.devices
+    }
+
+    /// Device memory that reaches the shared pages only.
+    pub(crate) fn device_memory(&self) -> DeviceMemory {
+        DeviceMemory::shared(&self.ram, self.devices.clone(), self.states.clone())
     }
 }
 

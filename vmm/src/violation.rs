@@ -62,8 +62,9 @@ const LOGGED_IN_FULL: u64 = 16;
 /// After that, one line per this many.
 const LOG_EVERY: u64 = 1024;
 
-/// Whether violation number `n` (from 1) gets a log line.
-fn should_log(n: u64) -> bool {
+/// Whether violation number `n` (from 1) gets a log line: the rate limit
+/// for every log line a guest can trigger at will.
+pub(crate) fn should_log(n: u64) -> bool {
     n <= LOGGED_IN_FULL || n.is_multiple_of(LOG_EVERY)
 }
 

@@ -474,7 +474,7 @@ impl Vm for KvmVm {
         &self,
         fd: &EventFd,
         addr: IoEventAddress,
-        datamatch: Option<u64>,
+        datamatch: Option<u32>,
     ) -> Result<(), BackendError> {
         let (kvm_addr, at) = match addr {
             IoEventAddress::Pio(port) => (kvm_ioctls::IoEventAddress::Pio(port), port),

@@ -286,7 +286,7 @@ pub trait Vm: Send + Sync {
         &self,
         fd: &EventFd,
         addr: IoEventAddress,
-        datamatch: Option<u64>,
+        datamatch: Option<u32>,
     ) -> Result<(), BackendError>;
 
     /// Replaces the GSI routing: each listed GSI delivers its MSI.
@@ -322,7 +322,7 @@ macro_rules! forward_to_inner_kvm {
             &self,
             fd: &vmm_sys_util::eventfd::EventFd,
             addr: $crate::backend::IoEventAddress,
-            datamatch: Option<u64>,
+            datamatch: Option<u32>,
         ) -> Result<(), $crate::backend::BackendError> {
             self.inner.register_ioevent(fd, addr, datamatch)
         }

@@ -4,8 +4,7 @@
 //! `umbra_firmware::layout::PROBE_PORT`.
 
 use super::bus::BusDevice;
-use crate::dma::{DeviceMemory, DmaError};
-use crate::shared_memory::SharedMemoryError;
+use crate::dma::{DeviceMemory, DmaError, Refusal};
 use umbra_firmware::layout::{PROBE_NOT_RAM, PROBE_OK, PROBE_REFUSED_PRIVATE};
 
 /// The probe device.
@@ -45,9 +44,10 @@ impl BusDevice for MemoryProbe {
         let mut word = [0u8; 4];
         (self.value, self.status) = match self.memory.read(gpa, &mut word) {
             Ok(()) => (u32::from_le_bytes(word), PROBE_OK),
-            Err(DmaError::CheckShared(SharedMemoryError::CheckShared(_))) => {
-                (u32::MAX, PROBE_REFUSED_PRIVATE)
-            }
+            Err(DmaError::Translate {
+                refusal: Refusal::Private,
+                ..
+            }) => (u32::MAX, PROBE_REFUSED_PRIVATE),
             Err(_) => (u32::MAX, PROBE_NOT_RAM),
         };
         log::info!("probe of {gpa:#x}: status {}", self.status);

@@ -349,6 +349,7 @@ impl SnpRuntime {
     pub fn convert(&mut self, gpa: u64, len: u64, to: PageState) -> Result<(), ConvertError> {
         let ram = self.ram.clone();
         let states_lock = self.shared.states().clone();
+        let devices = self.shared.device_filter().clone();
         let mut states = lock(&states_lock);
         states
             .check_range(gpa, len, PageSize::Size4K)
@@ -361,14 +362,20 @@ impl SnpRuntime {
                 states
                     .convert(gpa, len, to)
                     .map_err(ConvertError::CheckRange)?;
+                // Devices last: they may reach the page from now on.
+                devices.map(gpa, len);
             }
             PageState::Private => {
-                // Publish the page as private first, then take the access away.
+                // Publish the page as private first, then take it from the
+                // devices (which waits for their in-flight copies), then
+                // take the VMM's access away.
                 states
                     .convert(gpa, len, to)
                     .map_err(ConvertError::CheckRange)?;
+                devices.unmap(gpa, len);
                 if let Err(e) = ram.set_vmm_access(gpa, len, false) {
                     let _ = states.convert(gpa, len, PageState::Shared);
+                    devices.map(gpa, len);
                     return Err(ConvertError::Protect(e));
                 }
             }

@@ -218,7 +218,7 @@ impl Vm for ModelVm {
 
     fn device_memory(&self) -> Option<crate::dma::DeviceMemory> {
         let guest = self.guest.as_ref()?;
-        Some(crate::dma::DeviceMemory::shared(guest.shared.clone()))
+        Some(guest.shared.device_memory())
     }
 
     fn confidential_metrics(&self) -> Option<crate::metrics::SnpMetrics> {
