@@ -37,11 +37,24 @@ pub enum Scenario {
     /// SNP: remove the #VC handler and write a port directly, as a guest
     /// without one would (the platform must stop the guest).
     NoVc,
+    /// virtio-blk: write sectors, read them back, flush (`disk_check=HEX`:
+    /// sector 0 must start with these bytes, which the host wrote).
+    VirtioBlk,
+    /// virtio-rng: two requests give bytes, and different ones.
+    VirtioRng,
+    /// A virtio-blk write whose data is a private page (SNP): refused.
+    DmaPrivate,
+    /// A virtio-blk read into the ROM: refused.
+    DmaRom,
+    /// A virtio-blk read into memory beyond RAM: refused.
+    DmaBeyond,
+    /// A virtio-blk read into an unmapped hole: refused.
+    DmaUnmapped,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 11] = [
+    pub const ALL: [(&'static str, Scenario); 17] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
@@ -53,6 +66,12 @@ impl Scenario {
         ("serial-irq", Scenario::SerialIrq),
         ("serial-echo", Scenario::SerialEcho),
         ("no-vc", Scenario::NoVc),
+        ("virtio-blk", Scenario::VirtioBlk),
+        ("virtio-rng", Scenario::VirtioRng),
+        ("dma-private", Scenario::DmaPrivate),
+        ("dma-rom", Scenario::DmaRom),
+        ("dma-beyond", Scenario::DmaBeyond),
+        ("dma-unmapped", Scenario::DmaUnmapped),
     ];
 }
 
@@ -142,6 +161,10 @@ mod tests {
         assert_eq!(
             Cmdline::new("scenario=no-vc").scenario(),
             Ok(Scenario::NoVc)
+        );
+        assert_eq!(
+            Cmdline::new("scenario=dma-unmapped").scenario(),
+            Ok(Scenario::DmaUnmapped)
         );
         assert_eq!(Cmdline::new("scenario=nope").scenario(), Err("nope"));
     }

@@ -124,3 +124,12 @@ pub const VIRTIO_AREA_GPA: u64 = 0x31_0000;
 pub const VIRTIO_AREA_SIZE: u64 = 0x8_0000;
 /// A page the `dma-private` scenario keeps private and points a device at.
 pub const DMA_PRIVATE_GPA: u64 = 0x39_0000;
+/// First sector the `virtio-blk` scenario writes.
+pub const BLK_TEST_FIRST_SECTOR: u64 = 1;
+/// Sectors it writes (one 4 KiB buffer).
+pub const BLK_TEST_SECTORS: u64 = 8;
+
+/// Byte `offset` of sector `sector` as the `virtio-blk` scenario writes it.
+pub const fn blk_test_byte(sector: u64, offset: usize) -> u8 {
+    (offset as u8).wrapping_mul(31) ^ (sector as u8) ^ 0xA5
+}

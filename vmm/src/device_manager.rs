@@ -113,6 +113,9 @@ pub(crate) fn metrics(
         .collect()
 }
 
+/// A transport as the bus, the event loop and the metrics share it.
+type SharedTransport = Arc<Mutex<MmioTransport>>;
+
 /// Creates the device model `transport` names.
 fn virtio_device(
     config: &VmConfig,
@@ -145,7 +148,7 @@ fn attach_virtio<V: Vm + 'static>(
     vm: &Arc<V>,
     config: &VmConfig,
     mmio: &mut Bus,
-) -> Result<(Vec<Arc<Mutex<MmioTransport>>>, Vec<Source>), DeviceError> {
+) -> Result<(Vec<SharedTransport>, Vec<Source>), DeviceError> {
     let layout = crate::virtio::transports(config);
     if layout.is_empty() {
         return Ok((Vec::new(), Vec::new()));

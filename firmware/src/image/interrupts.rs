@@ -12,6 +12,7 @@ use crate::exceptions;
 use crate::ghcb;
 use crate::io;
 use crate::mem::bss;
+use crate::mmio;
 use crate::platform::{self, rdmsr, wrmsr};
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -137,16 +138,6 @@ pub fn enable_x2apic() -> Result<u32, &'static str> {
     Ok(rdmsr(MSR_X2APIC_ID) as u32)
 }
 
-/// How the firmware reaches the IOAPIC's registers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum IoapicPath {
-    /// Loads and stores to the identity-mapped MMIO page.
-    Direct,
-    /// GHCB MMIO NAE events, as an SEV-SNP guest's #VC handler does for
-    /// unencrypted device memory.
-    Ghcb,
-}
-
 /// A failed IOAPIC access.
 #[derive(Clone, Copy, Debug)]
 pub enum IoapicError {
@@ -157,60 +148,40 @@ pub enum IoapicError {
     GhcbMmio { write: bool, gpa: u64, info1: u64 },
 }
 
-/// The IOAPIC at [`IOAPIC_BASE`], reached the way the platform needs.
-pub struct Ioapic {
-    path: IoapicPath,
+impl From<mmio::MmioError> for IoapicError {
+    fn from(e: mmio::MmioError) -> Self {
+        IoapicError::GhcbMmio {
+            write: e.write,
+            gpa: e.gpa,
+            info1: e.info1,
+        }
+    }
 }
 
+/// The IOAPIC at [`IOAPIC_BASE`], reached the way the platform needs.
+pub struct Ioapic;
+
 impl Ioapic {
-    /// Picks the access path for this platform: direct MMIO on the plain
-    /// platform, GHCB MMIO events (after setting the GHCB up) on the SNP
-    /// model. Call once, with interrupts disabled.
+    /// Sets the GHCB up when the platform needs it for MMIO (the SNP
+    /// model). Call once, with interrupts disabled.
     pub fn open() -> Result<Ioapic, IoapicError> {
-        let path = if platform::current().is_snp() {
+        if mmio::through_ghcb() {
             ghcb::establish(&[]).map_err(IoapicError::GhcbSetup)?;
-            IoapicPath::Ghcb
-        } else {
-            IoapicPath::Direct
-        };
-        Ok(Ioapic { path })
+        }
+        Ok(Ioapic)
     }
 
     /// Whether the registers are reached through the GHCB.
     pub fn through_ghcb(&self) -> bool {
-        self.path == IoapicPath::Ghcb
+        mmio::through_ghcb()
     }
 
     fn read_reg(&self, offset: u64) -> Result<u32, IoapicError> {
-        let gpa = IOAPIC_BASE + offset;
-        match self.path {
-            // SAFETY: the IOAPIC page is identity-mapped MMIO (boot.rs maps
-            // all of the first 4 GiB); a 32-bit volatile access to IOREGSEL
-            // or IOWIN is what the device expects, and no Rust object lives
-            // there.
-            IoapicPath::Direct => Ok(unsafe { core::ptr::read_volatile(gpa as *const u32) }),
-            IoapicPath::Ghcb => ghcb::mmio_read32(gpa).map_err(|e| IoapicError::GhcbMmio {
-                write: false,
-                gpa,
-                info1: e.info1,
-            }),
-        }
+        Ok(mmio::read32(IOAPIC_BASE + offset)?)
     }
 
     fn write_reg(&self, offset: u64, value: u32) -> Result<(), IoapicError> {
-        let gpa = IOAPIC_BASE + offset;
-        match self.path {
-            IoapicPath::Direct => {
-                // SAFETY: as in `read_reg`.
-                unsafe { core::ptr::write_volatile(gpa as *mut u32, value) };
-                Ok(())
-            }
-            IoapicPath::Ghcb => ghcb::mmio_write32(gpa, value).map_err(|e| IoapicError::GhcbMmio {
-                write: true,
-                gpa,
-                info1: e.info1,
-            }),
-        }
+        Ok(mmio::write32(IOAPIC_BASE + offset, value)?)
     }
 
     fn read(&self, index: u32) -> Result<u32, IoapicError> {

@@ -10,17 +10,21 @@ mod ghcb;
 mod interrupts;
 mod io;
 mod mem;
+mod mmio;
 mod paging;
 mod platform;
 mod scenarios;
 mod snp;
 mod vc;
+mod virtio;
+mod virtio_scenarios;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use umbra_firmware::boot_info::{BootInfo, CHECKIN_OFFSET};
 use umbra_firmware::cmdline::{Cmdline, Scenario};
 use umbra_firmware::footer;
 use umbra_firmware::layout::{BOOT_INFO_GPA, ROM_BOOT_PAGE};
+use virtio_scenarios::Target;
 
 /// OVMF-compatible footer table; SEV-ES APs would start at the 16-bit entry.
 #[used]
@@ -121,6 +125,12 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
         Ok(Scenario::SerialIrq) => scenarios::serial_irq(),
         Ok(Scenario::SerialEcho) => scenarios::serial_echo(),
         Ok(Scenario::NoVc) => snp::no_vc(),
+        Ok(Scenario::VirtioBlk) => virtio_scenarios::virtio_blk(&cmdline),
+        Ok(Scenario::VirtioRng) => virtio_scenarios::virtio_rng(),
+        Ok(Scenario::DmaPrivate) => virtio_scenarios::dma_refused(Target::Private, info),
+        Ok(Scenario::DmaRom) => virtio_scenarios::dma_refused(Target::Rom, info),
+        Ok(Scenario::DmaBeyond) => virtio_scenarios::dma_refused(Target::Beyond, info),
+        Ok(Scenario::DmaUnmapped) => virtio_scenarios::dma_refused(Target::Unmapped, info),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);

@@ -73,7 +73,7 @@ pub enum BlockError {
 /// Why one request failed (the guest sees IOERR or UNSUPP).
 #[derive(Debug, Error)]
 enum RequestError {
-    #[error("malformed request")]
+    #[error("cannot serve the descriptor chain")]
     Chain(#[from] ChainError),
     #[error("sector {sector} + {len} bytes is past the end of the disk")]
     CheckBounds { sector: u64, len: u64 },
@@ -133,11 +133,11 @@ impl Block {
 
     fn check_bounds(&self, sector: u64, len: u64) -> Result<u64, RequestError> {
         let bad = RequestError::CheckBounds { sector, len };
-        let offset = sector
-            .checked_mul(SECTOR)
-            .ok_or_else(|| RequestError::CheckBounds { sector, len })?;
+        let Some(offset) = sector.checked_mul(SECTOR) else {
+            return Err(bad);
+        };
         match offset.checked_add(len) {
-            Some(end) if end <= self.capacity * SECTOR && len % SECTOR == 0 => Ok(offset),
+            Some(end) if end <= self.capacity * SECTOR && len.is_multiple_of(SECTOR) => Ok(offset),
             _ => Err(bad),
         }
     }
@@ -329,7 +329,7 @@ impl VirtioDevice for Block {
                         }
                     };
                     io.counters.request(moved);
-                    let written = match status_at {
+                    match status_at {
                         Some(at) => match io.memory.write(at, &[code]) {
                             Ok(()) => data_in_written(&buffers, code, moved) + 1,
                             Err(e) => {
@@ -338,8 +338,7 @@ impl VirtioDevice for Block {
                             }
                         },
                         None => 0,
-                    };
-                    written
+                    }
                 }
             };
             if let Err(e) = queue.add_used(memory, head, written) {

@@ -379,7 +379,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         // Registers are 32-bit and aligned (§4.2.2.1); anything else reads 0.
-        let value = if data.len() == 4 && offset % 4 == 0 {
+        let value = if data.len() == 4 && offset.is_multiple_of(4) {
             self.read_register(offset)
         } else {
             0
@@ -397,7 +397,7 @@ impl BusDevice for MmioTransport {
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
             return;
         };
-        if offset % 4 == 0 {
+        if offset.is_multiple_of(4) {
             self.write_register(offset, u32::from_le_bytes(bytes));
         }
     }
