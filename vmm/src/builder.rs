@@ -57,8 +57,15 @@ pub(crate) fn build<H: Hypervisor>(
     let (start, irqchip) = match (&config.boot, firmware) {
         (BootSource::Kernel { kernel, initrd }, _) => {
             vm.create_legacy_irqchip()?;
+            // The kernel finds the virtio transports one way, never both.
+            let (cmdline, acpi) = if config.acpi {
+                (config.cmdline.clone(), crate::acpi::tables(config)?)
+            } else {
+                let words = crate::acpi::virtio_mmio_cmdline(config);
+                (format!("{}{words}", config.cmdline), Vec::new())
+            };
             let entry =
-                loader::load_linux(&ram.memory, map, kernel, initrd.as_deref(), &config.cmdline)?;
+                loader::load_linux(&ram.memory, map, kernel, initrd.as_deref(), &cmdline, &acpi)?;
             let start = VcpuStart::Linux64 {
                 entry: entry.entry,
                 boot_params: entry.boot_params,

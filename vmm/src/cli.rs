@@ -250,6 +250,20 @@ fn run_vm(args: &RunArgs, process_start: Instant) -> i32 {
             run::launched_features(features)
         );
     }
+    if let Some(dir) = &args.dump_acpi {
+        return match crate::acpi::dump(&config, dir) {
+            Ok(files) => {
+                for file in files {
+                    umbra_attestation::outln!("{}", file.display());
+                }
+                0
+            }
+            Err(err) => {
+                umbra_attestation::errln!("umbra: {}", error_chain(&err));
+                exit_code::VMM_ERROR
+            }
+        };
+    }
     if args.print_measurement {
         return match run::predicted_measurement(&config) {
             Ok(digest) => {

@@ -9,6 +9,7 @@
 //! `dma` is the only way devices reach guest memory. Leaf utilities:
 //! `error`, `sync`.
 
+pub mod acpi;
 pub mod backend;
 pub(crate) mod builder;
 pub mod cli;

@@ -141,13 +141,16 @@ pub struct KernelEntry {
 }
 
 /// Loads a bzImage, an optional initrd and the command line, and writes
-/// the zero page, e820 map, GDT and identity page tables.
+/// the zero page, e820 map, GDT and identity page tables, and the ACPI
+/// tables if given (the first is the RSDP, whose address goes to the
+/// kernel in `boot_params.acpi_rsdp_addr`).
 pub fn load_linux(
     mem: &GuestMemoryMmap,
     map: &MemoryMap,
     kernel: &Path,
     initrd: Option<&Path>,
     cmdline: &str,
+    acpi: &[crate::acpi::Table],
 ) -> Result<KernelEntry, LoadError> {
     use linux_layout::*;
     if cmdline.len() >= CMDLINE_MAX {
@@ -213,6 +216,12 @@ pub fn load_linux(
         };
     }
     params.e820_entries = e820.len() as u8;
+    for table in acpi {
+        write(mem, "ACPI table", &table.bytes, table.gpa)?;
+    }
+    if let Some(rsdp) = acpi.first() {
+        params.acpi_rsdp_addr = rsdp.gpa;
+    }
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
         &BootParams::new::<boot_params>(&params, GuestAddress(ZERO_PAGE)),
         mem,
@@ -327,6 +336,7 @@ mod tests {
             &kernel,
             Some(&initrd),
             "console=ttyS0 quiet",
+            &crate::acpi::tables(&crate::config::VmConfig::embedded(64 << 20, 1, "")).unwrap(),
         )
         .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -336,6 +346,12 @@ mod tests {
         let params: boot_params = ram.memory.read_obj(GuestAddress(0x7000)).unwrap();
         assert_eq!({ params.hdr.boot_flag }, 0xAA55);
         assert_eq!({ params.hdr.type_of_loader }, 0xFF);
+        assert_eq!({ params.acpi_rsdp_addr }, crate::acpi::ACPI_BASE);
+        let mut signature = [0u8; 8];
+        ram.memory
+            .read_slice(&mut signature, GuestAddress(crate::acpi::ACPI_BASE))
+            .unwrap();
+        assert_eq!(&signature, b"RSD PTR ");
         assert_eq!({ params.hdr.cmd_line_ptr }, 0x20000);
         let mut cmdline = [0u8; 20];
         ram.memory
@@ -384,11 +400,12 @@ mod tests {
     fn rejects_overlong_cmdline_and_garbage_kernel() {
         let (map, ram) = guest(16 << 20);
         let long = "x".repeat(4096);
-        let err = load_linux(&ram.memory, &map, Path::new("/dev/null"), None, &long).unwrap_err();
+        let err =
+            load_linux(&ram.memory, &map, Path::new("/dev/null"), None, &long, &[]).unwrap_err();
         assert!(matches!(err, LoadError::CmdlineTooLong { .. }));
         let junk = std::env::temp_dir().join(format!("umbra-junk-{}", std::process::id()));
         std::fs::write(&junk, vec![0u8; 8192]).unwrap();
-        let err = load_linux(&ram.memory, &map, &junk, None, "").unwrap_err();
+        let err = load_linux(&ram.memory, &map, &junk, None, "", &[]).unwrap_err();
         std::fs::remove_file(&junk).unwrap();
         assert!(matches!(err, LoadError::Kernel { .. }));
     }

@@ -56,6 +56,9 @@ pub enum VmmError {
     /// Guest images could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The ACPI tables could not be built.
+    #[error("cannot build the ACPI tables")]
+    Acpi(#[from] crate::acpi::AcpiError),
     /// The devices could not be attached.
     #[error(transparent)]
     Devices(#[from] DeviceError),

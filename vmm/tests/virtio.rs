@@ -265,3 +265,57 @@ fn the_firmware_drives_qemus_virtio_rng() {
         stdout(&out).contains("virtio-rng: two 64-byte requests filled with different bytes: ok")
     );
 }
+
+#[test]
+fn dumped_acpi_tables_disassemble_with_iasl() {
+    let present = Command::new("iasl").arg("-v").output().is_ok();
+    if !peer_available("iasl (acpica-tools)", present) {
+        return;
+    }
+    let dir = scratch("acpi-dump");
+    let image = disk(&dir, "d.img", 64);
+    let disk_arg = format!("path={}", image.display());
+    let tables = dir.join("tables");
+    let out = umbra(&[
+        "run",
+        "--disk",
+        &disk_arg,
+        "--disk",
+        &disk_arg,
+        "--rng",
+        "--vcpus",
+        "2",
+        "--dump-acpi",
+        tables.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for table in ["DSDT", "FACP", "APIC", "XSDT"] {
+        let aml = tables.join(format!("{table}.aml"));
+        let run = Command::new("iasl")
+            .arg("-d")
+            .arg(&aml)
+            .current_dir(&tables)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", stdout(&run), stderr(&run));
+        assert!(run.status.success(), "iasl -d {table}.aml: {text}");
+        assert!(!text.contains("Error"), "iasl -d {table}.aml: {text}");
+    }
+    let dsdt = std::fs::read_to_string(tables.join("DSDT.dsl")).unwrap();
+    assert_eq!(dsdt.matches("\"LNRO0005\"").count(), 3, "{dsdt}");
+    for (base, irq) in [
+        ("0xD0000000", "0x00000005"),
+        ("0xD0001000", "0x00000006"),
+        ("0xD0002000", "0x00000007"),
+    ] {
+        assert!(
+            dsdt.contains(base) && dsdt.contains(irq),
+            "{base} {irq}: {dsdt}"
+        );
+    }
+    let madt = std::fs::read_to_string(tables.join("APIC.dsl")).unwrap();
+    assert_eq!(madt.matches("Processor Local APIC").count(), 2, "{madt}");
+    assert!(madt.contains("FEC00000"), "{madt}");
+    let fadt = std::fs::read_to_string(tables.join("FACP.dsl")).unwrap();
+    assert!(fadt.contains("Hardware Reduced (V5) : 1"), "{fadt}");
+}

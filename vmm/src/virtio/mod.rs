@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use umbra_firmware::layout::{VIRTIO_MMIO_BASE, VIRTIO_MMIO_FIRST_GSI, VIRTIO_MMIO_SLOT};
 
 pub(crate) use umbra_firmware::layout::VIRTIO_MMIO_MAX;
+/// Bytes of one transport's register slot.
+pub(crate) const SLOT_SIZE: u64 = VIRTIO_MMIO_SLOT;
 use virtio_queue::Queue;
 
 /// VIRTIO_F_VERSION_1 (virtio 1.2 §6): the modern interface.
