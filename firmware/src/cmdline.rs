@@ -42,6 +42,9 @@ pub enum Scenario {
     VirtioBlk,
     /// virtio-rng: two requests give bytes, and different ones.
     VirtioRng,
+    /// virtio-vsock: echo through host port 1234, then serve a host
+    /// connection to port 5000.
+    VsockEcho,
     /// A virtio-blk write whose data is a private page (SNP): refused.
     DmaPrivate,
     /// A virtio-blk read into the ROM: refused.
@@ -54,7 +57,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 17] = [
+    pub const ALL: [(&'static str, Scenario); 18] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
@@ -68,6 +71,7 @@ impl Scenario {
         ("no-vc", Scenario::NoVc),
         ("virtio-blk", Scenario::VirtioBlk),
         ("virtio-rng", Scenario::VirtioRng),
+        ("vsock-echo", Scenario::VsockEcho),
         ("dma-private", Scenario::DmaPrivate),
         ("dma-rom", Scenario::DmaRom),
         ("dma-beyond", Scenario::DmaBeyond),

@@ -65,6 +65,9 @@ pub enum DeviceError {
     /// A disk image could not be opened.
     #[error("cannot attach --disk")]
     OpenDisk(#[from] crate::virtio::block::BlockError),
+    /// The vsock socket could not be set up.
+    #[error("cannot attach --vsock")]
+    OpenVsock(#[from] crate::virtio::vsock::VsockError),
     /// A virtio transport or its notifications could not be set up.
     #[error("cannot set up {name}")]
     SetupVirtio {
@@ -133,10 +136,11 @@ fn virtio_device(
         }
         Kind::Rng => Box::new(crate::virtio::rng::Rng),
         Kind::Vsock => {
-            return Err(DeviceError::SetupVirtio {
+            let vsock = config.vsock.as_ref().ok_or(DeviceError::SetupVirtio {
                 name: transport.name.clone(),
-                source: std::io::Error::other("vsock is not built yet"),
-            })
+                source: std::io::Error::other("no --vsock configuration"),
+            })?;
+            Box::new(crate::virtio::vsock::Vsock::new(vsock.cid, &vsock.socket)?)
         }
     })
 }
@@ -191,7 +195,18 @@ fn attach_virtio<V: Vm + 'static>(
             .map_err(wire)?;
             notify.push(fd.try_clone().map_err(setup)?);
         }
+        let host_fd = transport.host_fd();
         let transport = Arc::new(Mutex::new(transport));
+        if let Some(fd) = host_fd {
+            let served = transport.clone();
+            sources.push(Source {
+                fd,
+                handler: Box::new(move || {
+                    lock(&served).serve_host();
+                    Interest::Keep
+                }),
+            });
+        }
         for (queue, fd) in notify.into_iter().enumerate() {
             let served = transport.clone();
             sources.push(Source {

@@ -64,6 +64,10 @@ pub enum DmaError {
 #[derive(Debug, Default)]
 pub struct DmaFilter {
     iotlb: RwLock<Iotlb>,
+    /// Held (read) by a device that keeps slices of guest memory across
+    /// copies (the vsock packets of virtio-vsock); unmapping takes it
+    /// (write) first, so it also waits for those.
+    holders: RwLock<()>,
 }
 
 impl DmaFilter {
@@ -93,6 +97,7 @@ impl DmaFilter {
         let Ok(length) = usize::try_from(len) else {
             return;
         };
+        let _holders = self.holders.write().unwrap_or_else(|p| p.into_inner());
         let mut iotlb = self.iotlb.write().unwrap_or_else(|p| p.into_inner());
         iotlb.invalidate_mapping(GuestAddress(gpa), length);
     }
@@ -139,6 +144,7 @@ enum Explain {
 #[derive(Clone)]
 pub struct DeviceMemory {
     memory: GuestDma,
+    filter: Arc<DmaFilter>,
     explain: Explain,
 }
 
@@ -168,6 +174,7 @@ impl DeviceMemory {
         }
         DeviceMemory {
             memory: dma_over(&ram, &filter),
+            filter,
             explain: Explain::Plain,
         }
     }
@@ -181,8 +188,18 @@ impl DeviceMemory {
     ) -> Self {
         DeviceMemory {
             memory: dma_over(ram, &filter),
+            filter,
             explain: Explain::Shared(states),
         }
+    }
+
+    /// Keeps every page devices can reach now reachable until the guard
+    /// drops: for code that holds slices of guest memory between copies.
+    pub(crate) fn hold(&self) -> RwLockReadGuard<'_, ()> {
+        self.filter
+            .holders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The memory virtqueues are walked over.

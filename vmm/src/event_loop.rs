@@ -1,7 +1,7 @@
 //! The device event loop: one thread waiting on eventfds and host file
 //! descriptors with epoll (no polling), handing each ready source to its
-//! handler. Today it feeds console input to the UART; virtio queue
-//! notifications (ioeventfds) plug in the same way.
+//! handler: console input for the UART, virtio queue notifications
+//! (ioeventfds) and the vsock device's own epoll of its host sockets.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;

@@ -319,3 +319,101 @@ fn dumped_acpi_tables_disassemble_with_iasl() {
     let fadt = std::fs::read_to_string(tables.join("FACP.dsl")).unwrap();
     assert!(fadt.contains("Hardware Reduced (V5) : 1"), "{fadt}");
 }
+
+#[test]
+fn vsock_echoes_both_ways_through_the_hybrid_socket() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    if !kvm_available() {
+        return;
+    }
+    for platform in PLATFORMS {
+        let dir = scratch(&format!("vsock-{platform}"));
+        let socket = dir.join("v.sock");
+        // The host's echo service on port 1234: the VMM connects to S_1234.
+        let echo = UnixListener::bind(dir.join("v.sock_1234")).unwrap();
+        let echo_thread = std::thread::spawn(move || {
+            let (mut conn, _) = echo.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let mut total = 0;
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break total,
+                    Ok(n) => {
+                        total += n;
+                        conn.write_all(&buf[..n]).unwrap();
+                    }
+                }
+            }
+        });
+        let vsock = format!("cid=3,socket={}", socket.display());
+        let mut args = vec!["run".to_string()];
+        args.extend(platform_args(platform));
+        args.extend(
+            [
+                "--vsock",
+                &vsock,
+                "--cmdline",
+                "scenario=vsock-echo",
+                "--timeout",
+                "60",
+            ]
+            .map(String::from),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_umbra"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Host-initiated: CONNECT 5000 to S, answered OK <port>, echoed.
+        let mut host = None;
+        for _ in 0..400 {
+            if let Ok(stream) = UnixStream::connect(&socket) {
+                host = Some(stream);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let mut host = host.expect("umbra listens on the vsock socket");
+        host.write_all(b"CONNECT 5000\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(host.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("OK "), "{platform}: {line:?}");
+        line.trim()[3..]
+            .parse::<u32>()
+            .expect("OK carries the host port");
+        host.write_all(b"ping from the host").unwrap();
+        let mut back = [0u8; 18];
+        host.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping from the host");
+        drop(host);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{platform}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).contains("port 1234 echoed 31 bytes"),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(echo_thread.join().unwrap(), 31);
+    }
+}
+
+#[test]
+fn vsock_options_are_checked() {
+    let out = umbra(&["run", "--vsock", "cid=2,socket=/tmp/x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("guest context IDs are 3"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -18,6 +18,7 @@ mod snp;
 mod vc;
 mod virtio;
 mod virtio_scenarios;
+mod vsock_scenario;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use umbra_firmware::boot_info::{BootInfo, CHECKIN_OFFSET};
@@ -127,6 +128,7 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
         Ok(Scenario::NoVc) => snp::no_vc(),
         Ok(Scenario::VirtioBlk) => virtio_scenarios::virtio_blk(&cmdline),
         Ok(Scenario::VirtioRng) => virtio_scenarios::virtio_rng(),
+        Ok(Scenario::VsockEcho) => vsock_scenario::vsock_echo(),
         Ok(Scenario::DmaPrivate) => virtio_scenarios::dma_refused(Target::Private, info),
         Ok(Scenario::DmaRom) => virtio_scenarios::dma_refused(Target::Rom, info),
         Ok(Scenario::DmaBeyond) => virtio_scenarios::dma_refused(Target::Beyond, info),

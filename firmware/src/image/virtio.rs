@@ -56,17 +56,20 @@ const DESC_NEXT: u16 = 1;
 
 /// Entries per queue.
 const QUEUE_SIZE: u16 = 8;
-/// Bytes of queue memory per device: descriptors, then the available ring,
+/// Bytes of queue memory per queue: descriptors, then the available ring,
 /// then (4-byte aligned) the used ring; one page.
 const QUEUE_BYTES: u64 = 0x1000;
-/// Buffer pages per device after its queue page.
-const BUFFER_BYTES: u64 = 0x3000;
+/// Most queues the driver sets up per device (vsock has three).
+pub const MAX_QUEUES: usize = 3;
+/// Each device's share of the virtio area: its queue pages, then buffers.
+const DEVICE_BYTES: u64 = 0x8000;
 /// Spins waiting for the device before giving up.
 const POLL_LIMIT: u64 = 20_000_000;
 
 /// Device IDs (§5).
 pub const ID_BLOCK: u32 = 2;
 pub const ID_ENTROPY: u32 = 4;
+pub const ID_VSOCK: u32 = 19;
 
 /// Why a device could not be used.
 #[derive(Clone, Copy, Debug)]
@@ -106,11 +109,14 @@ pub struct Device {
     base: u64,
     /// Device-specific features the driver accepted (low word).
     pub features: u32,
-    queue: u64,
-    /// Start of this device's buffer pages.
+    queues: [u64; MAX_QUEUES],
+    /// Start of this device's buffer pages (five of them).
     pub buffers: u64,
-    avail_idx: u16,
-    used_seen: u16,
+    avail_idx: [u16; MAX_QUEUES],
+    used_seen: [u16; MAX_QUEUES],
+    /// Next free descriptor of each queue (descriptors are reused round
+    /// robin; a queue never has more than `QUEUE_SIZE` chains posted).
+    next_desc: [u16; MAX_QUEUES],
 }
 
 /// Whether the virtio area has been shared (SNP).
@@ -179,9 +185,14 @@ impl Device {
     /// Finds the first device with `id`, negotiates `wanted` device
     /// features (low word) and sets queue 0 up.
     pub fn open(id: u32, wanted: u32) -> Result<Device, VirtioError> {
+        Self::open_queues(id, wanted, 1)
+    }
+
+    /// As [`Device::open`], with `count` queues.
+    pub fn open_queues(id: u32, wanted: u32, count: usize) -> Result<Device, VirtioError> {
         share_area()?;
         let (base, slot) = find(id, 0)?;
-        let queue = VIRTIO_AREA_GPA + (slot as u64 % 8) * (QUEUE_BYTES + BUFFER_BYTES);
+        let area = VIRTIO_AREA_GPA + (slot as u64 % 8) * DEVICE_BYTES;
         let reg = |offset: u64| base + offset;
         mmio::write32(reg(REG_STATUS), 0)?;
         mmio::write32(reg(REG_STATUS), STATUS_ACKNOWLEDGE | STATUS_DRIVER)?;
@@ -205,24 +216,29 @@ impl Device {
         if mmio::read32(reg(REG_STATUS))? & STATUS_FEATURES_OK == 0 {
             return Err(VirtioError::Features(accepted_high));
         }
-        mmio::write32(reg(REG_QUEUE_SEL), 0)?;
-        let max = mmio::read32(reg(REG_QUEUE_NUM_MAX))?;
-        if max < u32::from(QUEUE_SIZE) {
-            return Err(VirtioError::Queue(max));
+        let count = count.min(MAX_QUEUES);
+        let mut queues = [0u64; MAX_QUEUES];
+        for (index, queue) in queues.iter_mut().enumerate().take(count) {
+            *queue = area + index as u64 * QUEUE_BYTES;
+            mmio::write32(reg(REG_QUEUE_SEL), index as u32)?;
+            let max = mmio::read32(reg(REG_QUEUE_NUM_MAX))?;
+            if max < u32::from(QUEUE_SIZE) {
+                return Err(VirtioError::Queue(max));
+            }
+            // SAFETY: the queue page is the firmware's, in the virtio area.
+            unsafe { ptr::write_bytes(*queue as *mut u8, 0, QUEUE_BYTES as usize) };
+            let (desc, avail, used) = (*queue, *queue + 0x200, *queue + 0x400);
+            mmio::write32(reg(REG_QUEUE_NUM), u32::from(QUEUE_SIZE))?;
+            for (register, addr) in [
+                (REG_QUEUE_DESC, desc),
+                (REG_QUEUE_DRIVER, avail),
+                (REG_QUEUE_DEVICE, used),
+            ] {
+                mmio::write32(reg(register), addr as u32)?;
+                mmio::write32(reg(register + 4), (addr >> 32) as u32)?;
+            }
+            mmio::write32(reg(REG_QUEUE_READY), 1)?;
         }
-        // SAFETY: the queue page is the firmware's, in the virtio area.
-        unsafe { ptr::write_bytes(queue as *mut u8, 0, QUEUE_BYTES as usize) };
-        let (desc, avail, used) = (queue, queue + 0x200, queue + 0x400);
-        mmio::write32(reg(REG_QUEUE_NUM), u32::from(QUEUE_SIZE))?;
-        for (register, addr) in [
-            (REG_QUEUE_DESC, desc),
-            (REG_QUEUE_DRIVER, avail),
-            (REG_QUEUE_DEVICE, used),
-        ] {
-            mmio::write32(reg(register), addr as u32)?;
-            mmio::write32(reg(register + 4), (addr >> 32) as u32)?;
-        }
-        mmio::write32(reg(REG_QUEUE_READY), 1)?;
         mmio::write32(
             reg(REG_STATUS),
             STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
@@ -233,10 +249,11 @@ impl Device {
         Ok(Device {
             base,
             features: accepted_low,
-            queue,
-            buffers: queue + QUEUE_BYTES,
-            avail_idx: 0,
-            used_seen: 0,
+            queues,
+            buffers: area + MAX_QUEUES as u64 * QUEUE_BYTES,
+            avail_idx: [0; MAX_QUEUES],
+            used_seen: [0; MAX_QUEUES],
+            next_desc: [0; MAX_QUEUES],
         })
     }
 
@@ -245,33 +262,50 @@ impl Device {
         Ok(mmio::read32(self.base + REG_CONFIG + offset)?)
     }
 
-    /// Submits one chain and waits for the device to use it; returns the
-    /// length the device wrote.
+    /// Submits one chain on queue 0 and waits for the device to use it;
+    /// returns the length the device wrote.
     pub fn request(&mut self, bufs: &[Buf]) -> Result<u32, VirtioError> {
-        let desc = self.queue;
-        let avail = self.queue + 0x200;
-        let used = self.queue + 0x400;
+        self.submit(0, bufs)?;
+        self.wait_used(0).map(|(_, len)| len)
+    }
+
+    /// Posts one chain on queue `q` and notifies the device; returns the
+    /// chain's head descriptor.
+    pub fn submit(&mut self, q: usize, bufs: &[Buf]) -> Result<u16, VirtioError> {
+        let queue = self.queues[q % MAX_QUEUES];
+        let (desc, avail) = (queue, queue + 0x200);
         let count = bufs.len().min(usize::from(QUEUE_SIZE));
+        let head = self.next_desc[q % MAX_QUEUES];
         for (i, buf) in bufs.iter().take(count).enumerate() {
-            let entry = desc + 16 * i as u64;
+            let index = (head + i as u16) % QUEUE_SIZE;
+            let entry = desc + 16 * u64::from(index);
             let last = i + 1 == count;
-            // SAFETY: descriptor `i` of this device's table (virtio area).
+            // SAFETY: a descriptor of this device's table (virtio area).
             unsafe {
                 ptr::write_volatile(entry as *mut u64, buf.addr);
                 ptr::write_volatile((entry + 8) as *mut u32, buf.len);
             }
             write16(entry + 12, buf.flags | if last { 0 } else { DESC_NEXT });
-            write16(entry + 14, (i + 1) as u16);
+            write16(entry + 14, (index + 1) % QUEUE_SIZE);
         }
-        let slot = avail + 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
-        write16(slot, 0);
+        self.next_desc[q % MAX_QUEUES] = (head + count as u16) % QUEUE_SIZE;
+        let idx = &mut self.avail_idx[q % MAX_QUEUES];
+        write16(avail + 4 + 2 * u64::from(*idx % QUEUE_SIZE), head);
         fence(Ordering::SeqCst);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        write16(avail + 2, self.avail_idx);
+        *idx = idx.wrapping_add(1);
+        write16(avail + 2, *idx);
         fence(Ordering::SeqCst);
-        mmio::write32(self.base + REG_QUEUE_NOTIFY, 0)?;
+        mmio::write32(self.base + REG_QUEUE_NOTIFY, q as u32)?;
+        Ok(head)
+    }
+
+    /// Waits until the device used a chain of queue `q`: its head and the
+    /// length it wrote.
+    pub fn wait_used(&mut self, q: usize) -> Result<(u16, u32), VirtioError> {
+        let used = self.queues[q % MAX_QUEUES] + 0x400;
+        let seen = &mut self.used_seen[q % MAX_QUEUES];
         let mut spins = 0u64;
-        while read16(used + 2) == self.used_seen {
+        while read16(used + 2) == *seen {
             spins += 1;
             if spins > POLL_LIMIT {
                 return Err(VirtioError::Timeout);
@@ -279,12 +313,13 @@ impl Device {
             core::hint::spin_loop();
         }
         fence(Ordering::SeqCst);
-        let element = used + 4 + 8 * u64::from(self.used_seen % QUEUE_SIZE);
-        self.used_seen = self.used_seen.wrapping_add(1);
+        let element = used + 4 + 8 * u64::from(*seen % QUEUE_SIZE);
+        *seen = seen.wrapping_add(1);
+        let head = read32(element) as u16;
         let written = read32(element + 4);
         // Acknowledge the interrupt the device raised (the firmware polls).
         let status = mmio::read32(self.base + REG_INTERRUPT_STATUS)?;
         mmio::write32(self.base + REG_INTERRUPT_ACK, status)?;
-        Ok(written)
+        Ok((head, written))
     }
 }

@@ -176,6 +176,11 @@ impl MmioTransport {
         }
     }
 
+    /// The device's host descriptor, for the event loop.
+    pub(crate) fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.host_fd()
+    }
+
     /// Serves queue `index` after a notification (event loop thread).
     pub(crate) fn serve_queue(&mut self, index: usize) {
         if !self.driver_ok() || index >= self.queues.len() {
@@ -186,17 +191,23 @@ impl MmioTransport {
             counters: &self.counters,
             name: &self.name,
         };
-        let used = self.device.process(index, &mut self.queues, &io);
-        if used {
-            let notify = match self.queues.get_mut(index) {
-                Some(queue) => queue
-                    .needs_notification(self.memory.guest_dma())
-                    .unwrap_or(true),
-                None => false,
-            };
-            if notify {
-                self.raise(INT_USED_BUFFER);
-            }
+        if self.device.process(index, &mut self.queues, &io) {
+            self.raise(INT_USED_BUFFER);
+        }
+    }
+
+    /// Serves the device's host descriptor (event loop thread).
+    pub(crate) fn serve_host(&mut self) {
+        if !self.driver_ok() {
+            return;
+        }
+        let io = DeviceIo {
+            memory: &self.memory,
+            counters: &self.counters,
+            name: &self.name,
+        };
+        if self.device.host_event(&mut self.queues, &io) {
+            self.raise(INT_USED_BUFFER);
         }
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod block;
 pub(crate) mod chain;
 pub(crate) mod mmio;
 pub(crate) mod rng;
+pub(crate) mod vsock;
 
 use crate::metrics::DeviceMetrics;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,6 +140,16 @@ pub(crate) trait VirtioDevice: Send {
     fn process(&mut self, index: usize, queues: &mut [Queue], io: &DeviceIo<'_>) -> bool;
     /// The driver reset the device.
     fn reset(&mut self) {}
+    /// A host descriptor the event loop watches for this device (vsock's
+    /// own epoll of its sockets).
+    fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// The host descriptor is ready. Returns whether any buffer went to
+    /// a used ring.
+    fn host_event(&mut self, _queues: &mut [Queue], _io: &DeviceIo<'_>) -> bool {
+        false
+    }
 }
 
 /// What a device uses while serving a queue.
