@@ -36,4 +36,4 @@ pub mod snp_policy;
 pub(crate) mod sync;
 pub(crate) mod vcpu;
 pub mod violation;
-pub(crate) mod virtio;
+pub mod virtio;

@@ -8,6 +8,8 @@
 //! guest shared (confidential guests) or RAM (plain ones), and an access
 //! elsewhere fails with the device's architected error.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub(crate) mod block;
 pub(crate) mod chain;
 pub(crate) mod mmio;

@@ -1,0 +1,129 @@
+//! What `benches/virtio.rs` drives: one virtio-blk request served end to
+//! end (descriptor walk, translation, file read, copy into the guest) over
+//! device memory with or without the shared-only filter, and one filter
+//! translation among `n` mapped ranges. Not part of the VMM's interface.
+
+use super::block::Block;
+use super::{DeviceCounters, DeviceIo, VirtioDevice};
+use crate::dma::{DeviceMemory, DmaFilter, GuestDma};
+use crate::memory::{GuestRam, MemoryMap};
+use crate::page_state::{PageState, PageStates};
+use std::sync::{Arc, Mutex};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+
+const DESC: u64 = 0x10_0000;
+const AVAIL: u64 = 0x10_1000;
+const USED: u64 = 0x10_2000;
+const HEADER: u64 = 0x10_3000;
+const DATA: u64 = 0x10_4000;
+const STATUS: u64 = 0x10_6000;
+
+/// One virtio-blk device with one 4 KiB read request ready to serve.
+pub struct BlkRequest {
+    block: Block,
+    queues: Vec<Queue>,
+    memory: DeviceMemory,
+    counters: DeviceCounters,
+    avail_idx: u16,
+}
+
+impl std::fmt::Debug for BlkRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlkRequest").finish_non_exhaustive()
+    }
+}
+
+impl BlkRequest {
+    /// A request over `image` (at least 8 sectors). `shared_only`: a
+    /// confidential guest's filter with every other page of RAM shared
+    /// (thousands of ranges), else a plain guest's RAM.
+    pub fn new(image: &std::path::Path, shared_only: bool) -> Self {
+        let map = MemoryMap::new(64 << 20, 64 << 10).expect("memory map");
+        let ram = Arc::new(
+            GuestRam::allocate(&map, crate::config::MemoryBacking::Anon, false).expect("RAM"),
+        );
+        let memory = if shared_only {
+            let mut states =
+                PageStates::new(&map.ram_ranges(), PageState::Private).expect("states");
+            for page in (0..(64u64 << 20)).step_by(0x2000) {
+                let _ = states.convert(page, 0x1000, PageState::Shared);
+            }
+            // The request's own pages.
+            for page in (DESC..STATUS + 0x1000).step_by(0x1000) {
+                let _ = states.convert(page, 0x1000, PageState::Shared);
+            }
+            let filter = Arc::new(DmaFilter::default());
+            for (gpa, len) in states.shared_ranges() {
+                filter.map(gpa, len);
+            }
+            DeviceMemory::shared(&ram, filter, Arc::new(Mutex::new(states)))
+        } else {
+            DeviceMemory::plain(ram.clone(), map.ram_ranges())
+        };
+        let mem = &ram.memory;
+        // A read of 4 KiB from sector 0: header, data, status.
+        let descs: [(u64, u32, u16, u16); 3] =
+            [(HEADER, 16, 1, 1), (DATA, 4096, 3, 2), (STATUS, 1, 2, 0)];
+        for (i, (addr, len, flags, next)) in descs.iter().enumerate() {
+            let at = GuestAddress(DESC + 16 * i as u64);
+            let _ = mem.write_obj(*addr, at);
+            let _ = mem.write_obj(*len, at.unchecked_add(8));
+            let _ = mem.write_obj(*flags, at.unchecked_add(12));
+            let _ = mem.write_obj(*next, at.unchecked_add(14));
+        }
+        let _ = mem.write_obj([0u32, 0, 0, 0], GuestAddress(HEADER));
+        let mut queue = Queue::new(16).expect("queue");
+        queue.set_size(16);
+        queue.set_desc_table_address(Some(DESC as u32), Some(0));
+        queue.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+        queue.set_used_ring_address(Some(USED as u32), Some(0));
+        queue.set_ready(true);
+        BlkRequest {
+            block: Block::open(image, false, false).expect("disk image"),
+            queues: vec![queue],
+            memory,
+            counters: DeviceCounters::default(),
+            avail_idx: 0,
+        }
+    }
+
+    /// Posts the request and serves it; returns whether it completed OK.
+    pub fn serve(&mut self) -> bool {
+        let dma: &GuestDma = self.memory.guest_dma();
+        let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % 16);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        let posted = dma.write_obj(0u16, GuestAddress(slot)).is_ok()
+            && dma
+                .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
+                .is_ok();
+        let io = DeviceIo {
+            memory: &self.memory,
+            counters: &self.counters,
+            name: "bench",
+        };
+        let used = self.block.process(0, &mut self.queues, &io);
+        let mut status = [0xFFu8];
+        posted && used && self.memory.read(STATUS, &mut status).is_ok() && status[0] == 0
+    }
+}
+
+/// A filter with `ranges` disjoint mapped ranges (every other page).
+pub fn filter_with_ranges(ranges: u64) -> GuestDma {
+    let map = MemoryMap::new((ranges * 0x2000).max(16 << 20), 64 << 10).expect("memory map");
+    let ram =
+        Arc::new(GuestRam::allocate(&map, crate::config::MemoryBacking::Anon, false).expect("RAM"));
+    let filter = Arc::new(DmaFilter::default());
+    for i in 0..ranges {
+        filter.map(i * 0x2000, 0x1000);
+    }
+    let states = PageStates::new(&map.ram_ranges(), PageState::Private).expect("states");
+    DeviceMemory::shared(&ram, filter, Arc::new(Mutex::new(states)))
+        .guest_dma()
+        .clone()
+}
+
+/// One translated 8-byte access at `gpa` (what a ring index read costs).
+pub fn translate(dma: &GuestDma, gpa: u64) -> bool {
+    dma.check_range(GuestAddress(gpa), 8, Permissions::Read)
+}
