@@ -278,14 +278,7 @@ impl VirtioDevice for Block {
         config[44..48].copy_from_slice(&1u32.to_le_bytes());
         config[48..52].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
         config[52..56].copy_from_slice(&1u32.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| config.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&config, offset, data);
     }
 
     fn process(&mut self, index: usize, queues: &mut [Queue], io: &DeviceIo<'_>) -> bool {

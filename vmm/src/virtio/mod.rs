@@ -154,6 +154,18 @@ pub(crate) trait VirtioDevice: Send {
     }
 }
 
+/// Copies the config-space bytes at `offset` into `data` (zero past the end).
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// What a device uses while serving a queue.
 pub(crate) struct DeviceIo<'a> {
     /// Guest memory through the DMA filter.
