@@ -34,11 +34,22 @@ impl std::fmt::Debug for BlkRequest {
     }
 }
 
+/// What the device memory of a [`BlkRequest`] reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// A plain guest: all of RAM (one range per RAM region).
+    Plain,
+    /// A confidential guest that shares one contiguous bounce region, as
+    /// Linux's SWIOTLB does (the request's pages are in it).
+    Contiguous,
+    /// A confidential guest with every other page shared: 8192 ranges.
+    Fragmented,
+}
+
 impl BlkRequest {
-    /// A request over `image` (at least 8 sectors). `shared_only`: a
-    /// confidential guest's filter with every other page of RAM shared
-    /// (thousands of ranges), else a plain guest's RAM.
-    pub fn new(image: &std::path::Path, shared_only: bool) -> Self {
+    /// A request over `image` (at least 8 sectors) through `sharing`.
+    pub fn new(image: &std::path::Path, sharing: Sharing) -> Self {
+        let shared_only = sharing != Sharing::Plain;
         let map = MemoryMap::new(64 << 20, 64 << 10).expect("memory map");
         let ram = Arc::new(
             GuestRam::allocate(&map, crate::config::MemoryBacking::Anon, false).expect("RAM"),
@@ -46,8 +57,10 @@ impl BlkRequest {
         let memory = if shared_only {
             let mut states =
                 PageStates::new(&map.ram_ranges(), PageState::Private).expect("states");
-            for page in (0..(64u64 << 20)).step_by(0x2000) {
-                let _ = states.convert(page, 0x1000, PageState::Shared);
+            if sharing == Sharing::Fragmented {
+                for page in (0..(64u64 << 20)).step_by(0x2000) {
+                    let _ = states.convert(page, 0x1000, PageState::Shared);
+                }
             }
             // The request's own pages.
             for page in (DESC..STATUS + 0x1000).step_by(0x1000) {
