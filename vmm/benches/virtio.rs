@@ -12,7 +12,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::time::Instant;
-use umbra_vmm::virtio::bench_support::{filter_with_ranges, translate, BlkRequest, Sharing};
+use umbra_vmm::virtio::harness::{filter_with_ranges, translate, BlkRequest, Sharing};
 
 fn image() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("umbra-bench-{}.img", std::process::id()));

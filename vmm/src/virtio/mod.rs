@@ -8,10 +8,10 @@
 //! guest shared (confidential guests) or RAM (plain ones), and an access
 //! elsewhere fails with the device's architected error.
 
-#[doc(hidden)]
-pub mod bench_support;
 pub(crate) mod block;
 pub(crate) mod chain;
+#[doc(hidden)]
+pub mod harness;
 pub(crate) mod mmio;
 pub(crate) mod rng;
 pub(crate) mod vsock;

@@ -1,7 +1,9 @@
-//! What `benches/virtio.rs` drives: one virtio-blk request served end to
-//! end (descriptor walk, translation, file read, copy into the guest) over
-//! device memory with or without the shared-only filter, and one filter
-//! translation among `n` mapped ranges. Not part of the VMM's interface.
+//! What `benches/virtio.rs` and the fuzz targets in `vmm/fuzz` drive: one
+//! virtio-blk request served end to end (descriptor walk, translation,
+//! file read, copy into the guest) over device memory with or without the
+//! shared-only filter; one filter translation among `n` mapped ranges; and
+//! arbitrary guest-written rings and buffers fed to the block and vsock
+//! devices. Not part of the VMM's interface.
 
 use super::block::Block;
 use super::{DeviceCounters, DeviceIo, VirtioDevice};
@@ -140,3 +142,112 @@ pub fn filter_with_ranges(ranges: u64) -> GuestDma {
 pub fn translate(dma: &GuestDma, gpa: u64) -> bool {
     dma.check_range(GuestAddress(gpa), 8, Permissions::Read)
 }
+
+/// A guest whose descriptor table, available ring and buffers the fuzzer
+/// writes, served by one device. Guest RAM is 16 MiB, of which only the
+/// first 8 MiB is shared (confidential layout), so fuzzed addresses reach
+/// shared pages, private pages, the ROM and unmapped space alike.
+pub struct FuzzGuest {
+    memory: DeviceMemory,
+    ram: Arc<GuestRam>,
+    counters: DeviceCounters,
+}
+
+impl std::fmt::Debug for FuzzGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FuzzGuest").finish_non_exhaustive()
+    }
+}
+
+impl Default for FuzzGuest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FuzzGuest {
+    /// A fresh guest.
+    pub fn new() -> Self {
+        let map = MemoryMap::new(16 << 20, 64 << 10).expect("memory map");
+        let ram = Arc::new(
+            GuestRam::allocate(&map, crate::config::MemoryBacking::Anon, false).expect("RAM"),
+        );
+        let mut states = PageStates::new(&map.ram_ranges(), PageState::Private).expect("states");
+        let _ = states.convert(0, 8 << 20, PageState::Shared);
+        let filter = Arc::new(DmaFilter::default());
+        for (gpa, len) in states.shared_ranges() {
+            filter.map(gpa, len);
+        }
+        FuzzGuest {
+            memory: DeviceMemory::shared(&ram, filter, Arc::new(Mutex::new(states))),
+            ram,
+            counters: DeviceCounters::default(),
+        }
+    }
+
+    /// Lays `data` out as a guest would: the first 256 bytes are a
+    /// 16-entry descriptor table, the next 36 an available ring, the rest
+    /// buffer contents at 0x10_3000. Returns a ready queue over them.
+    fn queue_from(&self, data: &[u8]) -> Queue {
+        let mem = &self.ram.memory;
+        let (table, rest) = data.split_at(data.len().min(256));
+        let (avail, buffers) = rest.split_at(rest.len().min(36));
+        let _ = mem.write_slice(table, GuestAddress(DESC));
+        let _ = mem.write_slice(avail, GuestAddress(AVAIL));
+        let _ = mem.write_slice(&buffers[..buffers.len().min(0x3000)], GuestAddress(HEADER));
+        let mut queue = Queue::new(16).expect("queue");
+        queue.set_size(16);
+        queue.set_desc_table_address(Some(DESC as u32), Some(0));
+        queue.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+        queue.set_used_ring_address(Some(USED as u32), Some(0));
+        queue.set_ready(true);
+        queue
+    }
+
+    /// Serves fuzzer-written rings with `device` on its queue `index`
+    /// (every other queue empty).
+    pub fn serve(&self, device: &mut FuzzDevice, index: usize, data: &[u8]) {
+        let device = device.0.as_mut();
+        let mut queues: Vec<Queue> = (0..device.queue_max_sizes().len())
+            .map(|_| Queue::new(16).expect("queue"))
+            .collect();
+        if let Some(slot) = queues.get_mut(index) {
+            *slot = self.queue_from(data);
+        }
+        let io = DeviceIo {
+            memory: &self.memory,
+            counters: &self.counters,
+            name: "fuzz",
+        };
+        let _ = device.process(index, &mut queues, &io);
+    }
+}
+
+/// A device model the fuzzer drives.
+pub struct FuzzDevice(Box<dyn VirtioDevice>);
+
+impl std::fmt::Debug for FuzzDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FuzzDevice").field(&self.0.kind()).finish()
+    }
+}
+
+/// A virtio-blk device over a scratch image, for the fuzzer.
+pub fn fuzz_block() -> FuzzDevice {
+    let path = std::env::temp_dir().join(format!("umbra-fuzz-{}.img", std::process::id()));
+    let _ = std::fs::write(&path, vec![0u8; 64 << 10]);
+    FuzzDevice(Box::new(
+        Block::open(&path, false, false).expect("scratch image"),
+    ))
+}
+
+/// A virtio-vsock device (guest CID 3) on a scratch socket, for the fuzzer.
+pub fn fuzz_vsock() -> FuzzDevice {
+    let path = std::env::temp_dir().join(format!("umbra-fuzz-{}.sock", std::process::id()));
+    FuzzDevice(Box::new(
+        super::vsock::Vsock::new(3, &path).expect("scratch socket"),
+    ))
+}
+
+/// The vsock transmit queue's index.
+pub const VSOCK_TX: usize = 1;
