@@ -45,6 +45,16 @@ pub enum Scenario {
     /// virtio-vsock: echo through host port 1234, then serve a host
     /// connection to port 5000.
     VsockEcho,
+    /// virtio-iommu: block I/O through IOVAs of an attached domain.
+    IommuBlk,
+    /// virtio-iommu: a buffer at an unmapped IOVA fails, with a fault event.
+    IommuUnmapped,
+    /// virtio-iommu: a device write through a read-only mapping is refused.
+    IommuRo,
+    /// virtio-iommu: UNMAP while I/O is in flight; no access after it.
+    IommuUnmapRace,
+    /// virtio-iommu: an endpoint not attached reaches nothing.
+    IommuDetached,
     /// A virtio-blk write whose data is a private page (SNP): refused.
     DmaPrivate,
     /// A virtio-blk read into the ROM: refused.
@@ -57,7 +67,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 18] = [
+    pub const ALL: [(&'static str, Scenario); 23] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("guard", Scenario::Guard),
@@ -72,6 +82,11 @@ impl Scenario {
         ("virtio-blk", Scenario::VirtioBlk),
         ("virtio-rng", Scenario::VirtioRng),
         ("vsock-echo", Scenario::VsockEcho),
+        ("iommu-blk", Scenario::IommuBlk),
+        ("iommu-unmapped", Scenario::IommuUnmapped),
+        ("iommu-ro", Scenario::IommuRo),
+        ("iommu-unmap-race", Scenario::IommuUnmapRace),
+        ("iommu-detached", Scenario::IommuDetached),
         ("dma-private", Scenario::DmaPrivate),
         ("dma-rom", Scenario::DmaRom),
         ("dma-beyond", Scenario::DmaBeyond),

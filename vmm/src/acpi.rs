@@ -3,7 +3,8 @@
 //! cloud-hypervisor's) -> DSDT, and MADT. The DSDT has one `LNRO0005`
 //! device per virtio-mmio transport (its 4 KiB register slot and its
 //! interrupt), which is how Linux's virtio_mmio driver finds transports on
-//! ACPI systems; the MADT lists the local APICs and the IOAPIC. With
+//! ACPI systems; the MADT lists the local APICs and the IOAPIC; with
+//! `--iommu` a VIOT names the virtio-mmio IOMMU and its endpoints. With
 //! `--acpi off` the kernel gets `virtio_mmio.device=` words on its command
 //! line instead ([`virtio_mmio_cmdline`]) — never both, or Linux would
 //! register each transport twice.
@@ -21,6 +22,7 @@ use acpi_tables::madt::{
 };
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
+use acpi_tables::viot::{MmioEndpoint, VirtIoMmioIommu, VIOT};
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use std::path::Path;
@@ -157,17 +159,36 @@ pub(crate) fn tables(config: &VmConfig) -> Result<Vec<Table>, AcpiError> {
     madt.add_structure(IoApic::new(0, IOAPIC_BASE, 0));
     let madt = aml_bytes(&madt);
 
-    let xsdt_gpa = align(madt_gpa + madt.len() as u64);
+    // The virtio-iommu and the endpoints behind it (Linux's VIOT parser
+    // matches an MMIO endpoint by its first memory resource).
+    let viot = transports
+        .iter()
+        .find(|t| t.kind == crate::virtio::Kind::Iommu)
+        .map(|iommu| {
+            let mut viot = VIOT::new(OEM_ID, OEM_TABLE_ID, 1);
+            let handle = viot.add_virtio_mmio_iommu(VirtIoMmioIommu::new(iommu.base));
+            for (endpoint, t) in (0u32..).zip(&transports) {
+                if t.behind_iommu {
+                    viot.add_mmio_endpoint(MmioEndpoint::new(endpoint, t.base, &handle));
+                }
+            }
+            aml_bytes(&viot)
+        });
+    let viot_gpa = align(madt_gpa + madt.len() as u64);
+    let xsdt_gpa = align(viot_gpa + viot.as_ref().map_or(0, |v| v.len() as u64));
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, 1);
     xsdt.add_entry(fadt_gpa);
     xsdt.add_entry(madt_gpa);
+    if viot.is_some() {
+        xsdt.add_entry(viot_gpa);
+    }
     let xsdt = aml_bytes(&xsdt);
     let end = xsdt_gpa + xsdt.len() as u64;
     if end > ACPI_END {
         return Err(AcpiError::PlaceTables(end - ACPI_BASE));
     }
     let rsdp = aml_bytes(&Rsdp::new(OEM_ID, xsdt_gpa));
-    Ok(vec![
+    let mut tables = vec![
         Table {
             signature: "RSDP",
             gpa: rsdp_gpa,
@@ -193,7 +214,15 @@ pub(crate) fn tables(config: &VmConfig) -> Result<Vec<Table>, AcpiError> {
             gpa: xsdt_gpa,
             bytes: xsdt,
         },
-    ])
+    ];
+    if let Some(bytes) = viot {
+        tables.push(Table {
+            signature: "VIOT",
+            gpa: viot_gpa,
+            bytes,
+        });
+    }
+    Ok(tables)
 }
 
 /// `--dump-acpi DIR`: one file per table, `SIG.aml` (the RSDP, a pointer

@@ -124,6 +124,9 @@ pub struct RunArgs {
     /// A virtio-vsock device: `cid=N,socket=PATH` (Firecracker's hybrid vsock).
     #[arg(long, value_parser = parse_vsock)]
     vsock: Option<VsockConfig>,
+    /// A virtio-iommu for the devices given `iommu=on`.
+    #[arg(long)]
+    iommu: bool,
     /// ACPI tables for --kernel boots (off: virtio_mmio.device= on the
     /// kernel command line instead).
     #[arg(long, value_enum, default_value = "on")]
@@ -209,6 +212,7 @@ impl RunArgs {
             disks: self.disk.clone(),
             rng: self.rng,
             vsock: self.vsock.clone(),
+            iommu: self.iommu,
             acpi: self.acpi == Switch::On,
         })
     }

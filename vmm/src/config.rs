@@ -18,6 +18,9 @@ pub enum ConfigError {
     /// The vCPU count is zero.
     #[error("at least one vCPU is required")]
     NoVcpus,
+    /// A device asked for `iommu=on` without `--iommu`.
+    #[error("{0} has iommu=on but there is no --iommu")]
+    IommuMissing(&'static str),
     /// KSM was asked for on a confidential platform.
     #[error("--ksm is refused for confidential guests (--platform {0}): page merging leaks contents across VMs")]
     KsmConfidential(&'static str),
@@ -160,6 +163,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// A virtio-vsock device (`--vsock`).
     pub vsock: Option<crate::device_config::VsockConfig>,
+    /// A virtio-iommu (`--iommu`) for the devices given `iommu=on`.
+    pub iommu: bool,
     /// ACPI tables for `--kernel` boots (`--acpi on`, the default); with
     /// `--acpi off` the kernel finds the virtio-mmio transports through
     /// `virtio_mmio.device=` on its command line instead.
@@ -220,12 +225,21 @@ impl VmConfig {
             disks: Vec::new(),
             rng: false,
             vsock: None,
+            iommu: false,
             acpi: true,
         }
     }
 
     /// Checks the values that do not depend on the host.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.iommu {
+            if self.disks.iter().any(|d| d.iommu) {
+                return Err(ConfigError::IommuMissing("--disk"));
+            }
+            if self.vsock.as_ref().is_some_and(|v| v.iommu) {
+                return Err(ConfigError::IommuMissing("--vsock"));
+            }
+        }
         if self.memory < MIN_MEMORY || self.memory > MAX_MEMORY {
             return Err(ConfigError::MemorySize(self.memory));
         }

@@ -12,6 +12,7 @@ use crate::devices::debug_exit::DebugExit;
 use crate::devices::probe::MemoryProbe;
 use crate::devices::serial::{ConsoleWriter, SerialPort, COM1, COM1_IRQ};
 use crate::event_loop::{EventLoop, Interest, Source};
+use crate::iommu::VirtualIommu;
 use crate::run_control::RunControl;
 use crate::sync::lock;
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
@@ -101,6 +102,8 @@ pub(crate) struct Devices {
     pub(crate) event_loop: Option<EventLoop>,
     /// The virtio transports, for their metrics.
     pub(crate) virtio: Vec<Arc<Mutex<MmioTransport>>>,
+    /// The virtio-iommu's state, for its metrics.
+    pub(crate) iommu: Option<Arc<VirtualIommu>>,
 }
 
 /// Per-device counters of `transports` for the metrics.
@@ -123,6 +126,7 @@ type SharedTransport = Arc<Mutex<MmioTransport>>;
 fn virtio_device(
     config: &VmConfig,
     transport: &crate::virtio::Transport,
+    iommu: Option<&Arc<VirtualIommu>>,
 ) -> Result<Box<dyn crate::virtio::VirtioDevice>, DeviceError> {
     use crate::virtio::Kind;
     Ok(match transport.kind {
@@ -142,6 +146,15 @@ fn virtio_device(
             })?;
             Box::new(crate::virtio::vsock::Vsock::new(vsock.cid, &vsock.socket)?)
         }
+        Kind::Iommu => match iommu {
+            Some(iommu) => Box::new(crate::virtio::iommu::VirtioIommu::new(iommu.clone())),
+            None => {
+                return Err(DeviceError::SetupVirtio {
+                    name: transport.name.clone(),
+                    source: std::io::Error::other("no IOMMU state"),
+                })
+            }
+        },
     })
 }
 
@@ -152,10 +165,10 @@ fn attach_virtio<V: Vm + 'static>(
     vm: &Arc<V>,
     config: &VmConfig,
     mmio: &mut Bus,
-) -> Result<(Vec<SharedTransport>, Vec<Source>), DeviceError> {
+) -> Result<VirtioDevices, DeviceError> {
     let layout = crate::virtio::transports(config);
     if layout.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(VirtioDevices::default());
     }
     if layout.len() > crate::virtio::VIRTIO_MMIO_MAX {
         return Err(DeviceError::CountTransports(layout.len()));
@@ -163,9 +176,22 @@ fn attach_virtio<V: Vm + 'static>(
     let memory = vm
         .device_memory()
         .ok_or(DeviceError::DeviceMemory(config.platform.name()))?;
+    let iommu = if config.iommu {
+        let endpoints = (0u32..)
+            .zip(&layout)
+            .filter(|(_, t)| t.behind_iommu)
+            .map(|(i, _)| i);
+        let iommu = VirtualIommu::new(endpoints).map_err(|source| DeviceError::SetupVirtio {
+            name: "iommu0".into(),
+            source,
+        })?;
+        Some(Arc::new(iommu))
+    } else {
+        None
+    };
     let mut transports = Vec::new();
     let mut sources = Vec::new();
-    for slot in &layout {
+    for (endpoint, slot) in (0u32..).zip(&layout) {
         let setup = |source| DeviceError::SetupVirtio {
             name: slot.name.clone(),
             source,
@@ -174,12 +200,16 @@ fn attach_virtio<V: Vm + 'static>(
             name: slot.name.clone(),
             source,
         };
-        let device = virtio_device(config, slot)?;
+        let device = virtio_device(config, slot, iommu.as_ref())?;
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup)?;
+        let device_memory = match (&iommu, slot.behind_iommu) {
+            (Some(iommu), true) => memory.behind_iommu(endpoint, iommu.clone()),
+            _ => memory.clone(),
+        };
         let transport = MmioTransport::new(
             device,
             slot.name.clone(),
-            memory.clone(),
+            device_memory,
             config.platform.is_confidential(),
             irq,
         )
@@ -229,7 +259,19 @@ fn attach_virtio<V: Vm + 'static>(
         )?;
         transports.push(transport);
     }
-    Ok((transports, sources))
+    Ok(VirtioDevices {
+        transports,
+        sources,
+        iommu,
+    })
+}
+
+/// The virtio side of a VM.
+#[derive(Default)]
+struct VirtioDevices {
+    transports: Vec<SharedTransport>,
+    sources: Vec<Source>,
+    iommu: Option<Arc<VirtualIommu>>,
 }
 
 fn place(
@@ -322,7 +364,11 @@ pub(crate) fn attach<V: Vm + 'static>(
             )?;
         }
     }
-    let (virtio, mut sources) = attach_virtio(vm, config, &mut mmio)?;
+    let VirtioDevices {
+        transports: virtio,
+        mut sources,
+        iommu,
+    } = attach_virtio(vm, config, &mut mmio)?;
     if let Some(mut input) = console_input() {
         let console = serial.clone();
         sources.push(Source {
@@ -355,5 +401,6 @@ pub(crate) fn attach<V: Vm + 'static>(
         first_serial_byte,
         event_loop,
         virtio,
+        iommu,
     })
 }

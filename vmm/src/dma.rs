@@ -25,8 +25,10 @@
 //! `read_volatile_from`...) and never keep a `VolatileSlice` past one
 //! access.
 
+use crate::iommu::{Fault, FaultReason, IommuState, Route, VirtualIommu};
 use crate::memory::GuestRam;
 use crate::page_state::PageStates;
+use std::sync::LazyLock;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use thiserror::Error;
 use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
@@ -39,6 +41,9 @@ pub enum Refusal {
     Private,
     /// The range is not guest RAM (ROM, MMIO, guard, beyond RAM, wraps).
     NotRam,
+    /// The device's IOMMU domain does not map it (with that permission),
+    /// or its endpoint is not attached.
+    Iommu,
 }
 
 /// Why a device access to guest memory was refused.
@@ -48,6 +53,7 @@ pub enum DmaError {
     #[error("device access to {gpa:#x}+{len:#x} refused: {}", match .refusal {
         Refusal::Private => "private to the guest",
         Refusal::NotRam => "not guest RAM",
+        Refusal::Iommu => "not mapped for this device by the guest's IOMMU",
     })]
     Translate {
         /// First byte.
@@ -103,12 +109,139 @@ impl DmaFilter {
     }
 }
 
-/// The filter as vm-memory's `IommuMemory` holds it.
+/// The filter as vm-memory's `IommuMemory` holds it, and, for a device
+/// behind the virtio-iommu, its endpoint: then an access goes through the
+/// endpoint's domain (IOVA -> GPA, with permissions) and every GPA it
+/// reaches must also pass the filter.
 #[derive(Clone, Debug)]
-pub struct FilterHandle(Arc<DmaFilter>);
+pub struct FilterHandle {
+    filter: Arc<DmaFilter>,
+    endpoint: Option<(u32, Arc<VirtualIommu>)>,
+}
+
+/// What a translation holds until its copy is done: the filter's read
+/// lock, and for an endpoint also the IOMMU state's (so UNMAP and a
+/// conversion to private both wait for in-flight accesses).
+pub enum DmaGuard<'a> {
+    /// The filter alone (plain, shared-only or bypass).
+    Filter(RwLockReadGuard<'a, Iotlb>),
+    /// A domain's mappings, with the filter held too.
+    Domain {
+        /// The IOMMU state.
+        state: RwLockReadGuard<'a, IommuState>,
+        /// The endpoint's domain.
+        domain: u32,
+        /// The filter, checked for every GPA of the access.
+        _shared: RwLockReadGuard<'a, Iotlb>,
+    },
+}
+
+/// The IOTLB of a domain that no longer exists: maps nothing.
+static NO_MAPPINGS: LazyLock<Iotlb> = LazyLock::new(Iotlb::new);
+
+impl std::ops::Deref for DmaGuard<'_> {
+    type Target = Iotlb;
+
+    fn deref(&self) -> &Iotlb {
+        match self {
+            DmaGuard::Filter(iotlb) => iotlb,
+            DmaGuard::Domain { state, domain, .. } => state
+                .domain(*domain)
+                .map(|d| d.iotlb())
+                .unwrap_or(&NO_MAPPINGS),
+        }
+    }
+}
+
+fn cannot_resolve(iova: GuestAddress, length: usize, reason: &str) -> IommuError {
+    IommuError::CannotResolve {
+        iova_range: IovaRange { base: iova, length },
+        reason: reason.to_string(),
+    }
+}
+
+impl FilterHandle {
+    fn translate_endpoint<'a>(
+        &'a self,
+        endpoint: u32,
+        iommu: &'a VirtualIommu,
+        iova: GuestAddress,
+        length: usize,
+        access: Permissions,
+    ) -> Result<IotlbIterator<DmaGuard<'a>>, IommuError> {
+        let write = matches!(access, Permissions::Write | Permissions::ReadWrite);
+        let state = iommu.read();
+        let domain = match state.route(endpoint) {
+            Route::Identity => {
+                drop(state);
+                return Iotlb::lookup(DmaGuard::Filter(self.filter.read()), iova, length, access)
+                    .map_err(|_| cannot_resolve(iova, length, "not shared with devices"));
+            }
+            Route::Blocked => {
+                let domain = state.domain_of(endpoint);
+                drop(state);
+                iommu.fault(Fault {
+                    reason: FaultReason::Domain,
+                    iova: iova.0,
+                    endpoint,
+                    domain,
+                    write,
+                });
+                return Err(cannot_resolve(iova, length, "endpoint not attached"));
+            }
+            Route::Domain(domain) => domain,
+        };
+        let mapped = state.domain(domain).map(|d| {
+            Iotlb::lookup(d.iotlb(), iova, length, access).map(|ranges| ranges.collect::<Vec<_>>())
+        });
+        let ranges = match mapped {
+            Some(Ok(ranges)) => ranges,
+            Some(Err(fails)) => {
+                let first = fails
+                    .misses
+                    .iter()
+                    .chain(&fails.access_fails)
+                    .map(|r| r.base.0)
+                    .min()
+                    .unwrap_or(iova.0);
+                drop(state);
+                iommu.fault(Fault {
+                    reason: FaultReason::Mapping,
+                    iova: first,
+                    endpoint,
+                    domain: Some(domain),
+                    write,
+                });
+                return Err(cannot_resolve(
+                    iova,
+                    length,
+                    "no mapping with that permission",
+                ));
+            }
+            None => return Err(cannot_resolve(iova, length, "domain gone")),
+        };
+        let shared = self.filter.read();
+        for range in ranges {
+            if Iotlb::lookup(&*shared, range.base, range.length, access).is_err() {
+                return Err(cannot_resolve(
+                    iova,
+                    length,
+                    "maps memory not shared with devices",
+                ));
+            }
+        }
+        let guard = DmaGuard::Domain {
+            state,
+            domain,
+            _shared: shared,
+        };
+        Iotlb::lookup(guard, iova, length, access)
+            .map_err(|_| cannot_resolve(iova, length, "no mapping"))
+    }
+}
 
 impl Iommu for FilterHandle {
-    type IotlbGuard<'a> = RwLockReadGuard<'a, Iotlb>;
+    type IotlbGuard<'a> = DmaGuard<'a>;
 
     fn translate(
         &self,
@@ -116,17 +249,20 @@ impl Iommu for FilterHandle {
         length: usize,
         access: Permissions,
     ) -> Result<IotlbIterator<Self::IotlbGuard<'_>>, IommuError> {
-        let refuse = |reason: &str| IommuError::CannotResolve {
-            iova_range: IovaRange { base: iova, length },
-            reason: reason.to_string(),
-        };
         // Iotlb ranges are `start..start + length` in u64: a range that
         // wraps would panic inside the range map, so refuse it here.
         if iova.0.checked_add(length as u64).is_none() {
-            return Err(refuse("the range wraps the address space"));
+            return Err(cannot_resolve(
+                iova,
+                length,
+                "the range wraps the address space",
+            ));
         }
-        Iotlb::lookup(self.0.read(), iova, length, access)
-            .map_err(|_| refuse("not mapped for devices"))
+        if let Some((endpoint, iommu)) = &self.endpoint {
+            return self.translate_endpoint(*endpoint, iommu, iova, length, access);
+        }
+        Iotlb::lookup(DmaGuard::Filter(self.filter.read()), iova, length, access)
+            .map_err(|_| cannot_resolve(iova, length, "not mapped for devices"))
     }
 }
 
@@ -161,7 +297,11 @@ impl std::fmt::Debug for DeviceMemory {
 }
 
 fn dma_over(ram: &GuestRam, filter: &Arc<DmaFilter>) -> GuestDma {
-    IommuMemory::new(ram.memory.clone(), FilterHandle(filter.clone()), true, ())
+    let handle = FilterHandle {
+        filter: filter.clone(),
+        endpoint: None,
+    };
+    IommuMemory::new(ram.memory.clone(), handle, true, ())
 }
 
 impl DeviceMemory {
@@ -202,6 +342,20 @@ impl DeviceMemory {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The same memory as endpoint `endpoint` of `iommu` sees it: through
+    /// its domain's mappings, then the filter.
+    pub(crate) fn behind_iommu(&self, endpoint: u32, iommu: Arc<VirtualIommu>) -> Self {
+        let handle = FilterHandle {
+            filter: self.filter.clone(),
+            endpoint: Some((endpoint, iommu)),
+        };
+        DeviceMemory {
+            memory: IommuMemory::new(self.memory.get_backend().clone(), handle, true, ()),
+            filter: self.filter.clone(),
+            explain: self.explain.clone(),
+        }
+    }
+
     /// The memory virtqueues are walked over.
     pub(crate) fn guest_dma(&self) -> &GuestDma {
         &self.memory
@@ -209,6 +363,9 @@ impl DeviceMemory {
 
     /// Why `[gpa, gpa + len)` is refused.
     pub(crate) fn explain(&self, gpa: u64, len: u64) -> Refusal {
+        if self.memory.iommu().endpoint.is_some() {
+            return Refusal::Iommu;
+        }
         match &self.explain {
             Explain::Plain => Refusal::NotRam,
             Explain::Shared(states) => {

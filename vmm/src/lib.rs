@@ -24,6 +24,7 @@ pub mod exit_code;
 pub mod firmware;
 pub mod host_status;
 pub(crate) mod interrupts;
+pub mod iommu;
 pub mod launch;
 pub mod loader;
 pub mod memory;

@@ -74,6 +74,33 @@ pub struct RunMetrics {
     pub snp: Option<SnpMetrics>,
     /// The virtio devices, in transport order.
     pub devices: Vec<DeviceMetrics>,
+    /// The virtio-iommu (`--iommu`).
+    pub iommu: Option<IommuMetrics>,
+}
+
+/// What the virtio-iommu saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct IommuMetrics {
+    /// Refused endpoint accesses, the first 1024 (each with `iova`,
+    /// `endpoint`, `domain`, `reason`, `write`).
+    pub faults: Vec<crate::iommu::Fault>,
+    /// All refused endpoint accesses.
+    pub fault_count: u64,
+    /// Domains at the end of the run.
+    pub domains: usize,
+}
+
+impl IommuMetrics {
+    /// The figures of `iommu` now.
+    pub fn of(iommu: &crate::iommu::VirtualIommu) -> Self {
+        let state = iommu.read();
+        let (faults, fault_count) = state.faults();
+        IommuMetrics {
+            faults: faults.to_vec(),
+            fault_count,
+            domains: state.domain_count(),
+        }
+    }
 }
 
 /// One device in the metrics JSON.

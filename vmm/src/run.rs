@@ -317,6 +317,10 @@ where
     let vcpu_exits = vcpu::stop(&mut threads, &control);
     drop(devices.event_loop);
     let device_metrics = device_manager::metrics(&devices.virtio);
+    let iommu_metrics = devices
+        .iommu
+        .as_deref()
+        .map(crate::metrics::IommuMetrics::of);
 
     let reason = control.reason().unwrap_or(StopReason::AllHalted);
     let exit_code = match &reason {
@@ -336,6 +340,7 @@ where
     let metrics = RunMetrics {
         snp,
         devices: device_metrics,
+        iommu: iommu_metrics,
         exit_code,
         stop_reason: describe(&reason),
         platform: hypervisor.name().to_string(),

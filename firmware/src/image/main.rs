@@ -9,6 +9,7 @@ mod fw_cfg;
 mod ghcb;
 mod interrupts;
 mod io;
+mod iommu_scenarios;
 mod mem;
 mod mmio;
 mod paging;
@@ -129,6 +130,11 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
         Ok(Scenario::VirtioBlk) => virtio_scenarios::virtio_blk(&cmdline),
         Ok(Scenario::VirtioRng) => virtio_scenarios::virtio_rng(),
         Ok(Scenario::VsockEcho) => vsock_scenario::vsock_echo(),
+        Ok(Scenario::IommuBlk) => iommu_scenarios::iommu_blk(),
+        Ok(Scenario::IommuUnmapped) => iommu_scenarios::iommu_unmapped(),
+        Ok(Scenario::IommuRo) => iommu_scenarios::iommu_ro(),
+        Ok(Scenario::IommuUnmapRace) => iommu_scenarios::iommu_unmap_race(),
+        Ok(Scenario::IommuDetached) => iommu_scenarios::iommu_detached(),
         Ok(Scenario::DmaPrivate) => virtio_scenarios::dma_refused(Target::Private, info),
         Ok(Scenario::DmaRom) => virtio_scenarios::dma_refused(Target::Rom, info),
         Ok(Scenario::DmaBeyond) => virtio_scenarios::dma_refused(Target::Beyond, info),

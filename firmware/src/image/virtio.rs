@@ -70,6 +70,7 @@ const POLL_LIMIT: u64 = 20_000_000;
 pub const ID_BLOCK: u32 = 2;
 pub const ID_ENTROPY: u32 = 4;
 pub const ID_VSOCK: u32 = 19;
+pub const ID_IOMMU: u32 = 23;
 
 /// Why a device could not be used.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +118,8 @@ pub struct Device {
     /// Next free descriptor of each queue (descriptors are reused round
     /// robin; a queue never has more than `QUEUE_SIZE` chains posted).
     next_desc: [u16; MAX_QUEUES],
+    /// Added to every address given to the device (IOMMU), 0 without one.
+    iova_offset: u64,
 }
 
 /// Whether the virtio area has been shared (SNP).
@@ -135,6 +138,21 @@ fn share_area() -> Result<(), VirtioError> {
     }
     shared.store(true, Ordering::Release);
     Ok(())
+}
+
+/// The area (GPA) of the device in transport slot `slot`.
+fn area_of(slot: usize) -> u64 {
+    VIRTIO_AREA_GPA + (slot as u64 % 8) * DEVICE_BYTES
+}
+
+/// Bytes of one device's area.
+pub const AREA_BYTES: u64 = DEVICE_BYTES;
+
+/// The first transport with device `id`: its slot (the endpoint ID under
+/// umbra's IOMMU) and its area.
+pub fn locate(id: u32) -> Result<(u32, u64), VirtioError> {
+    let (_, slot) = find(id, 0)?;
+    Ok((slot as u32, area_of(slot)))
 }
 
 /// Transport bases to probe, umbra's then QEMU microvm's.
@@ -190,9 +208,21 @@ impl Device {
 
     /// As [`Device::open`], with `count` queues.
     pub fn open_queues(id: u32, wanted: u32, count: usize) -> Result<Device, VirtioError> {
+        Self::open_behind(id, wanted, count, 0)
+    }
+
+    /// As [`Device::open_queues`], for a device behind an IOMMU that maps
+    /// the device's area at `area + iova_offset`: every address the device
+    /// is given (rings, buffers) is offset so.
+    pub fn open_behind(
+        id: u32,
+        wanted: u32,
+        count: usize,
+        iova_offset: u64,
+    ) -> Result<Device, VirtioError> {
         share_area()?;
         let (base, slot) = find(id, 0)?;
-        let area = VIRTIO_AREA_GPA + (slot as u64 % 8) * DEVICE_BYTES;
+        let area = area_of(slot);
         let reg = |offset: u64| base + offset;
         mmio::write32(reg(REG_STATUS), 0)?;
         mmio::write32(reg(REG_STATUS), STATUS_ACKNOWLEDGE | STATUS_DRIVER)?;
@@ -229,6 +259,11 @@ impl Device {
             unsafe { ptr::write_bytes(*queue as *mut u8, 0, QUEUE_BYTES as usize) };
             let (desc, avail, used) = (*queue, *queue + 0x200, *queue + 0x400);
             mmio::write32(reg(REG_QUEUE_NUM), u32::from(QUEUE_SIZE))?;
+            let (desc, avail, used) = (
+                desc.wrapping_add(iova_offset),
+                avail.wrapping_add(iova_offset),
+                used.wrapping_add(iova_offset),
+            );
             for (register, addr) in [
                 (REG_QUEUE_DESC, desc),
                 (REG_QUEUE_DRIVER, avail),
@@ -254,6 +289,7 @@ impl Device {
             avail_idx: [0; MAX_QUEUES],
             used_seen: [0; MAX_QUEUES],
             next_desc: [0; MAX_QUEUES],
+            iova_offset,
         })
     }
 
@@ -282,7 +318,7 @@ impl Device {
             let last = i + 1 == count;
             // SAFETY: a descriptor of this device's table (virtio area).
             unsafe {
-                ptr::write_volatile(entry as *mut u64, buf.addr);
+                ptr::write_volatile(entry as *mut u64, buf.addr.wrapping_add(self.iova_offset));
                 ptr::write_volatile((entry + 8) as *mut u32, buf.len);
             }
             write16(entry + 12, buf.flags | if last { 0 } else { DESC_NEXT });
@@ -302,12 +338,17 @@ impl Device {
     /// Waits until the device used a chain of queue `q`: its head and the
     /// length it wrote.
     pub fn wait_used(&mut self, q: usize) -> Result<(u16, u32), VirtioError> {
+        self.wait_used_for(q, POLL_LIMIT)
+    }
+
+    /// As [`Device::wait_used`], giving up after `limit` spins.
+    pub fn wait_used_for(&mut self, q: usize, limit: u64) -> Result<(u16, u32), VirtioError> {
         let used = self.queues[q % MAX_QUEUES] + 0x400;
         let seen = &mut self.used_seen[q % MAX_QUEUES];
         let mut spins = 0u64;
         while read16(used + 2) == *seen {
             spins += 1;
-            if spins > POLL_LIMIT {
+            if spins > limit {
                 return Err(VirtioError::Timeout);
             }
             core::hint::spin_loop();

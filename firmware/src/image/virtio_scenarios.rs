@@ -12,17 +12,17 @@ use umbra_firmware::layout::{
     blk_test_byte, BLK_TEST_FIRST_SECTOR, BLK_TEST_SECTORS, DMA_PRIVATE_GPA, ROM_BASE,
 };
 
-const T_IN: u32 = 0;
-const T_OUT: u32 = 1;
+pub const T_IN: u32 = 0;
+pub const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
-const S_OK: u8 = 0;
-const S_IOERR: u8 = 1;
+pub const S_OK: u8 = 0;
+pub const S_IOERR: u8 = 1;
 /// VIRTIO_BLK_F_FLUSH.
-const F_FLUSH: u32 = 1 << 9;
+pub const F_FLUSH: u32 = 1 << 9;
 /// A hole nobody maps: between umbra's MMIO window and the IOAPIC.
 const UNMAPPED_GPA: u64 = 0xE800_0000;
 
-fn report(name: &str, e: VirtioError) -> u32 {
+pub fn report(name: &str, e: VirtioError) -> u32 {
     io::print(name);
     io::print(": ");
     match e {
@@ -50,19 +50,19 @@ fn report(name: &str, e: VirtioError) -> u32 {
     EXIT_FAILED
 }
 
-fn byte_at(addr: u64) -> u8 {
+pub fn byte_at(addr: u64) -> u8 {
     // SAFETY: callers pass addresses inside the firmware's virtio buffers.
     unsafe { ptr::read_volatile(addr as *const u8) }
 }
 
-fn set_byte(addr: u64, value: u8) {
+pub fn set_byte(addr: u64, value: u8) {
     // SAFETY: as in `byte_at`.
     unsafe { ptr::write_volatile(addr as *mut u8, value) }
 }
 
 /// One block request: header at `buffers`, status byte after it, data at
 /// `data` (`len` bytes, device-writable for reads). Returns the status.
-fn blk_request(
+pub fn blk_request(
     dev: &mut Device,
     kind: u32,
     sector: u64,
@@ -120,7 +120,6 @@ pub fn virtio_blk(cmdline: &Cmdline) -> u32 {
         (Ok(lo), Ok(hi)) => u64::from(lo) | (u64::from(hi) << 32),
         (Err(e), _) | (_, Err(e)) => return report("virtio-blk", e),
     };
-    let len = (BLK_TEST_SECTORS * 512) as u32;
     if capacity < BLK_TEST_FIRST_SECTOR + BLK_TEST_SECTORS {
         io::print("virtio-blk: disk too small: fail\n");
         return EXIT_FAILED;
@@ -147,40 +146,50 @@ pub fn virtio_blk(cmdline: &Cmdline) -> u32 {
         }
         io::print("virtio-blk: sector 0 holds what the host wrote\n");
     }
+    blk_roundtrip(&mut dev, "virtio-blk", capacity)
+}
+
+/// Writes the test sectors, reads them back and flushes (when offered):
+/// the `virtio-blk` and `iommu-blk` scenarios' check.
+pub fn blk_roundtrip(dev: &mut Device, name: &str, capacity: u64) -> u32 {
+    let len = (BLK_TEST_SECTORS * 512) as u32;
+    let data = dev.buffers + 0x1000;
     for i in 0..len as usize {
         let sector = BLK_TEST_FIRST_SECTOR + (i / 512) as u64;
         set_byte(data + i as u64, blk_test_byte(sector, i % 512));
     }
-    match blk_request(&mut dev, T_OUT, BLK_TEST_FIRST_SECTOR, data, len) {
+    match blk_request(dev, T_OUT, BLK_TEST_FIRST_SECTOR, data, len) {
         Ok(S_OK) => {}
-        Ok(s) => return status_fail("virtio-blk: write", s),
-        Err(e) => return report("virtio-blk", e),
+        Ok(s) => return status_fail("blk: write", s),
+        Err(e) => return report(name, e),
     }
     for i in 0..len as usize {
         set_byte(data + i as u64, 0);
     }
-    match blk_request(&mut dev, T_IN, BLK_TEST_FIRST_SECTOR, data, len) {
+    match blk_request(dev, T_IN, BLK_TEST_FIRST_SECTOR, data, len) {
         Ok(S_OK) => {}
-        Ok(s) => return status_fail("virtio-blk: read", s),
-        Err(e) => return report("virtio-blk", e),
+        Ok(s) => return status_fail("blk: read", s),
+        Err(e) => return report(name, e),
     }
     for i in 0..len as usize {
         let sector = BLK_TEST_FIRST_SECTOR + (i / 512) as u64;
         if byte_at(data + i as u64) != blk_test_byte(sector, i % 512) {
-            io::print("virtio-blk: read back differs at byte ");
+            io::print(name);
+            io::print(": read back differs at byte ");
             io::print_dec(i as u64);
             io::print(": fail\n");
             return EXIT_FAILED;
         }
     }
     if dev.features & F_FLUSH != 0 {
-        match blk_request(&mut dev, T_FLUSH, 0, 0, 0) {
+        match blk_request(dev, T_FLUSH, 0, 0, 0) {
             Ok(S_OK) => {}
-            Ok(s) => return status_fail("virtio-blk: flush", s),
-            Err(e) => return report("virtio-blk", e),
+            Ok(s) => return status_fail("blk: flush", s),
+            Err(e) => return report(name, e),
         }
     }
-    io::print("virtio-blk: ");
+    io::print(name);
+    io::print(": ");
     io::print_dec(capacity);
     io::print(" sectors; wrote ");
     io::print_dec(BLK_TEST_SECTORS);
@@ -192,7 +201,7 @@ pub fn virtio_blk(cmdline: &Cmdline) -> u32 {
     0
 }
 
-fn status_fail(what: &str, status: u8) -> u32 {
+pub fn status_fail(what: &str, status: u8) -> u32 {
     io::print(what);
     io::print(" completed with status ");
     io::print_dec(u64::from(status));

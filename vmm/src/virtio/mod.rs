@@ -12,6 +12,7 @@ pub(crate) mod block;
 pub(crate) mod chain;
 #[doc(hidden)]
 pub mod harness;
+pub(crate) mod iommu;
 pub(crate) mod mmio;
 pub(crate) mod rng;
 pub(crate) mod vsock;
@@ -44,6 +45,8 @@ pub(crate) enum Kind {
     Rng,
     /// `--vsock`.
     Vsock,
+    /// `--iommu`.
+    Iommu,
 }
 
 /// One transport of the VM: its device, MMIO slot and GSI.
@@ -57,6 +60,9 @@ pub(crate) struct Transport {
     pub(crate) base: u64,
     /// Its interrupt line.
     pub(crate) gsi: u32,
+    /// Whether it sits behind the virtio-iommu (`iommu=on`); its endpoint
+    /// ID is its index in the transport list.
+    pub(crate) behind_iommu: bool,
 }
 
 /// The transports `config` asks for, in slot order: disks, then the
@@ -66,7 +72,8 @@ pub(crate) fn transports(config: &crate::config::VmConfig) -> Vec<Transport> {
     let kinds = (0..config.disks.len())
         .map(Kind::Block)
         .chain(config.rng.then_some(Kind::Rng))
-        .chain(config.vsock.is_some().then_some(Kind::Vsock));
+        .chain(config.vsock.is_some().then_some(Kind::Vsock))
+        .chain(config.iommu.then_some(Kind::Iommu));
     kinds
         .enumerate()
         .map(|(index, kind)| Transport {
@@ -74,6 +81,12 @@ pub(crate) fn transports(config: &crate::config::VmConfig) -> Vec<Transport> {
                 Kind::Block(n) => format!("blk{n}"),
                 Kind::Rng => "rng0".into(),
                 Kind::Vsock => "vsock0".into(),
+                Kind::Iommu => "iommu0".into(),
+            },
+            behind_iommu: match &kind {
+                Kind::Block(n) => config.disks.get(*n).is_some_and(|d| d.iommu),
+                Kind::Vsock => config.vsock.as_ref().is_some_and(|v| v.iommu),
+                Kind::Rng | Kind::Iommu => false,
             },
             kind,
             base: VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SLOT,
@@ -135,6 +148,8 @@ pub(crate) trait VirtioDevice: Send {
     fn queue_max_sizes(&self) -> &'static [u16];
     /// Reads the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// A driver write to the configuration space (read-only by default).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// The driver accepted `features` and set DRIVER_OK.
     fn activate(&mut self, _features: u64) {}
     /// Serves queue `index` (after a notification). Returns whether any
