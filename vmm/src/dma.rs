@@ -191,11 +191,23 @@ impl FilterHandle {
             }
             Route::Domain(domain) => domain,
         };
-        let mapped = state.domain(domain).map(|d| {
-            Iotlb::lookup(d.iotlb(), iova, length, access).map(|ranges| ranges.collect::<Vec<_>>())
+        let shared = self.filter.read();
+        let checked = state.domain(domain).map(|d| {
+            Iotlb::lookup(d.iotlb(), iova, length, access).map(|mut ranges| {
+                // Every GPA the domain maps for this access must also be
+                // reachable through the shared-only filter.
+                ranges.all(|r| Iotlb::lookup(&*shared, r.base, r.length, access).is_ok())
+            })
         });
-        let ranges = match mapped {
-            Some(Ok(ranges)) => ranges,
+        match checked {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => {
+                return Err(cannot_resolve(
+                    iova,
+                    length,
+                    "maps memory not shared with devices",
+                ))
+            }
             Some(Err(fails)) => {
                 let first = fails
                     .misses
@@ -204,6 +216,7 @@ impl FilterHandle {
                     .map(|r| r.base.0)
                     .min()
                     .unwrap_or(iova.0);
+                drop(shared);
                 drop(state);
                 iommu.fault(Fault {
                     reason: FaultReason::Mapping,
@@ -219,16 +232,6 @@ impl FilterHandle {
                 ));
             }
             None => return Err(cannot_resolve(iova, length, "domain gone")),
-        };
-        let shared = self.filter.read();
-        for range in ranges {
-            if Iotlb::lookup(&*shared, range.base, range.length, access).is_err() {
-                return Err(cannot_resolve(
-                    iova,
-                    length,
-                    "maps memory not shared with devices",
-                ));
-            }
         }
         let guard = DmaGuard::Domain {
             state,
