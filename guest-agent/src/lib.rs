@@ -7,7 +7,11 @@
 //! `generation` did not move underneath us (another writer). The report is
 //! parsed and its REPORT_DATA compared with what was asked for, so a stale
 //! or replayed report is refused here already.
+//!
+//! `kbs` releases secrets to the guest through a Trustee KBS (or
+//! `umbra-attest serve`).
 
 pub mod cert_table;
+pub mod kbs;
 pub mod tsm;
 pub mod verify;

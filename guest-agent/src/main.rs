@@ -48,6 +48,117 @@ enum Command {
         #[arg(long, default_value = "umbra-agent")]
         entry: String,
     },
+    /// Attest to a KBS (Trustee's protocol) and fetch a secret.
+    FetchSecret {
+        /// The KBS: `http://HOST:PORT` or `unix:PATH`.
+        #[arg(long)]
+        kbs: String,
+        /// The resource: REPO/TYPE/TAG.
+        #[arg(long)]
+        resource: String,
+        /// Where the secret goes (mode 0600; tmpfs unless --allow-persistent).
+        #[arg(long)]
+        out: PathBuf,
+        /// Allow writing the secret to a persistent filesystem.
+        #[arg(long)]
+        allow_persistent: bool,
+        /// The configfs-tsm report directory.
+        #[arg(long, default_value = DEFAULT_TSM_ROOT)]
+        tsm_root: PathBuf,
+    },
+}
+
+/// Exit codes of `fetch-secret` (documented in docs/attestation.md).
+mod fetch_exit {
+    pub const UNREACHABLE: i32 = 3;
+    pub const EVIDENCE: i32 = 4;
+    pub const REFUSED_AUTH: i32 = 5;
+    pub const REFUSED_ATTEST: i32 = 6;
+    pub const REFUSED_POLICY: i32 = 7;
+    pub const REFUSED_RESOURCE: i32 = 8;
+    pub const PROTOCOL: i32 = 9;
+    pub const WRITE: i32 = 10;
+}
+
+fn fetch_secret(
+    kbs: &str,
+    resource: &str,
+    out: &Path,
+    allow_persistent: bool,
+    tsm_root: &Path,
+) -> i32 {
+    use umbra_guest_agent::kbs::{self as client, Endpoint, FetchError, TsmProvider};
+    let Some(endpoint) = Endpoint::parse(kbs) else {
+        umbra_attestation::errln!(
+            "umbra-agent: --kbs {kbs}: expected http://HOST:PORT or unix:PATH"
+        );
+        return 2;
+    };
+    if resource.split('/').count() != 3 {
+        umbra_attestation::errln!("umbra-agent: --resource {resource}: expected REPO/TYPE/TAG");
+        return 2;
+    }
+    if !allow_persistent && client::is_persistent(out) {
+        umbra_attestation::errln!(
+            "umbra-agent: {} is on a persistent filesystem; put the secret on tmpfs or pass --allow-persistent",
+            out.display()
+        );
+        return 2;
+    }
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        umbra_attestation::errln!("umbra-agent: no randomness for the session key");
+        return fetch_exit::PROTOCOL;
+    }
+    let provider = TsmProvider {
+        root: tsm_root.to_path_buf(),
+    };
+    match client::fetch_secret(&endpoint, resource, &provider, &seed) {
+        Ok(secret) => write_secret(out, &secret),
+        Err(err) => {
+            let code = match &err {
+                FetchError::Connect(_) | FetchError::Http(_) => fetch_exit::UNREACHABLE,
+                FetchError::Evidence { .. } | FetchError::BuildEvidence(_) => fetch_exit::EVIDENCE,
+                FetchError::Refused { step: "auth", .. } => fetch_exit::REFUSED_AUTH,
+                FetchError::Refused {
+                    status: 403,
+                    step: "attest",
+                    ..
+                } => fetch_exit::REFUSED_POLICY,
+                FetchError::Refused { step: "attest", .. } => fetch_exit::REFUSED_ATTEST,
+                FetchError::Refused { .. } => fetch_exit::REFUSED_RESOURCE,
+                FetchError::Protocol(_) => fetch_exit::PROTOCOL,
+            };
+            fail(&err, code)
+        }
+    }
+}
+
+/// Writes the secret 0600, never to the log.
+fn write_secret(out: &Path, secret: &[u8]) -> i32 {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .and_then(|mut f| f.write_all(secret));
+    match written {
+        Ok(()) => {
+            umbra_attestation::outln!(
+                "secret written to {} ({} bytes)",
+                out.display(),
+                secret.len()
+            );
+            0
+        }
+        Err(err) => {
+            umbra_attestation::errln!("umbra-agent: cannot write {}: {err}", out.display());
+            fetch_exit::WRITE
+        }
+    }
 }
 
 /// Prints one error line with its causes and exits with `code`.
@@ -81,16 +192,41 @@ fn write_certs_dir(dir: &Path, evidence: &Evidence) {
 }
 
 fn main() {
-    let Command::Report {
-        report_data,
-        vmpl,
-        out,
-        certs_out,
-        certs_dir,
-        verify,
-        tsm_root,
-        entry,
-    } = Cli::parse().command;
+    let (report_data, vmpl, out, certs_out, certs_dir, verify, tsm_root, entry) =
+        match Cli::parse().command {
+            Command::FetchSecret {
+                kbs,
+                resource,
+                out,
+                allow_persistent,
+                tsm_root,
+            } => std::process::exit(fetch_secret(
+                &kbs,
+                &resource,
+                &out,
+                allow_persistent,
+                &tsm_root,
+            )),
+            Command::Report {
+                report_data,
+                vmpl,
+                out,
+                certs_out,
+                certs_dir,
+                verify,
+                tsm_root,
+                entry,
+            } => (
+                report_data,
+                vmpl,
+                out,
+                certs_out,
+                certs_dir,
+                verify,
+                tsm_root,
+                entry,
+            ),
+        };
     let data = match hex::decode(report_data.trim().trim_start_matches("0x")) {
         Ok(data) => data,
         Err(err) => {

@@ -7,6 +7,7 @@ mod fetch;
 mod id_block;
 mod measure;
 mod report;
+mod serve;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Measure(measure::MeasureArgs),
     /// Produce an ID block and ID auth structure for SNP_LAUNCH_FINISH.
     IdBlock(id_block::IdBlockArgs),
+    /// Release secrets to attested guests: a Trustee-KBS-protocol server.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Fetch(args) => fetch::run(args),
         Command::Measure(args) => measure::run(args),
         Command::IdBlock(args) => id_block::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -1,0 +1,96 @@
+//! SNP evidence as Trustee reads it (`deps/verifier/src/snp`):
+//! `{"attestation_report": <the sev crate's serde form>, "cert_chain":
+//! [{"cert_type": "VCEK", "data": [..]}] | null}`, as guest-components'
+//! SNP attester builds it.
+
+use sev::firmware::guest::AttestationReport as SevReport;
+use sev::firmware::host::{CertTableEntry, CertType};
+use sev::parser::ByteParser;
+use thiserror::Error;
+
+/// Why evidence could not be built or read.
+#[derive(Debug, Error)]
+pub enum EvidenceError {
+    /// The report is not one the sev crate reads.
+    #[error("the report does not parse as an SNP attestation report")]
+    ParseReport(#[source] std::io::Error),
+    /// The evidence is not `{"attestation_report", "cert_chain"}`.
+    #[error("the evidence is not SNP evidence in Trustee's form")]
+    ParseEvidence(#[source] serde_json::Error),
+    /// The report could not be encoded back to its bytes.
+    #[error("cannot encode the report")]
+    EncodeReport(#[source] std::io::Error),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnpEvidence {
+    attestation_report: SevReport,
+    cert_chain: Option<Vec<CertTableEntry>>,
+}
+
+/// The certificates evidence can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertKind {
+    /// AMD root key.
+    Ark,
+    /// AMD signing key.
+    Ask,
+    /// Chip endorsement key.
+    Vcek,
+    /// Loaded endorsement key.
+    Vlek,
+}
+
+/// A raw report and its certificates (DER), as evidence carries them.
+pub type ReportAndCerts = (Vec<u8>, Vec<(CertKind, Vec<u8>)>);
+
+/// Evidence for a raw report and its certificates (DER).
+pub fn snp_evidence(
+    report: &[u8],
+    certs: &[(CertKind, Vec<u8>)],
+) -> Result<serde_json::Value, EvidenceError> {
+    let attestation_report = SevReport::from_bytes(report).map_err(EvidenceError::ParseReport)?;
+    let chain: Vec<CertTableEntry> = certs
+        .iter()
+        .map(|(kind, der)| CertTableEntry {
+            cert_type: match kind {
+                CertKind::Ark => CertType::ARK,
+                CertKind::Ask => CertType::ASK,
+                CertKind::Vcek => CertType::VCEK,
+                CertKind::Vlek => CertType::VLEK,
+            },
+            data: der.clone(),
+        })
+        .collect();
+    serde_json::to_value(SnpEvidence {
+        attestation_report,
+        cert_chain: (!chain.is_empty()).then_some(chain),
+    })
+    .map_err(EvidenceError::ParseEvidence)
+}
+
+/// The raw report and the certificates of `evidence`.
+pub fn read_snp_evidence(evidence: &serde_json::Value) -> Result<ReportAndCerts, EvidenceError> {
+    let parsed: SnpEvidence =
+        serde_json::from_value(evidence.clone()).map_err(EvidenceError::ParseEvidence)?;
+    let report = parsed
+        .attestation_report
+        .to_bytes()
+        .map_err(EvidenceError::EncodeReport)?;
+    let certs = parsed
+        .cert_chain
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let kind = match entry.cert_type {
+                CertType::ARK => CertKind::Ark,
+                CertType::ASK => CertKind::Ask,
+                CertType::VCEK => CertKind::Vcek,
+                CertType::VLEK => CertKind::Vlek,
+                _ => return None,
+            };
+            Some((kind, entry.data))
+        })
+        .collect();
+    Ok((report.as_ref().to_vec(), certs))
+}

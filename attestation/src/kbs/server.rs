@@ -1,0 +1,510 @@
+//! `umbra-attest serve`: sessions, nonces, evidence appraisal and resource
+//! release, over HTTP on TCP or a Unix socket (a guest reaches the Unix
+//! socket through hybrid vsock). Every decision is one structured log
+//! line on stderr, without secrets; every refusal is Trustee's
+//! `{type, detail}` with 400, 401, 403 or 404.
+
+use super::http::{read_message, write_message, Message};
+use crate::policy::Policy;
+use crate::report::AttestationReport;
+use crate::verify::{self, Certificates, CheckClass, Options};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use openssl::x509::X509;
+use sha2::{Digest, Sha256, Sha384};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most sessions held at once (older, expired ones are dropped first).
+const MAX_SESSIONS: usize = 4096;
+/// Most connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// The session cookie, as Trustee names it.
+pub const COOKIE: &str = "kbs-session-id";
+
+/// What the server decides with.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// Resources: `DIR/<repo>/<type>/<tag>`.
+    pub resources: PathBuf,
+    /// Resources the policy releases: `repo/type/tag`, `*` for a segment.
+    pub allowed: Vec<String>,
+    /// The policy the evidence must satisfy.
+    pub policy: Option<Policy>,
+    /// Trust roots (ARKs) the VCEK chain must end in.
+    pub trust_roots: Vec<X509>,
+    /// How long a nonce (and an unattested session) lives.
+    pub nonce_lifetime: Duration,
+    /// How long an attested session lives.
+    pub session_lifetime: Duration,
+}
+
+/// A refusal: Trustee's error type, the HTTP status, a detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// Error type (the last path segment of Trustee's error URIs).
+    pub kind: &'static str,
+    /// What was wrong, for the log and the client.
+    pub detail: String,
+}
+
+fn refuse(status: u16, kind: &'static str, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        kind,
+        detail: detail.into(),
+    }
+}
+
+struct Session {
+    nonce: String,
+    created: Instant,
+    attested: Option<Attested>,
+}
+
+struct Attested {
+    key: kbs_types::TeePubKey,
+    at: Instant,
+    token: String,
+}
+
+/// The server's state.
+pub struct Kbs {
+    config: ServeConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    seen_evidence: Mutex<HashSet<[u8; 32]>>,
+    token_key: openssl::pkey::PKey<openssl::pkey::Private>,
+    connections: AtomicUsize,
+}
+
+impl std::fmt::Debug for Kbs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kbs")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_b64(n: usize) -> Result<String, openssl::error::ErrorStack> {
+    let mut bytes = vec![0u8; n];
+    openssl::rand::rand_bytes(&mut bytes)?;
+    Ok(STANDARD.encode(bytes))
+}
+
+fn log(event: serde_json::Value) {
+    crate::errln!("{event}");
+}
+
+/// Whether `path` (`repo/type/tag`) matches `pattern` (`*` per segment).
+fn allowed(pattern: &str, path: &str) -> bool {
+    let (p, s): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == s.len() && p.iter().zip(&s).all(|(p, s)| *p == "*" || p == s)
+}
+
+/// A resource path segment: letters, digits, `.`, `_`, `-`, not `.`/`..`.
+fn segment_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl Kbs {
+    /// A server deciding with `config`.
+    pub fn new(config: ServeConfig) -> Result<Self, openssl::error::ErrorStack> {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;
+        let token_key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group)?)?;
+        Ok(Kbs {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            seen_evidence: Mutex::new(HashSet::new()),
+            token_key,
+            connections: AtomicUsize::new(0),
+        })
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `POST /kbs/v0/auth`.
+    fn auth(&self, request: &Message) -> Result<(String, Vec<u8>), Refusal> {
+        let req: kbs_types::Request = serde_json::from_slice(&request.body)
+            .map_err(|e| refuse(400, "InvalidRequest", format!("auth request: {e}")))?;
+        if req.version != umbra_kbs_client::KBS_PROTOCOL_VERSION {
+            return Err(refuse(
+                400,
+                "ProtocolVersion",
+                format!("protocol version {} (this KBS speaks 0.4.0)", req.version),
+            ));
+        }
+        if req.tee != kbs_types::Tee::Snp {
+            return Err(refuse(
+                400,
+                "UnsupportedTee",
+                "only tee \"snp\" is appraised here",
+            ));
+        }
+        let nonce = random_b64(32).map_err(|_| refuse(500, "Internal", "no randomness"))?;
+        let id = random_b64(24)
+            .map_err(|_| refuse(500, "Internal", "no randomness"))?
+            .replace(['+', '/', '='], "");
+        let mut sessions = self.sessions();
+        let lifetime = self.config.session_lifetime.max(self.config.nonce_lifetime);
+        sessions.retain(|_, s| s.created.elapsed() < lifetime);
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(refuse(503, "TooManySessions", "session table full"));
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                nonce: nonce.clone(),
+                created: Instant::now(),
+                attested: None,
+            },
+        );
+        let challenge = kbs_types::Challenge {
+            nonce,
+            extra_params: serde_json::json!({}),
+        };
+        let body = serde_json::to_vec(&challenge).unwrap_or_default();
+        Ok((id, body))
+    }
+
+    /// `POST /kbs/v0/attest`.
+    fn attest(&self, request: &Message) -> Result<Vec<u8>, Refusal> {
+        let id = request
+            .cookie(COOKIE)
+            .ok_or_else(|| refuse(401, "MissingCookie", "no kbs-session-id cookie"))?
+            .to_string();
+        let attestation: kbs_types::Attestation = serde_json::from_slice(&request.body)
+            .map_err(|e| refuse(400, "InvalidRequest", format!("attestation: {e}")))?;
+        let nonce = {
+            let mut sessions = self.sessions();
+            let session = sessions
+                .get(&id)
+                .ok_or_else(|| refuse(401, "UnknownSession", "no such session"))?;
+            if session.created.elapsed() > self.config.nonce_lifetime {
+                sessions.remove(&id);
+                return Err(refuse(
+                    401,
+                    "ExpiredSession",
+                    "the nonce's lifetime is over",
+                ));
+            }
+            if session.attested.is_some() {
+                return Err(refuse(
+                    401,
+                    "NonceUsed",
+                    "this session's nonce was already used",
+                ));
+            }
+            session.nonce.clone()
+        };
+        let runtime = &attestation.runtime_data;
+        if runtime.nonce != nonce {
+            return Err(refuse(
+                401,
+                "NonceMismatch",
+                "runtime-data carries another nonce",
+            ));
+        }
+        let (report_bytes, certs) =
+            super::evidence::read_snp_evidence(&attestation.tee_evidence.primary_evidence)
+                .map_err(|e| refuse(401, "InvalidEvidence", verify::describe(&e)))?;
+        let report = AttestationReport::from_bytes(&report_bytes)
+            .map_err(|e| refuse(401, "InvalidEvidence", verify::describe(&e)))?;
+        // The binding Trustee checks: SHA-384 of the JCS runtime data.
+        let bound = serde_json::json!({
+            "additional-evidence": attestation.tee_evidence.additional_evidence,
+            "nonce": runtime.nonce,
+            "tee-pubkey": serde_json::to_value(&runtime.tee_pubkey).unwrap_or_default(),
+        });
+        let digest = Sha384::digest(umbra_kbs_client::jcs::canonical(&bound).as_bytes());
+        let fingerprint: [u8; 32] = Sha256::digest(&report_bytes).into();
+        if self
+            .seen_evidence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&fingerprint)
+        {
+            return Err(refuse(
+                401,
+                "EvidenceReplayed",
+                "this report was presented before",
+            ));
+        }
+        if report.report_data[..48] != digest[..]
+            || report.report_data[48..].iter().any(|&b| b != 0)
+        {
+            return Err(refuse(
+                401,
+                "ReportDataMismatch",
+                "REPORT_DATA does not bind this nonce and tee-pubkey",
+            ));
+        }
+        let vcek = certs
+            .iter()
+            .find(|(k, _)| *k == super::evidence::CertKind::Vcek)
+            .and_then(|(_, der)| X509::from_der(der).ok())
+            .ok_or_else(|| refuse(401, "InvalidEvidence", "the evidence carries no VCEK"))?;
+        let cert = |kind| {
+            certs
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, der)| X509::from_der(der).ok())
+        };
+        let certificates = Certificates {
+            vek: vcek,
+            vek_kind: None,
+            intermediate: cert(super::evidence::CertKind::Ask),
+            ark: cert(super::evidence::CertKind::Ark),
+        };
+        let options = Options {
+            at_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            trust_roots: self.config.trust_roots.clone(),
+            crl: None,
+            product: None,
+        };
+        let mut verdict = verify::verify(&report, &certificates, &options);
+        let failed = |v: &verify::Verdict, class| {
+            v.checks
+                .iter()
+                .filter(|c| c.class == class && c.status == verify::Status::Fail)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        if verdict.failed(CheckClass::Authenticity) {
+            return Err(refuse(
+                401,
+                "EvidenceNotAuthentic",
+                failed(&verdict, CheckClass::Authenticity),
+            ));
+        }
+        if let Some(policy) = &self.config.policy {
+            verdict
+                .checks
+                .extend(policy.check(&report, verdict.product));
+        }
+        if verdict.failed(CheckClass::Policy) {
+            return Err(refuse(
+                403,
+                "PolicyViolation",
+                failed(&verdict, CheckClass::Policy),
+            ));
+        }
+        self.seen_evidence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fingerprint);
+        let token = self
+            .token(&report, &runtime.tee_pubkey)
+            .map_err(|_| refuse(500, "Internal", "cannot sign the token"))?;
+        let mut sessions = self.sessions();
+        let session = sessions
+            .get_mut(&id)
+            .ok_or_else(|| refuse(401, "UnknownSession", "the session ended"))?;
+        session.attested = Some(Attested {
+            key: runtime.tee_pubkey.clone(),
+            at: Instant::now(),
+            token: token.clone(),
+        });
+        Ok(serde_json::to_vec(&serde_json::json!({ "token": token })).unwrap_or_default())
+    }
+
+    /// An ES256 JWT in the shape of Trustee's attestation token.
+    fn token(
+        &self,
+        report: &AttestationReport,
+        key: &kbs_types::TeePubKey,
+    ) -> Result<String, openssl::error::ErrorStack> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT"}"#);
+        let claims = serde_json::json!({
+            "iss": "umbra-attest",
+            "iat": now,
+            "exp": now + self.config.session_lifetime.as_secs(),
+            "customized_claims": {"runtime_data": {"tee-pubkey": key}},
+            "tee": "snp",
+            "measurement": crate::hex::encode(&report.measurement),
+            "evaluation-reports": [{"policy-id": "umbra", "allow": true}],
+        });
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signing_input = format!("{header}.{payload}");
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.token_key)?;
+        let der = signer.sign_oneshot_to_vec(signing_input.as_bytes())?;
+        // JWS wants r || s, not DER.
+        let sig = openssl::ecdsa::EcdsaSig::from_der(&der)?;
+        let mut raw = sig.r().to_vec_padded(32)?;
+        raw.extend(sig.s().to_vec_padded(32)?);
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// `GET /kbs/v0/resource/<repo>/<type>/<tag>`.
+    fn resource(&self, request: &Message, path: &str) -> Result<Vec<u8>, Refusal> {
+        let id = request
+            .cookie(COOKIE)
+            .ok_or_else(|| refuse(401, "MissingCookie", "no kbs-session-id cookie"))?;
+        let key = {
+            let sessions = self.sessions();
+            let session = sessions
+                .get(id)
+                .ok_or_else(|| refuse(401, "UnknownSession", "no such session"))?;
+            let attested = session
+                .attested
+                .as_ref()
+                .ok_or_else(|| refuse(401, "NotAttested", "the session has not attested"))?;
+            if attested.at.elapsed() > self.config.session_lifetime {
+                return Err(refuse(
+                    401,
+                    "ExpiredSession",
+                    "the attested session expired",
+                ));
+            }
+            let _ = &attested.token;
+            attested.key.clone()
+        };
+        let segments: Vec<&str> = path.split('/').collect();
+        if segments.len() != 3 || !segments.iter().all(|s| segment_ok(s)) {
+            return Err(refuse(
+                404,
+                "ResourceNotFound",
+                "a resource is repo/type/tag",
+            ));
+        }
+        if !self.config.allowed.iter().any(|p| allowed(p, path)) {
+            return Err(refuse(
+                403,
+                "ResourceForbidden",
+                format!("{path} is outside the policy"),
+            ));
+        }
+        let file = segments
+            .iter()
+            .fold(self.config.resources.clone(), |p, s| p.join(s));
+        let secret = std::fs::read(&file)
+            .map_err(|_| refuse(404, "ResourceNotFound", format!("no resource {path}")))?;
+        super::jwe::seal(&key, &secret)
+            .map_err(|e| refuse(401, "InvalidTeePubKey", verify::describe(&e)))
+    }
+
+    /// Serves one request.
+    pub fn handle(&self, request: &Message) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut parts = request.start.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = target.split('?').next().unwrap_or("");
+        let json = ("Content-Type".to_string(), "application/json".to_string());
+        let result = match (method, path) {
+            ("POST", "/kbs/v0/auth") => self.auth(request).map(|(id, body)| {
+                let cookie = format!("{COOKIE}={id}; Path=/kbs; HttpOnly");
+                (
+                    vec![json.clone(), ("Set-Cookie".to_string(), cookie)],
+                    body,
+                    "auth",
+                )
+            }),
+            ("POST", "/kbs/v0/attest") => self
+                .attest(request)
+                .map(|body| (vec![json.clone()], body, "attest")),
+            ("GET", p) if p.starts_with("/kbs/v0/resource/") => self
+                .resource(request, &p["/kbs/v0/resource/".len()..])
+                .map(|body| (vec![json.clone()], body, "resource")),
+            _ => Err(refuse(404, "NotFound", format!("{method} {path}"))),
+        };
+        match result {
+            Ok((headers, body, event)) => {
+                log(serde_json::json!({"event": event, "path": path, "decision": "allow"}));
+                (200, headers, body)
+            }
+            Err(r) => {
+                log(
+                    serde_json::json!({"path": path, "decision": "refuse", "type": r.kind, "detail": r.detail}),
+                );
+                let body = serde_json::to_vec(&kbs_types::ErrorInformation {
+                    error_type: format!(
+                        "https://github.com/confidential-containers/kbs/errors/{}",
+                        r.kind
+                    ),
+                    detail: r.detail,
+                })
+                .unwrap_or_default();
+                (r.status, vec![json], body)
+            }
+        }
+    }
+
+    /// Serves one connection: one request, one response.
+    pub fn serve_connection<S: std::io::Read + std::io::Write>(&self, stream: S) {
+        let mut stream = stream;
+        let (status, headers, body) = match read_message(&mut stream) {
+            Ok(request) => self.handle(&request),
+            Err(e) => {
+                let detail = verify::describe(&e);
+                (
+                    400,
+                    Vec::new(),
+                    format!(r#"{{"type":"InvalidRequest","detail":"{detail}"}}"#).into_bytes(),
+                )
+            }
+        };
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            503 => "Service Unavailable",
+            _ => "Internal Server Error",
+        };
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let _ = write_message(
+            &mut stream,
+            &format!("HTTP/1.1 {status} {reason}"),
+            &headers,
+            &body,
+        );
+    }
+
+    /// Serves `incoming` until it ends, a thread per connection, at most
+    /// [`MAX_CONNECTIONS`] at once (more wait in the listen queue).
+    pub fn serve<S, I>(self: &Arc<Self>, incoming: I)
+    where
+        S: std::io::Read + std::io::Write + Send + 'static,
+        I: Iterator<Item = std::io::Result<S>>,
+    {
+        for stream in incoming.flatten() {
+            while self.connections.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.connections.fetch_add(1, Ordering::AcqRel);
+            let kbs = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kbs".into())
+                .spawn(move || {
+                    kbs.serve_connection(stream);
+                    kbs.connections.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                self.connections.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}

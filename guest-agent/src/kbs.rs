@@ -1,0 +1,263 @@
+//! `umbra-agent fetch-secret`: the whole KBS exchange (Trustee's RCAR
+//! protocol) from inside the guest, with the protocol logic in the shared
+//! `no_std` client library and the evidence from an [`EvidenceProvider`]
+//! (configfs-tsm in a Linux SNP guest; tests put the SNP model's signer
+//! behind the same trait, replacing only the kernel).
+
+use crate::cert_table;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use umbra_attestation::kbs::evidence::{snp_evidence, CertKind, ReportAndCerts};
+use umbra_attestation::kbs::http::{read_message, write_message, HttpError, Message};
+use umbra_kbs_client::{KbsError, KbsSession};
+
+/// Where a report comes from.
+pub trait EvidenceProvider {
+    /// Its name, for the user.
+    fn name(&self) -> &str;
+    /// A signed report carrying `report_data`, and the certificates (DER)
+    /// that came with it.
+    fn evidence(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<ReportAndCerts, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// configfs-tsm (`/sys/kernel/config/tsm/report`).
+#[derive(Debug)]
+pub struct TsmProvider {
+    /// The configfs-tsm report directory.
+    pub root: PathBuf,
+}
+
+impl EvidenceProvider for TsmProvider {
+    fn name(&self) -> &str {
+        "configfs-tsm"
+    }
+
+    fn evidence(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<ReportAndCerts, Box<dyn std::error::Error + Send + Sync>> {
+        let evidence = crate::tsm::get_report(&self.root, "umbra-kbs", report_data, None)?;
+        let certs = cert_table::parse(&evidence.certificates)?
+            .into_iter()
+            .filter_map(|(kind, der)| {
+                let kind = match kind {
+                    cert_table::CertKind::Ark => CertKind::Ark,
+                    cert_table::CertKind::Ask => CertKind::Ask,
+                    cert_table::CertKind::Vcek => CertKind::Vcek,
+                    cert_table::CertKind::Vlek => CertKind::Vlek,
+                    _ => return None,
+                };
+                Some((kind, der.to_vec()))
+            })
+            .collect();
+        Ok((evidence.report, certs))
+    }
+}
+
+/// Where the KBS listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `http://HOST:PORT`.
+    Tcp(String),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Parses `http://HOST:PORT[/]` or `unix:PATH`.
+    pub fn parse(url: &str) -> Option<Endpoint> {
+        if let Some(path) = url.strip_prefix("unix:") {
+            return Some(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let host = url.strip_prefix("http://")?.trim_end_matches('/');
+        (!host.is_empty() && !host.contains('/')).then(|| Endpoint::Tcp(host.to_string()))
+    }
+}
+
+/// Why the exchange failed; each refusal keeps the KBS's error type.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// The KBS could not be reached.
+    #[error("cannot reach the KBS")]
+    Connect(#[source] std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("HTTP exchange with the KBS failed")]
+    Http(#[from] HttpError),
+    /// The KBS refused a step.
+    #[error("the KBS refused {step} ({status} {kind}): {detail}")]
+    Refused {
+        /// `auth`, `attest` or `resource`.
+        step: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The error type it named.
+        kind: String,
+        /// Its detail.
+        detail: String,
+    },
+    /// The evidence could not be obtained.
+    #[error("cannot obtain evidence from {provider}")]
+    Evidence {
+        /// The provider.
+        provider: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A protocol step failed on this side (bad challenge, JWE...).
+    #[error("KBS protocol")]
+    Protocol(#[from] KbsError),
+    /// The evidence could not be put in Trustee's form.
+    #[error("cannot build the evidence")]
+    BuildEvidence(#[from] umbra_attestation::kbs::evidence::EvidenceError),
+}
+
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+fn exchange(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: &[u8],
+) -> Result<Message, FetchError> {
+    let mut stream: Box<dyn Stream> = match endpoint {
+        Endpoint::Tcp(host) => {
+            Box::new(std::net::TcpStream::connect(host).map_err(FetchError::Connect)?)
+        }
+        Endpoint::Unix(path) => {
+            Box::new(std::os::unix::net::UnixStream::connect(path).map_err(FetchError::Connect)?)
+        }
+    };
+    let host = match endpoint {
+        Endpoint::Tcp(h) => h.as_str(),
+        Endpoint::Unix(_) => "localhost",
+    };
+    let cookie_header = cookie.map(|c| format!("{}={c}", umbra_attestation::kbs::server::COOKIE));
+    let mut headers = vec![("Host", host), ("Content-Type", "application/json")];
+    if let Some(c) = &cookie_header {
+        headers.push(("Cookie", c));
+    }
+    write_message(
+        &mut stream,
+        &format!("{method} {path} HTTP/1.1"),
+        &headers,
+        body,
+    )?;
+    Ok(read_message(&mut stream)?)
+}
+
+fn status(message: &Message) -> u16 {
+    message
+        .start
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn refused(step: &'static str, message: &Message) -> FetchError {
+    let info: Option<kbs_types::ErrorInformation> = serde_json::from_slice(&message.body).ok();
+    let (kind, detail) = info.map_or_else(
+        || {
+            (
+                String::from("unknown"),
+                String::from_utf8_lossy(&message.body).into_owned(),
+            )
+        },
+        |i| {
+            let kind = i
+                .error_type
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (kind, i.detail)
+        },
+    );
+    FetchError::Refused {
+        step,
+        status: status(message),
+        kind,
+        detail,
+    }
+}
+
+/// Runs the exchange for `resource` (`repo/type/tag`) with a session key
+/// from `seed`; returns the secret.
+pub fn fetch_secret(
+    endpoint: &Endpoint,
+    resource: &str,
+    provider: &dyn EvidenceProvider,
+    seed: &[u8; 32],
+) -> Result<Vec<u8>, FetchError> {
+    let mut session = KbsSession::new(seed)?;
+    let auth = exchange(
+        endpoint,
+        "POST",
+        "/kbs/v0/auth",
+        None,
+        &KbsSession::auth_request(),
+    )?;
+    if status(&auth) != 200 {
+        return Err(refused("auth", &auth));
+    }
+    let cookie = auth
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .ok_or(FetchError::Protocol(KbsError::Json))?;
+    session.accept_challenge(&auth.body)?;
+    let report_data = session.report_data()?;
+    let (report, certs) =
+        provider
+            .evidence(&report_data)
+            .map_err(|source| FetchError::Evidence {
+                provider: provider.name().to_string(),
+                source,
+            })?;
+    let evidence = snp_evidence(&report, &certs)?;
+    let body = session.attest_request(evidence)?;
+    let attest = exchange(endpoint, "POST", "/kbs/v0/attest", Some(&cookie), &body)?;
+    if status(&attest) != 200 {
+        return Err(refused("attest", &attest));
+    }
+    let path = format!("/kbs/v0/resource/{resource}");
+    let got = exchange(endpoint, "GET", &path, Some(&cookie), &[])?;
+    if status(&got) != 200 {
+        return Err(refused("resource", &got));
+    }
+    Ok(session.decrypt(&got.body)?)
+}
+
+/// Whether `path` is on a filesystem that keeps data across reboots
+/// (anything but tmpfs and ramfs): a secret belongs in memory.
+pub fn is_persistent(path: &Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return true;
+    };
+    let Ok(dir) = dir.canonicalize() else {
+        return true;
+    };
+    // The longest mount point that contains the directory decides.
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point)
+                .then(|| (point.len(), fstype.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .is_none_or(|(_, fstype)| fstype != "tmpfs" && fstype != "ramfs")
+}

@@ -1,0 +1,383 @@
+//! Attested secret release end to end on the host: `umbra-attest serve`'s
+//! KBS (in process, on a Unix socket) and umbra-agent's client, with the
+//! evidence signed by the SNP firmware model for the REPORT_DATA the
+//! client asks — the kernel's configfs-tsm is the only part replaced.
+//! Every tamper is refused with its own error type. And the JWE interop
+//! with an independent JOSE implementation (python jwcrypto).
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use umbra_attestation::kbs::evidence::{CertKind, ReportAndCerts};
+use umbra_attestation::kbs::server::{Kbs, ServeConfig};
+use umbra_attestation::policy::PolicyFile;
+use umbra_guest_agent::kbs::{fetch_secret, Endpoint, EvidenceProvider, FetchError};
+use umbra_snp_model::keys::ModelKeys;
+use umbra_snp_model::psp::{Platform, SnpFirmwareModel};
+use umbra_vmm::backend::confidential::{LaunchFinishParams, PageType};
+use umbra_vmm::backend::snp_model::DirKeyStore;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+const RAM: u64 = 1 << 20;
+const SECRET: &[u8] = b"the disk key of the test guest\n";
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("umbra-kbs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn keys() -> Arc<ModelKeys> {
+    static KEYS: OnceLock<Arc<ModelKeys>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        Arc::new(ModelKeys::load_or_generate(&DirKeyStore::new(scratch("keys"))).unwrap())
+    })
+    .clone()
+}
+
+/// A guest launched by the model; its code page is `code` bytes of one
+/// value, so another value is another measurement.
+struct ModelGuest {
+    model: Mutex<SnpFirmwareModel>,
+    measurement: [u8; 48],
+}
+
+fn launch(code: u8) -> ModelGuest {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+    let mut model = SnpFirmwareModel::new(&[(0, RAM)], Some(keys()), Platform::default()).unwrap();
+    model.launch_start(0x30000, [0; 16]).unwrap();
+    model
+        .launch_update(0x1000, 4096, PageType::Normal, Some(&[code; 4096]), &mem)
+        .unwrap();
+    let measurement = model
+        .launch_finish(&LaunchFinishParams {
+            id_block: None,
+            id_auth: None,
+            auth_key_en: false,
+            host_data: [0; 32],
+            vmsa_pages: vec![vec![0; 4096]],
+        })
+        .unwrap();
+    ModelGuest {
+        model: Mutex::new(model),
+        measurement,
+    }
+}
+
+impl EvidenceProvider for ModelGuest {
+    fn name(&self) -> &str {
+        "the SNP firmware model"
+    }
+
+    fn evidence(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<ReportAndCerts, Box<dyn std::error::Error + Send + Sync>> {
+        use zerocopy::IntoBytes;
+        let report = self.model.lock().unwrap().build_report(report_data, 0)?;
+        let k = keys();
+        Ok((
+            report.as_bytes().to_vec(),
+            vec![
+                (CertKind::Vcek, k.vcek().to_der()?),
+                (CertKind::Ask, k.ask().to_der()?),
+                (CertKind::Ark, k.ark().to_der()?),
+            ],
+        ))
+    }
+}
+
+/// A KBS on a Unix socket releasing `default/key/1` to guests whose
+/// measurement is `pinned`.
+fn serve(name: &str, pinned: &[u8; 48], nonce_lifetime: Duration) -> Endpoint {
+    let dir = scratch(name);
+    let resources = dir.join("resources");
+    std::fs::create_dir_all(resources.join("default/key")).unwrap();
+    std::fs::write(resources.join("default/key/1"), SECRET).unwrap();
+    std::fs::create_dir_all(resources.join("other/key")).unwrap();
+    std::fs::write(resources.join("other/key/1"), b"not for this guest").unwrap();
+    let policy = PolicyFile {
+        measurements: vec![umbra_attestation::hex::encode(pinned)],
+        ..PolicyFile::default()
+    }
+    .compile()
+    .unwrap();
+    let kbs = Arc::new(
+        Kbs::new(ServeConfig {
+            resources,
+            allowed: vec!["default/key/*".into()],
+            policy: Some(policy),
+            trust_roots: vec![keys().ark().clone()],
+            nonce_lifetime,
+            session_lifetime: Duration::from_secs(60),
+        })
+        .unwrap(),
+    );
+    let socket = dir.join("kbs.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || kbs.serve(listener.incoming()));
+    Endpoint::Unix(socket)
+}
+
+fn refused_kind(result: Result<Vec<u8>, FetchError>) -> (String, u16, &'static str) {
+    match result {
+        Err(FetchError::Refused {
+            kind, status, step, ..
+        }) => (kind, status, step),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_attested_guest_gets_the_secret_and_nothing_else() {
+    let guest = launch(0x90);
+    let kbs = serve("happy", &guest.measurement, Duration::from_secs(60));
+    let secret = fetch_secret(&kbs, "default/key/1", &guest, &[1; 32]).unwrap();
+    assert_eq!(secret, SECRET);
+    // A resource outside the policy.
+    let outside = fetch_secret(&kbs, "other/key/1", &guest, &[2; 32]);
+    assert_eq!(
+        refused_kind(outside),
+        ("ResourceForbidden".into(), 403, "resource")
+    );
+}
+
+#[test]
+fn another_measurement_gets_no_secret() {
+    let guest = launch(0x91);
+    let kbs = serve(
+        "measurement",
+        &launch(0x92).measurement,
+        Duration::from_secs(60),
+    );
+    let (kind, status, step) = refused_kind(fetch_secret(&kbs, "default/key/1", &guest, &[3; 32]));
+    assert_eq!(
+        (kind.as_str(), status, step),
+        ("PolicyViolation", 403, "attest")
+    );
+}
+
+#[test]
+fn an_expired_nonce_is_refused() {
+    let guest = launch(0x93);
+    let kbs = serve("expired", &guest.measurement, Duration::ZERO);
+    let (kind, _, step) = refused_kind(fetch_secret(&kbs, "default/key/1", &guest, &[4; 32]));
+    assert_eq!((kind.as_str(), step), ("ExpiredSession", "attest"));
+}
+
+// The tampers below speak the protocol by hand, through the library's
+// HTTP helpers, so that one field at a time can be wrong.
+mod by_hand {
+    use super::*;
+    use umbra_attestation::kbs::evidence::snp_evidence;
+    use umbra_attestation::kbs::http::{read_message, write_message, Message};
+    use umbra_kbs_client::KbsSession;
+
+    pub fn post(kbs: &Endpoint, path: &str, cookie: Option<&str>, body: &[u8]) -> Message {
+        let Endpoint::Unix(socket) = kbs else {
+            unreachable!()
+        };
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        let c = cookie.map(|c| format!("kbs-session-id={c}"));
+        let mut headers = vec![("Host", "localhost")];
+        if let Some(c) = &c {
+            headers.push(("Cookie", c.as_str()));
+        }
+        write_message(&mut s, &format!("POST {path} HTTP/1.1"), &headers, body).unwrap();
+        read_message(&mut s).unwrap()
+    }
+
+    pub fn kind(m: &Message) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+        v["type"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A session that authenticated: its cookie and client state.
+    pub fn auth(kbs: &Endpoint, seed: u8) -> (String, KbsSession) {
+        let mut session = KbsSession::new(&[seed; 32]).unwrap();
+        let m = post(kbs, "/kbs/v0/auth", None, &KbsSession::auth_request());
+        let cookie = m.header("set-cookie").unwrap().split(';').next().unwrap();
+        session.accept_challenge(&m.body).unwrap();
+        (cookie.split_once('=').unwrap().1.to_string(), session)
+    }
+
+    pub fn evidence_for(guest: &ModelGuest, session: &KbsSession) -> serde_json::Value {
+        let (report, certs) = guest.evidence(&session.report_data().unwrap()).unwrap();
+        snp_evidence(&report, &certs).unwrap()
+    }
+}
+
+#[test]
+fn every_tamper_is_refused_with_its_own_error() {
+    use by_hand::*;
+    let guest = launch(0x94);
+    let kbs = serve("tampers", &guest.measurement, Duration::from_secs(60));
+
+    // Wrong nonce: the runtime data answers another challenge.
+    let (cookie, session) = auth(&kbs, 5);
+    let (_, other) = auth(&kbs, 6);
+    let evidence = evidence_for(&guest, &other);
+    let m = post(
+        &kbs,
+        "/kbs/v0/attest",
+        Some(&cookie),
+        &other.attest_request(evidence).unwrap(),
+    );
+    assert_eq!(kind(&m), "NonceMismatch");
+
+    // The right nonce and evidence: accepted. The request is also what
+    // Trustee's KBS reads: kbs-types' Attestation, and the sev crate's
+    // serde form of the report inside.
+    let evidence = evidence_for(&guest, &session);
+    let body = session.attest_request(evidence.clone()).unwrap();
+    let parsed: kbs_types::Attestation = serde_json::from_slice(&body).unwrap();
+    assert_eq!(parsed.runtime_data.nonce.len(), 44);
+    assert!(parsed.tee_evidence.primary_evidence["attestation_report"]["measurement"].is_array());
+    let m = post(&kbs, "/kbs/v0/attest", Some(&cookie), &body);
+    assert!(
+        m.start.contains(" 200 "),
+        "{}",
+        String::from_utf8_lossy(&m.body)
+    );
+    let token: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+    assert_eq!(token["token"].as_str().unwrap().split('.').count(), 3);
+
+    // The nonce used twice.
+    let m = post(&kbs, "/kbs/v0/attest", Some(&cookie), &body);
+    assert_eq!(kind(&m), "NonceUsed");
+
+    // The same evidence replayed in a new session.
+    let (cookie2, session2) = auth(&kbs, 7);
+    let m = post(
+        &kbs,
+        "/kbs/v0/attest",
+        Some(&cookie2),
+        &session2.attest_request(evidence).unwrap(),
+    );
+    assert_eq!(kind(&m), "EvidenceReplayed");
+
+    // Evidence bound to one key, runtime data naming another.
+    let (cookie3, session3) = auth(&kbs, 8);
+    let mut impostor = umbra_kbs_client::KbsSession::new(&[9; 32]).unwrap();
+    let nonce: serde_json::Value =
+        serde_json::from_slice(&session3.attest_request(serde_json::json!({})).unwrap()).unwrap();
+    impostor
+        .accept_challenge(
+            serde_json::json!({"nonce": nonce["runtime-data"]["nonce"], "extra-params": {}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let evidence = evidence_for(&guest, &session3);
+    let m = post(
+        &kbs,
+        "/kbs/v0/attest",
+        Some(&cookie3),
+        &impostor.attest_request(evidence).unwrap(),
+    );
+    assert_eq!(kind(&m), "ReportDataMismatch");
+
+    // Evidence signed by a chip the trust root does not know: the model
+    // with fresh keys is another chip with another ARK.
+    let (cookie4, session4) = auth(&kbs, 10);
+    let (report, _) = guest.evidence(&session4.report_data().unwrap()).unwrap();
+    let stranger = ModelKeys::load_or_generate(&DirKeyStore::new(scratch("stranger"))).unwrap();
+    let certs = vec![
+        (CertKind::Vcek, stranger.vcek().to_der().unwrap()),
+        (CertKind::Ask, stranger.ask().to_der().unwrap()),
+    ];
+    let evidence = umbra_attestation::kbs::evidence::snp_evidence(&report, &certs).unwrap();
+    let m = post(
+        &kbs,
+        "/kbs/v0/attest",
+        Some(&cookie4),
+        &session4.attest_request(evidence).unwrap(),
+    );
+    assert_eq!(kind(&m), "EvidenceNotAuthentic");
+
+    // No session at all, and a resource before attesting.
+    let m = post(&kbs, "/kbs/v0/attest", Some("nope"), b"{}");
+    assert!(matches!(
+        kind(&m).as_str(),
+        "UnknownSession" | "InvalidRequest"
+    ));
+}
+
+/// python3 with jwcrypto, if installed (CI installs it).
+fn jwcrypto() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import jwcrypto"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("UMBRA_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "UMBRA_REQUIRE_PEERS=1 but python3 jwcrypto is missing"
+        );
+        eprintln!("skipped: python3 jwcrypto is missing");
+    }
+    ok
+}
+
+fn python(script: &str, dir: &Path) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn jwes_interoperate_with_jwcrypto() {
+    if !jwcrypto() {
+        return;
+    }
+    let dir = scratch("jwcrypto");
+    // jwcrypto's key; umbra-attest serve seals for it; jwcrypto opens.
+    let public = python(
+        "from jwcrypto import jwk\nk = jwk.JWK.generate(kty='EC', crv='P-256')\nopen('k.json','w').write(k.export())\nprint(k.export_public())",
+        &dir,
+    );
+    let jwk: serde_json::Value = serde_json::from_str(public.trim()).unwrap();
+    let key = kbs_types::TeePubKey::EC {
+        crv: "P-256".into(),
+        alg: "ECDH-ES+A256KW".into(),
+        x: jwk["x"].as_str().unwrap().into(),
+        y: jwk["y"].as_str().unwrap().into(),
+    };
+    let sealed = umbra_attestation::kbs::jwe::seal(&key, SECRET).unwrap();
+    std::fs::write(dir.join("sealed.json"), &sealed).unwrap();
+    let opened = python(
+        "from jwcrypto import jwk, jwe\nk = jwk.JWK.from_json(open('k.json').read())\nt = jwe.JWE()\nt.deserialize(open('sealed.json').read(), key=k)\nimport sys; sys.stdout.write(t.payload.decode())",
+        &dir,
+    );
+    assert_eq!(opened.as_bytes(), SECRET);
+    // The agent's key; jwcrypto seals for it; the agent opens.
+    let session = umbra_kbs_client::KbsSession::new(&[11; 32]).unwrap();
+    let pubkey = serde_json::to_value(session.tee_pubkey()).unwrap();
+    std::fs::write(dir.join("agent.json"), pubkey.to_string()).unwrap();
+    let theirs = python(
+        "import json\nfrom jwcrypto import jwk, jwe\nk = jwk.JWK(**{f: v for f, v in json.load(open('agent.json')).items() if f in ('kty','crv','x','y')})\nt = jwe.JWE(b'sealed by jwcrypto', protected=json.dumps({'alg':'ECDH-ES+A256KW','enc':'A256GCM'}))\nt.add_recipient(k)\nprint(t.serialize())",
+        &dir,
+    );
+    assert_eq!(
+        session.decrypt(theirs.trim().as_bytes()).unwrap(),
+        b"sealed by jwcrypto"
+    );
+}
