@@ -18,6 +18,10 @@ pub enum VerifyError {
     /// The table carries no VCEK or VLEK to check the signature with.
     #[error("the host's certificate table carries no VCEK or VLEK")]
     FindVek,
+    /// The host gave no certificate table at all (the normal case when it
+    /// does not implement the extended report).
+    #[error("the host supplied no certificates: verify on a machine that has them, e.g. `umbra-attest fetch vcek --report report.bin` and `umbra-attest verify --report report.bin --certs DIR` with the VCEK (or VLEK), ASK and ARK")]
+    NoCertificates,
     /// A certificate in the table does not parse.
     #[error("a certificate in the host's table does not parse")]
     ParseCertificate(#[source] umbra_attestation::chain::ChainError),
@@ -31,6 +35,9 @@ pub fn verify_with_table(
     now: i64,
 ) -> Result<Vec<Check>, VerifyError> {
     let entries = cert_table::parse(table).map_err(VerifyError::ParseTable)?;
+    if entries.is_empty() {
+        return Err(VerifyError::NoCertificates);
+    }
     let find = |kind: CertKind| entries.iter().find(|(k, _)| *k == kind).map(|(_, b)| *b);
     let (vek, kind) = match (find(CertKind::Vcek), find(CertKind::Vlek)) {
         (Some(v), _) => (v, VekKind::Vcek),

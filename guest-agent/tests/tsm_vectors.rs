@@ -98,3 +98,62 @@ fn cli_writes_the_report_and_certs_and_verifies_them() {
     assert_eq!(fs::read(out_dir.join("vcek.der")).unwrap(), vcek);
     assert_eq!(fs::read(root.join("report.bin")).unwrap(), report);
 }
+
+/// The real Linux configfs-tsm capture laid out as configfs lays it out:
+/// the CLI writes ark/ask/vcek from auxblob and verifies; with an empty
+/// auxblob it says the host supplied no certificates, not "malformed".
+#[test]
+fn cli_on_the_real_capture_and_on_an_empty_auxblob() {
+    let Some(v) = vectors() else { return };
+    let capture = v.join("configfs-tsm-veraison");
+    let report = fs::read(capture.join("derived-outblob.bin")).unwrap();
+    let root = fake_entry("capture", &report);
+    fs::write(
+        root.join("e/auxblob"),
+        fs::read(capture.join("derived-auxblob.bin")).unwrap(),
+    )
+    .unwrap();
+    let report_data = umbra_attestation::hex::encode(&report[0x50..0x90]);
+    let certs = root.join("certs");
+    let run = |certs: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_umbra-agent"))
+            .args([
+                "report",
+                "--entry",
+                "e",
+                "--verify",
+                "--report-data",
+                &report_data,
+            ])
+            .arg("--tsm-root")
+            .arg(&root)
+            .arg("--certs-dir")
+            .arg(certs)
+            .arg("--out")
+            .arg(root.join("report.bin"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&certs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok   report-signature"), "{stdout}");
+    for file in ["ark.der", "ask.der", "vcek.der"] {
+        assert!(certs.join(file).is_file(), "{file}");
+    }
+    fs::write(root.join("e/auxblob"), b"").unwrap();
+    let out = run(&root.join("certs2"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the host supplied no certificates"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--certs DIR"), "{stderr}");
+    assert!(!stderr.contains("malformed"), "{stderr}");
+}
