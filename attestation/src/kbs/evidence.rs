@@ -22,8 +22,9 @@ pub enum EvidenceError {
     EncodeReport(#[source] std::io::Error),
 }
 
+/// SNP evidence, typed (what `tee-evidence.primary_evidence` holds).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SnpEvidence {
+pub struct SnpEvidence {
     attestation_report: SevReport,
     cert_chain: Option<Vec<CertTableEntry>>,
 }
@@ -73,6 +74,35 @@ pub fn snp_evidence(
 pub fn read_snp_evidence(evidence: &serde_json::Value) -> Result<ReportAndCerts, EvidenceError> {
     let parsed: SnpEvidence =
         serde_json::from_value(evidence.clone()).map_err(EvidenceError::ParseEvidence)?;
+    split(parsed)
+}
+
+/// An attestation request as the KBS reads it: Trustee's
+/// `kbs_types::Attestation` with the SNP evidence parsed in the same pass
+/// (no intermediate JSON value).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SnpAttestation {
+    /// Optional init-data.
+    pub init_data: Option<kbs_types::InitData>,
+    /// The nonce and the key.
+    pub runtime_data: kbs_types::RuntimeData,
+    /// The evidence.
+    pub tee_evidence: SnpTeeEvidence,
+}
+
+/// `tee-evidence` with SNP primary evidence.
+#[derive(serde::Deserialize)]
+pub struct SnpTeeEvidence {
+    /// The SNP evidence.
+    pub primary_evidence: SnpEvidence,
+    /// Bound into REPORT_DATA as it is.
+    #[serde(default)]
+    pub additional_evidence: String,
+}
+
+/// The raw report and the certificates of parsed evidence.
+pub fn split(parsed: SnpEvidence) -> Result<ReportAndCerts, EvidenceError> {
     let report = parsed
         .attestation_report
         .to_bytes()

@@ -78,6 +78,9 @@ pub struct Kbs {
     config: ServeConfig,
     sessions: Mutex<HashMap<String, Session>>,
     seen_evidence: Mutex<HashSet<[u8; 32]>>,
+    /// Certificate chains verified in the last minute, by the digest of
+    /// the certificates and the report fields the chain checks read.
+    chains: Mutex<HashMap<[u8; 32], (Instant, Vec<verify::Check>, verify::VerifiedChain)>>,
     token_key: openssl::pkey::PKey<openssl::pkey::Private>,
     connections: AtomicUsize,
 }
@@ -125,6 +128,7 @@ impl Kbs {
             config,
             sessions: Mutex::new(HashMap::new()),
             seen_evidence: Mutex::new(HashSet::new()),
+            chains: Mutex::new(HashMap::new()),
             token_key,
             connections: AtomicUsize::new(0),
         })
@@ -184,7 +188,7 @@ impl Kbs {
             .cookie(COOKIE)
             .ok_or_else(|| refuse(401, "MissingCookie", "no kbs-session-id cookie"))?
             .to_string();
-        let attestation: kbs_types::Attestation = serde_json::from_slice(&request.body)
+        let attestation: super::evidence::SnpAttestation = serde_json::from_slice(&request.body)
             .map_err(|e| refuse(400, "InvalidRequest", format!("attestation: {e}")))?;
         let nonce = {
             let mut sessions = self.sessions();
@@ -216,14 +220,15 @@ impl Kbs {
                 "runtime-data carries another nonce",
             ));
         }
+        let additional = attestation.tee_evidence.additional_evidence;
         let (report_bytes, certs) =
-            super::evidence::read_snp_evidence(&attestation.tee_evidence.primary_evidence)
+            super::evidence::split(attestation.tee_evidence.primary_evidence)
                 .map_err(|e| refuse(401, "InvalidEvidence", verify::describe(&e)))?;
         let report = AttestationReport::from_bytes(&report_bytes)
             .map_err(|e| refuse(401, "InvalidEvidence", verify::describe(&e)))?;
         // The binding Trustee checks: SHA-384 of the JCS runtime data.
         let bound = serde_json::json!({
-            "additional-evidence": attestation.tee_evidence.additional_evidence,
+            "additional-evidence": additional,
             "nonce": runtime.nonce,
             "tee-pubkey": serde_json::to_value(&runtime.tee_pubkey).unwrap_or_default(),
         });
@@ -276,7 +281,7 @@ impl Kbs {
             crl: None,
             product: None,
         };
-        let mut verdict = verify::verify(&report, &certificates, &options);
+        let mut verdict = self.appraise(&report, &report_bytes, &certs, &certificates, &options);
         let failed = |v: &verify::Verdict, class| {
             v.checks
                 .iter()
@@ -321,6 +326,65 @@ impl Kbs {
             token: token.clone(),
         });
         Ok(serde_json::to_vec(&serde_json::json!({ "token": token })).unwrap_or_default())
+    }
+
+    /// The authenticity verdict. A chain verified in the last minute for
+    /// the same certificates and the same report fields the chain checks
+    /// read (version, signing key, CPUID) is not verified again: only the
+    /// report's own checks (signature, chip, TCB) run.
+    fn appraise(
+        &self,
+        report: &AttestationReport,
+        raw: &[u8],
+        certs: &[(super::evidence::CertKind, Vec<u8>)],
+        certificates: &Certificates,
+        options: &Options,
+    ) -> verify::Verdict {
+        const CACHE_FOR: Duration = Duration::from_secs(60);
+        const CACHE_MAX: usize = 256;
+        let mut hash = Sha256::new();
+        for (kind, der) in certs {
+            hash.update([*kind as u8]);
+            hash.update((der.len() as u64).to_le_bytes());
+            hash.update(der);
+        }
+        // version, then key_info, then the CPUID bytes (ABI table 23).
+        hash.update(&raw[0..4]);
+        hash.update(&raw[0x48..0x4C]);
+        hash.update(&raw[0x188..0x18B]);
+        let key: [u8; 32] = hash.finalize().into();
+        let cached = {
+            let chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+            chains
+                .get(&key)
+                .filter(|(at, _, _)| at.elapsed() < CACHE_FOR)
+                .map(|(_, checks, chain)| (checks.clone(), chain.clone()))
+        };
+        let (mut checks, chain) = match cached {
+            Some((checks, chain)) => (checks, Some(chain)),
+            None => {
+                let (checks, chain) = verify::verify_chain(report, certificates, options);
+                if let Some(chain) = &chain {
+                    if !checks.iter().any(|c| c.status == verify::Status::Fail) {
+                        let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+                        chains.retain(|_, (at, _, _)| at.elapsed() < CACHE_FOR);
+                        if chains.len() < CACHE_MAX {
+                            chains.insert(key, (Instant::now(), checks.clone(), chain.clone()));
+                        }
+                    }
+                }
+                (checks, chain)
+            }
+        };
+        match chain {
+            Some(chain) => {
+                checks.extend(verify::verify_report(report, &chain));
+                let product = Some(chain.product);
+                verify::Verdict { product, checks }
+            }
+            // A chain that fails gets the whole diagnosis.
+            None => verify::verify(report, certificates, options),
+        }
     }
 
     /// An ES256 JWT in the shape of Trustee's attestation token.
