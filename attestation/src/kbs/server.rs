@@ -73,6 +73,9 @@ struct Attested {
     token: String,
 }
 
+/// A verified chain: when, its checks, the chain.
+type CachedChain = (Instant, Vec<verify::Check>, verify::VerifiedChain);
+
 /// The server's state.
 pub struct Kbs {
     config: ServeConfig,
@@ -80,7 +83,7 @@ pub struct Kbs {
     seen_evidence: Mutex<HashSet<[u8; 32]>>,
     /// Certificate chains verified in the last minute, by the digest of
     /// the certificates and the report fields the chain checks read.
-    chains: Mutex<HashMap<[u8; 32], (Instant, Vec<verify::Check>, verify::VerifiedChain)>>,
+    chains: Mutex<HashMap<[u8; 32], CachedChain>>,
     token_key: openssl::pkey::PKey<openssl::pkey::Private>,
     connections: AtomicUsize,
 }
