@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// A virtio-iommu for the devices given `iommu=on`.
     #[arg(long)]
     iommu: bool,
+    /// Per-thread seccomp filters: on (a forbidden call ends the VMM with
+    /// SIGSYS), log (the kernel logs it), off.
+    #[arg(long, value_enum, default_value = "on")]
+    seccomp: crate::seccomp::SeccompMode,
     /// ACPI tables for --kernel boots (off: virtio_mmio.device= on the
     /// kernel command line instead).
     #[arg(long, value_enum, default_value = "on")]
@@ -213,6 +217,7 @@ impl RunArgs {
             rng: self.rng,
             vsock: self.vsock.clone(),
             iommu: self.iommu,
+            seccomp: self.seccomp,
             acpi: self.acpi == Switch::On,
         })
     }

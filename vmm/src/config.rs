@@ -165,6 +165,8 @@ pub struct VmConfig {
     pub vsock: Option<crate::device_config::VsockConfig>,
     /// A virtio-iommu (`--iommu`) for the devices given `iommu=on`.
     pub iommu: bool,
+    /// Per-thread seccomp filters (`--seccomp`).
+    pub seccomp: crate::seccomp::SeccompMode,
     /// ACPI tables for `--kernel` boots (`--acpi on`, the default); with
     /// `--acpi off` the kernel finds the virtio-mmio transports through
     /// `virtio_mmio.device=` on its command line instead.
@@ -226,6 +228,7 @@ impl VmConfig {
             rng: false,
             vsock: None,
             iommu: false,
+            seccomp: crate::seccomp::SeccompMode::On,
             acpi: true,
         }
     }

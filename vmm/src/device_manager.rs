@@ -391,7 +391,7 @@ pub(crate) fn attach<V: Vm + 'static>(
         None
     } else {
         Some(
-            EventLoop::start(sources)
+            EventLoop::start(sources, config.seccomp)
                 .map_err(|e| DeviceError::HostSetup("the device event loop", e))?,
         )
     };

@@ -33,7 +33,10 @@ pub(crate) struct EventLoop {
 
 impl EventLoop {
     /// Starts a thread that serves `sources` until the loop is dropped.
-    pub(crate) fn start(sources: Vec<Source>) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        sources: Vec<Source>,
+        seccomp: crate::seccomp::SeccompMode,
+    ) -> std::io::Result<Self> {
         let exit = EventFd::new(libc::EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
         let exit_token = u64::MAX;
@@ -51,7 +54,16 @@ impl EventLoop {
         }
         let thread = std::thread::Builder::new()
             .name("devices".into())
-            .spawn(move || serve(epoll, sources, exit_token))?;
+            .spawn(move || {
+                // Confined before it serves anything a guest wrote.
+                if let Err(e) =
+                    crate::seccomp::install(crate::seccomp::ThreadKind::Devices, seccomp)
+                {
+                    log::error!("device thread: {}", crate::error::error_chain(&e));
+                    return;
+                }
+                serve(epoll, sources, exit_token)
+            })?;
         Ok(EventLoop {
             exit,
             thread: Some(thread),
@@ -115,7 +127,7 @@ mod tests {
                 Interest::Keep
             }),
         };
-        let event_loop = EventLoop::start(vec![source]).unwrap();
+        let event_loop = EventLoop::start(vec![source], crate::seccomp::SeccompMode::Off).unwrap();
         fd.write(5).unwrap();
         assert_eq!(rx.recv().unwrap(), 5);
         drop(event_loop);

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod page_state;
 pub mod run;
 pub mod run_control;
+pub mod seccomp;
 pub mod shared_memory;
 pub mod snp_policy;
 pub(crate) mod sync;

@@ -56,6 +56,9 @@ pub enum VmmError {
     /// Guest images could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A seccomp filter could not be installed.
+    #[error("cannot confine the VMM's threads")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The ACPI tables could not be built.
     #[error("cannot build the ACPI tables")]
     Acpi(#[from] crate::acpi::AcpiError),
@@ -306,8 +309,14 @@ where
         halted: Default::default(),
         vcpu_count: config.vcpus,
         first_instruction: OnceLock::new(),
+        seccomp: config.seccomp,
     });
+    if config.seccomp != crate::seccomp::SeccompMode::Off {
+        crate::seccomp::install_sigsys_handler().map_err(VmmError::InstallKickHandler)?;
+    }
     let mut threads = vcpu::spawn(vcpus, &context).map_err(VmmError::SpawnVcpu)?;
+    // The main thread last, once it has started the others.
+    crate::seccomp::install(crate::seccomp::ThreadKind::Main, config.seccomp)?;
 
     let deadline = config.timeout.map(|t| Instant::now() + t);
     if !control.wait(deadline) {

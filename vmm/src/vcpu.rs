@@ -26,6 +26,8 @@ pub(crate) struct VcpuContext {
     pub(crate) halted: AtomicU32,
     pub(crate) vcpu_count: u32,
     pub(crate) first_instruction: OnceLock<Instant>,
+    /// The vCPU threads' seccomp mode.
+    pub(crate) seccomp: crate::seccomp::SeccompMode,
 }
 
 /// What the loop does after an exit.
@@ -58,6 +60,18 @@ pub(crate) fn spawn<V: Vcpu + 'static>(
             .name(format!("vcpu{}", vcpu.index()))
             .spawn(move || {
                 let _running = running;
+                // Confined before the guest runs a single instruction.
+                if let Err(e) =
+                    crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu, ctx.seccomp)
+                {
+                    log::error!("vCPU {}: {}", vcpu.index(), crate::error::error_chain(&e));
+                    ctx.control
+                        .request_stop(crate::run_control::StopReason::VmmError(
+                            crate::error::error_chain(&e),
+                        ));
+                    return VcpuExitCounts::default();
+                }
+                crate::seccomp::selftest(crate::seccomp::ThreadKind::Vcpu);
                 vcpu_loop(vcpu, &ctx)
             });
         match spawned {
@@ -268,6 +282,7 @@ mod tests {
             halted: AtomicU32::new(0),
             vcpu_count: vcpus,
             first_instruction: OnceLock::new(),
+            seccomp: crate::seccomp::SeccompMode::Off,
         }
     }
 
