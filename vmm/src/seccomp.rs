@@ -150,14 +150,18 @@ const MAIN: &[i64] = &[
 ];
 
 fn program(kind: ThreadKind, mode: SeccompMode) -> Result<BpfProgram, SeccompError> {
-    let extra = match kind {
-        ThreadKind::Vcpu => VCPU,
-        ThreadKind::Devices => DEVICES,
-        ThreadKind::Main => MAIN,
+    // Threads inherit their creator's filter: the main thread's must also
+    // allow what the threads it starts for a later VM need (a library
+    // caller may run VM after VM from one thread), and `seccomp` itself
+    // for them to add their own.
+    let extra: Vec<i64> = match kind {
+        ThreadKind::Vcpu => VCPU.to_vec(),
+        ThreadKind::Devices => DEVICES.to_vec(),
+        ThreadKind::Main => [MAIN, VCPU, DEVICES, &[libc::SYS_seccomp]].concat(),
     };
     let rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()
-        .chain(extra)
+        .chain(&extra)
         .map(|&call| (call, Vec::new()))
         .collect();
     let mismatch = match mode {
@@ -168,13 +172,24 @@ fn program(kind: ThreadKind, mode: SeccompMode) -> Result<BpfProgram, SeccompErr
     Ok(filter.try_into()?)
 }
 
+thread_local! {
+    /// Whether this thread already carries the main thread's filter: a
+    /// library caller that runs VM after VM from one thread gets it once
+    /// (filters stack, and the kernel bounds their total size).
+    static MAIN_CONFINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Installs `kind`'s filter on the calling thread (nothing with `off`).
 pub(crate) fn install(kind: ThreadKind, mode: SeccompMode) -> Result<(), SeccompError> {
-    if mode == SeccompMode::Off {
+    if mode == SeccompMode::Off || (kind == ThreadKind::Main && MAIN_CONFINED.get()) {
         return Ok(());
     }
     let program = program(kind, mode)?;
-    seccompiler::apply_filter(&program).map_err(SeccompError::Install)
+    seccompiler::apply_filter(&program).map_err(SeccompError::Install)?;
+    if kind == ThreadKind::Main {
+        MAIN_CONFINED.set(true);
+    }
+    Ok(())
 }
 
 /// The SIGSYS handler: names the thread and the call, then ends the VMM
