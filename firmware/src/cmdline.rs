@@ -17,6 +17,9 @@ pub enum Scenario {
     Hello,
     /// Write to the ROM and check the bytes did not change.
     RomWrite,
+    /// Write to the ROM `count=N` times (default a million): the VMM must
+    /// refuse every write, stay fast and keep its log bounded.
+    Flood,
     /// Touch the guard range and check no memory answered.
     Guard,
     /// Every vCPU checks in.
@@ -67,9 +70,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 23] = [
+    pub const ALL: [(&'static str, Scenario); 24] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
+        ("flood", Scenario::Flood),
         ("guard", Scenario::Guard),
         ("smp", Scenario::Smp),
         ("memtest", Scenario::Memtest),

@@ -344,6 +344,10 @@ where
     if let Some(dir) = config.snp.attest_out.as_ref() {
         vm.write_evidence(dir)?;
     }
+    let violations = context.violations.count();
+    if violations > 16 {
+        log::warn!("{violations} violations in all; the log shows the first 16 and then every power of two");
+    }
     let snp = vm.confidential_metrics();
     let ms = |t: Instant| t.saturating_duration_since(process_start).as_secs_f64() * 1000.0;
     let metrics = RunMetrics {

@@ -57,15 +57,24 @@ pub struct ViolationLog {
     recorded: Mutex<Vec<Violation>>,
 }
 
-/// Violations logged one by one before the log thins out.
+/// Events logged one by one before the log thins out.
 const LOGGED_IN_FULL: u64 = 16;
-/// After that, one line per this many.
-const LOG_EVERY: u64 = 1024;
 
-/// Whether violation number `n` (from 1) gets a log line: the rate limit
-/// for every log line a guest can trigger at will.
+/// Whether event number `n` (from 1) gets a log line: the rate limit for
+/// every log line a guest can trigger at will. The first
+/// [`LOGGED_IN_FULL`], then the 32nd, 64th, 128th...: a guest that makes a
+/// billion of them writes about 45 lines, each saying how many there were.
 pub(crate) fn should_log(n: u64) -> bool {
-    n <= LOGGED_IN_FULL || n.is_multiple_of(LOG_EVERY)
+    n <= LOGGED_IN_FULL || n.is_power_of_two()
+}
+
+/// How many events went unlogged before event `n` (which is logged).
+pub(crate) fn suppressed_before(n: u64) -> u64 {
+    if n <= LOGGED_IN_FULL + 1 {
+        0
+    } else {
+        n - (n / 2).max(LOGGED_IN_FULL) - 1
+    }
 }
 
 impl ViolationLog {
@@ -99,9 +108,9 @@ impl ViolationLog {
     }
 
     /// Records and logs a violation; returns true when the VM must stop.
-    /// A guest controls how many there are, so the log is bounded: the
-    /// first [`LOGGED_IN_FULL`] are logged, then every
-    /// [`LOG_EVERY`]th with the count (all are counted).
+    /// A guest controls how many there are, so the log is bounded
+    /// ([`should_log`]); every line says how many went unlogged before it
+    /// (all are counted).
     pub fn record(&self, violation: Violation) -> bool {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         if !should_log(n) {
@@ -115,8 +124,12 @@ impl ViolationLog {
             .region
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
+        let suppressed = match suppressed_before(n) {
+            0 => String::new(),
+            k => format!(" ({k} since the last line not logged)"),
+        };
         log::warn!(
-            "violation #{n}: {:?} {} of {} bytes at {:#x}{} by vCPU {}",
+            "violation #{n}: {:?} {} of {} bytes at {:#x}{} by vCPU {}{suppressed}",
             violation.kind,
             match violation.access {
                 Access::Read => "read",
@@ -151,9 +164,13 @@ mod tests {
 
     #[test]
     fn a_flood_of_violations_is_logged_sparsely() {
-        let logged = (1..=100_000u64).filter(|n| should_log(*n)).count();
-        assert_eq!(logged, 16 + 100_000 / 1024);
+        let logged = (1..=1_000_000u64).filter(|n| should_log(*n)).count();
+        // 1-16, then 32, 64, ... 524288.
+        assert_eq!(logged, 16 + 15);
         assert!(should_log(1) && should_log(16) && !should_log(17) && should_log(1024));
+        assert_eq!(suppressed_before(16), 0);
+        assert_eq!(suppressed_before(32), 15);
+        assert_eq!(suppressed_before(64), 31);
     }
 
     #[test]

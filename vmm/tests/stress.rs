@@ -66,5 +66,36 @@ fn smp_with_16_vcpus_completes() {
     }
     let out = umbra(&["run", "--vcpus", "16", "--cmdline", "scenario=smp"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("smp: 16 of 16 vCPUs checked in: ok"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("smp: 16 of 16 vCPUs checked in: ok"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_million_refusals_leave_a_bounded_log() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = common::scratch("flood");
+    let m = dir.join("m.json");
+    let out = umbra(&[
+        "run",
+        "--on-violation",
+        "log",
+        "--cmdline",
+        "scenario=flood count=1000000",
+        "--metrics-json",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(stdout(&out).contains("flood: 1000000 writes to ROM, every one refused: ok"));
+    assert_eq!(common::metrics(&m)["violation_count"], 1_000_000);
+    // 16 lines, then one per power of two, then the total: a fixed bound
+    // however long the guest keeps going.
+    let log = common::stderr(&out);
+    assert!(log.lines().count() <= 40, "{} lines", log.lines().count());
+    assert!(log.len() < 8192, "{} bytes of log", log.len());
+    assert!(log.contains("1000000 violations in all"), "{log}");
 }

@@ -118,6 +118,7 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
     let code = match cmdline.scenario() {
         Ok(Scenario::Hello) => scenarios::hello(),
         Ok(Scenario::RomWrite) => scenarios::rom_write(),
+        Ok(Scenario::Flood) => scenarios::flood(&cmdline),
         Ok(Scenario::Guard) => scenarios::guard(info),
         Ok(Scenario::Smp) => scenarios::smp(info, checkin_counter()),
         Ok(Scenario::Memtest) => scenarios::memtest(info, &cmdline),

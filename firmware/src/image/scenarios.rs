@@ -35,6 +35,31 @@ pub fn rom_write() -> u32 {
     }
 }
 
+/// `count=N` refused ROM writes (default a million).
+pub fn flood(cmdline: &Cmdline) -> u32 {
+    let count = cmdline.number("count").unwrap_or(1_000_000);
+    let target = ptr::addr_of!(ROM_CANARY).cast_mut();
+    // SAFETY: as in `rom_write`: the canary is ROM, the writes are the
+    // point, and the VMM refuses each of them.
+    let before = unsafe { ptr::read_volatile(target) };
+    for i in 0..count {
+        // SAFETY: as above.
+        unsafe { ptr::write_volatile(target, i) };
+    }
+    // SAFETY: as above.
+    let after = unsafe { ptr::read_volatile(target) };
+    io::print("flood: ");
+    io::print_dec(count);
+    io::print(" writes to ROM");
+    if before == after {
+        io::print(", every one refused: ok\n");
+        0
+    } else {
+        io::print(", ROM CHANGED: fail\n");
+        EXIT_FAILED
+    }
+}
+
 pub fn guard(info: &BootInfo) -> u32 {
     if !info.is_valid() || info.guard_size == 0 {
         io::print("guard: no guard range given\n");
