@@ -382,6 +382,15 @@ fn content_length(head: &[u8]) -> Option<usize> {
     header(&String::from_utf8_lossy(head), "content-length").and_then(|v| v.parse().ok())
 }
 
+/// The fuzz target's door to [`parse_response`]: the status and body of a
+/// raw KDS response.
+#[doc(hidden)]
+pub fn fuzz_parse_response(raw: &[u8]) -> Option<(u16, usize)> {
+    parse_response(raw, "kds.fuzz")
+        .ok()
+        .map(|r| (r.status, r.body.len()))
+}
+
 /// Splits status, headers and body; undoes chunked transfer encoding.
 fn parse_response(raw: &[u8], host: &str) -> Result<Response, KdsError> {
     let bad = |detail: &str| KdsError::ParseResponse {

@@ -47,7 +47,7 @@ mod nae;
 pub use nae::{DeviceAccess, GhcbAccess};
 
 /// GHCB page offsets (GHCB spec table 3).
-mod ghcb_page {
+pub(crate) mod ghcb_page {
     pub const RAX: usize = 0x1F8;
     pub const RCX: usize = 0x308;
     pub const RDX: usize = 0x310;

@@ -8,6 +8,8 @@
 //! [`VcpuExit::GuestTerminate`]. The generic run loop never sees the GHCB.
 
 pub mod ghcb;
+#[doc(hidden)]
+pub mod harness;
 mod key_dir;
 mod launch;
 mod vc;
