@@ -144,7 +144,13 @@ fn write_secret(out: &Path, secret: &[u8]) -> i32 {
         .truncate(true)
         .mode(0o600)
         .open(out)
-        .and_then(|mut f| f.write_all(secret));
+        .and_then(|mut f| {
+            // `mode` applies to a new file only: an existing one is
+            // narrowed to 0600 before a byte of the secret goes in.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(secret)
+        });
     match written {
         Ok(()) => {
             umbra_attestation::outln!(

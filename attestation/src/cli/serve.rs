@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// attested guests may fetch.
     #[arg(long)]
     policy: PathBuf,
-    /// A trusted ARK (repeatable); the evidence's chain must end in one.
+    /// A trusted root (repeatable), accepted besides AMD's built-in ARKs
+    /// (e.g. the SNP model's ARK in `--model-keys DIR`).
     #[arg(long = "trust-root", required = true)]
     trust_root: Vec<PathBuf>,
     /// Seconds a nonce stays valid.

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256, Sha384};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,7 +80,9 @@ type CachedChain = (Instant, Vec<verify::Check>, verify::VerifiedChain);
 pub struct Kbs {
     config: ServeConfig,
     sessions: Mutex<HashMap<String, Session>>,
-    seen_evidence: Mutex<HashSet<[u8; 32]>>,
+    /// Reports that earned a token, with when (kept for a nonce lifetime:
+    /// an older report binds a nonce no session holds any more).
+    seen_evidence: Mutex<HashMap<[u8; 32], Instant>>,
     /// Certificate chains verified in the last minute, by the digest of
     /// the certificates and the report fields the chain checks read.
     chains: Mutex<HashMap<[u8; 32], CachedChain>>,
@@ -130,7 +132,7 @@ impl Kbs {
         Ok(Kbs {
             config,
             sessions: Mutex::new(HashMap::new()),
-            seen_evidence: Mutex::new(HashSet::new()),
+            seen_evidence: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashMap::new()),
             token_key,
             connections: AtomicUsize::new(0),
@@ -164,8 +166,13 @@ impl Kbs {
             .map_err(|_| refuse(500, "Internal", "no randomness"))?
             .replace(['+', '/', '='], "");
         let mut sessions = self.sessions();
-        let lifetime = self.config.session_lifetime.max(self.config.nonce_lifetime);
-        sessions.retain(|_, s| s.created.elapsed() < lifetime);
+        let (nonce_life, session_life) = (self.config.nonce_lifetime, self.config.session_lifetime);
+        // An unattested session lives as long as its nonce, an attested
+        // one its session lifetime from the attestation.
+        sessions.retain(|_, s| match &s.attested {
+            Some(a) => a.at.elapsed() < session_life,
+            None => s.created.elapsed() < nonce_life,
+        });
         if sessions.len() >= MAX_SESSIONS {
             return Err(refuse(503, "TooManySessions", "session table full"));
         }
@@ -241,7 +248,7 @@ impl Kbs {
             .seen_evidence
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&fingerprint)
+            .contains_key(&fingerprint)
         {
             return Err(refuse(
                 401,
@@ -312,10 +319,12 @@ impl Kbs {
                 failed(&verdict, CheckClass::Policy),
             ));
         }
-        self.seen_evidence
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fingerprint);
+        {
+            let mut seen = self.seen_evidence.lock().unwrap_or_else(|p| p.into_inner());
+            let life = self.config.nonce_lifetime;
+            seen.retain(|_, at| at.elapsed() < life);
+            seen.insert(fingerprint, Instant::now());
+        }
         let token = self
             .token(&report, &runtime.tee_pubkey)
             .map_err(|_| refuse(500, "Internal", "cannot sign the token"))?;
