@@ -16,6 +16,13 @@ pub fn out_line(text: &str) {
         .and_then(|()| out.flush());
 }
 
+/// Writes `text` to stdout without a newline (a line updated in place),
+/// ignoring write errors.
+pub fn out_text(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Writes `text` and a newline to stderr, ignoring write errors.
 pub fn err_line(text: &str) {
     let mut err = std::io::stderr().lock();

@@ -11,6 +11,7 @@ pub mod chain;
 pub mod console;
 pub mod der;
 pub mod hex;
+pub mod http;
 pub mod kbs;
 pub mod kds;
 pub mod policy;

@@ -8,8 +8,8 @@ use crate::cert_table;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use umbra_attestation::http::{read_message, write_message, HttpError, Message};
 use umbra_attestation::kbs::evidence::{snp_evidence, CertKind, ReportAndCerts};
-use umbra_attestation::kbs::http::{read_message, write_message, HttpError, Message};
 use umbra_kbs_client::{KbsError, KbsSession};
 
 /// Where a report comes from.

@@ -8,8 +8,8 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use umbra_attestation::http::{read_message, write_message, Message};
 use umbra_attestation::kbs::evidence::{snp_evidence, CertKind};
-use umbra_attestation::kbs::http::{read_message, write_message, Message};
 use umbra_attestation::kbs::server::{Kbs, ServeConfig};
 use umbra_attestation::policy::PolicyFile;
 use umbra_kbs_client::KbsSession;

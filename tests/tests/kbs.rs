@@ -173,8 +173,8 @@ fn an_expired_nonce_is_refused() {
 // HTTP helpers, so that one field at a time can be wrong.
 mod by_hand {
     use super::*;
+    use umbra_attestation::http::{read_message, write_message, Message};
     use umbra_attestation::kbs::evidence::snp_evidence;
-    use umbra_attestation::kbs::http::{read_message, write_message, Message};
     use umbra_kbs_client::KbsSession;
 
     pub fn post(kbs: &Endpoint, path: &str, cookie: Option<&str>, body: &[u8]) -> Message {

@@ -34,6 +34,21 @@ enum Command {
         /// Destination file.
         path: PathBuf,
     },
+    /// The live view of a running VM from its control API.
+    Stat {
+        /// The VM's --api-socket.
+        #[arg(long)]
+        api_socket: PathBuf,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// One JSON object per sample (also when stdout is not a terminal).
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many samples.
+        #[arg(long)]
+        count: Option<u32>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +146,9 @@ pub struct RunArgs {
     /// SIGSYS), log (the kernel logs it), off.
     #[arg(long, value_enum, default_value = "on")]
     seccomp: crate::seccomp::SeccompMode,
+    /// Serve the control API (Firecracker-style HTTP) on this Unix socket.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
     /// ACPI tables for --kernel boots (off: virtio_mmio.device= on the
     /// kernel command line instead).
     #[arg(long, value_enum, default_value = "on")]
@@ -218,6 +236,8 @@ impl RunArgs {
             vsock: self.vsock.clone(),
             iommu: self.iommu,
             seccomp: self.seccomp,
+            api_socket: self.api_socket.clone(),
+            metrics_json: self.metrics_json.clone(),
             acpi: self.acpi == Switch::On,
         })
     }
@@ -230,6 +250,12 @@ pub fn run(cli: Cli, process_start: Instant) -> i32 {
         Command::Host {
             what: HostCommand::Status { json },
         } => crate::host_status::host_status_command(json),
+        Command::Stat {
+            api_socket,
+            interval,
+            json,
+            count,
+        } => crate::stat::run(&api_socket, interval, json, count),
         Command::ExportFirmware { path } => {
             match std::fs::write(&path, crate::firmware::EMBEDDED_FIRMWARE) {
                 Ok(()) => 0,

@@ -167,6 +167,10 @@ pub struct VmConfig {
     pub iommu: bool,
     /// Per-thread seccomp filters (`--seccomp`).
     pub seccomp: crate::seccomp::SeccompMode,
+    /// The control API's Unix socket (`--api-socket`).
+    pub api_socket: Option<PathBuf>,
+    /// Where `--metrics-json` goes (the API's FlushMetrics writes there).
+    pub metrics_json: Option<PathBuf>,
     /// ACPI tables for `--kernel` boots (`--acpi on`, the default); with
     /// `--acpi off` the kernel finds the virtio-mmio transports through
     /// `virtio_mmio.device=` on its command line instead.
@@ -229,6 +233,8 @@ impl VmConfig {
             vsock: None,
             iommu: false,
             seccomp: crate::seccomp::SeccompMode::On,
+            api_socket: None,
+            metrics_json: None,
             acpi: true,
         }
     }

@@ -10,6 +10,7 @@
 //! `error`, `sync`.
 
 pub mod acpi;
+pub(crate) mod api;
 pub mod backend;
 pub(crate) mod builder;
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod run_control;
 pub mod seccomp;
 pub mod shared_memory;
 pub mod snp_policy;
+pub mod stat;
 pub(crate) mod sync;
 pub(crate) mod vcpu;
 pub mod violation;

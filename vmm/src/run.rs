@@ -56,6 +56,9 @@ pub enum VmmError {
     /// Guest images could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The control API could not start.
+    #[error("cannot start the control API")]
+    Api(#[from] crate::api::ApiError),
     /// A seccomp filter could not be installed.
     #[error("cannot confine the VMM's threads")]
     Seccomp(#[from] crate::seccomp::SeccompError),
@@ -315,12 +318,28 @@ where
         crate::seccomp::install_sigsys_handler().map_err(VmmError::InstallKickHandler)?;
     }
     let mut threads = vcpu::spawn(vcpus, &context).map_err(VmmError::SpawnVcpu)?;
+    let _api = match &config.api_socket {
+        Some(path) => Some(start_api(path, config, &vm, &context, &devices.virtio)?),
+        None => None,
+    };
     // The main thread last, once it has started the others.
     crate::seccomp::install(crate::seccomp::ThreadKind::Main, config.seccomp)?;
 
     let deadline = config.timeout.map(|t| Instant::now() + t);
-    if !control.wait(deadline) {
-        control.request_stop(StopReason::Timeout);
+    loop {
+        match control.wait_wake(deadline) {
+            crate::run_control::Wake::Stop => break,
+            crate::run_control::Wake::Deadline => {
+                control.request_stop(StopReason::Timeout);
+                break;
+            }
+            // A pause over the API: kick the vCPUs out of KVM_RUN until
+            // all have parked (a kick can land just before KVM_RUN).
+            crate::run_control::Wake::Kick => {
+                vcpu::kick(&threads);
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
     }
     let exited = Instant::now();
     let vcpu_exits = vcpu::stop(&mut threads, &control);
@@ -340,6 +359,7 @@ where
         StopReason::VmmError(_) => exit_code::VMM_ERROR,
         StopReason::Timeout => exit_code::TIMEOUT,
         StopReason::FidelityViolation(_) => exit_code::FIDELITY_VIOLATION,
+        StopReason::ApiShutdown => 0,
     };
     if let Some(dir) = config.snp.attest_out.as_ref() {
         vm.write_evidence(dir)?;
@@ -377,6 +397,57 @@ where
     })
 }
 
+/// Starts the control API for a running VM.
+fn start_api<V: Vm + 'static>(
+    path: &std::path::Path,
+    config: &VmConfig,
+    vm: &Arc<V>,
+    context: &Arc<VcpuContext>,
+    virtio: &[Arc<std::sync::Mutex<crate::virtio::mmio::MmioTransport>>],
+) -> Result<crate::api::ApiServer, VmmError> {
+    let transports = virtio.to_vec();
+    let transports_for_flush = virtio.to_vec();
+    let pages_vm = vm.clone();
+    let violations_ctx = context.clone();
+    let flush_ctx = context.clone();
+    let metrics_path = config.metrics_json.clone();
+    let machine = serde_json::json!({
+        "vcpu_count": config.vcpus,
+        "mem_size_mib": config.memory >> 20,
+        "smt": false,
+        "track_dirty_pages": false,
+        "huge_pages": match config.memory_backing {
+            crate::config::MemoryBacking::Hugetlb => "2M",
+            _ => "None",
+        },
+        "platform": config.platform.name(),
+    });
+    let view = crate::api::ApiView {
+        control: context.control.clone(),
+        machine,
+        devices: Box::new(move || device_manager::metrics(&transports)),
+        pages: Box::new(move || {
+            pages_vm
+                .confidential_metrics()
+                .and_then(|m| serde_json::to_value(m.page_states).ok())
+        }),
+        violations: Box::new(move || violations_ctx.violations.count()),
+        flush_metrics: Box::new(move || {
+            let Some(path) = &metrics_path else {
+                return Err("no --metrics-json file to flush to".into());
+            };
+            let snapshot = serde_json::json!({
+                "flushed": true,
+                "violation_count": flush_ctx.violations.count(),
+                "devices": device_manager::metrics(&transports_for_flush),
+            });
+            std::fs::write(path, snapshot.to_string() + "\n").map_err(|e| e.to_string())
+        }),
+        seccomp: config.seccomp,
+    };
+    crate::api::start(path, view).map_err(VmmError::Api)
+}
+
 /// Words for a stop reason, for the log and the metrics.
 pub fn describe(reason: &StopReason) -> String {
     match reason {
@@ -386,6 +457,7 @@ pub fn describe(reason: &StopReason) -> String {
         StopReason::AllHalted => "every vCPU halted without an exit code".into(),
         StopReason::VmmError(why) => format!("VMM error: {why}"),
         StopReason::Timeout => "stopped after the --timeout expired".into(),
+        StopReason::ApiShutdown => "stopped by the control API's Shutdown action".into(),
         StopReason::FidelityViolation(why) => format!("SNP model fidelity violation: {why}"),
     }
 }

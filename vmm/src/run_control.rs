@@ -24,18 +24,34 @@ pub enum StopReason {
     Timeout,
     /// (SNP model) The guest did what silicon would not have allowed.
     FidelityViolation(String),
+    /// `PUT /actions {"action_type": "Shutdown"}` on the control API.
+    ApiShutdown,
+}
+
+/// What woke the main thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A stop, or every vCPU thread ended.
+    Stop,
+    /// The deadline passed.
+    Deadline,
+    /// A pause is wanted and some vCPU has not parked yet: kick them.
+    Kick,
 }
 
 #[derive(Debug, Default)]
 struct State {
     reason: Option<StopReason>,
     running_vcpus: u32,
+    /// vCPU threads waiting in [`RunControl::park`].
+    parked: u32,
 }
 
 /// The shared stop flag and the reason of the first stop.
 #[derive(Debug, Default)]
 pub struct RunControl {
     stopping: AtomicBool,
+    paused: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -74,17 +90,34 @@ impl RunControl {
     /// Sleeps until a stop is requested, every vCPU thread has ended, or
     /// `deadline` passes. Returns false when the deadline passed first.
     pub fn wait(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            match self.wait_wake(deadline) {
+                Wake::Stop => return true,
+                Wake::Deadline => return false,
+                // Only the owner of the vCPU threads can kick them; here a
+                // pause waits for them to park on their own.
+                Wake::Kick => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    /// Sleeps until a stop, the deadline, or a pause the vCPUs have not
+    /// all reached yet.
+    pub fn wait_wake(&self, deadline: Option<Instant>) -> Wake {
         let mut state = crate::sync::lock(&self.state);
         loop {
             if state.reason.is_some() || state.running_vcpus == 0 {
-                return true;
+                return Wake::Stop;
+            }
+            if self.paused.load(Ordering::Acquire) && state.parked < state.running_vcpus {
+                return Wake::Kick;
             }
             state = match deadline {
                 None => self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return false;
+                        return Wake::Deadline;
                     }
                     self.changed
                         .wait_timeout(state, left)
@@ -109,6 +142,45 @@ impl RunControl {
     /// Whether a stop was requested.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Whether the VM is paused (or pausing).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Pauses or resumes the vCPUs. A pause returns once every running
+    /// vCPU thread has parked (the main thread kicks them out of KVM_RUN),
+    /// false if that took over two seconds.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        let state = crate::sync::lock(&self.state);
+        self.paused.store(paused, Ordering::Release);
+        self.changed.notify_all();
+        if !paused {
+            return true;
+        }
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, Duration::from_secs(2), |s| {
+                s.parked < s.running_vcpus && s.reason.is_none()
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        state.parked >= state.running_vcpus || state.reason.is_some()
+    }
+
+    /// A vCPU thread's pause point, between two runs: waits while the VM
+    /// is paused (and not stopping).
+    pub fn park(&self) {
+        if !self.paused.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = crate::sync::lock(&self.state);
+        state.parked += 1;
+        self.changed.notify_all();
+        while self.paused.load(Ordering::Acquire) && state.reason.is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.parked -= 1;
     }
 
     /// The reason of the first stop.

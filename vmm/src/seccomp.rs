@@ -33,6 +33,8 @@ pub(crate) enum ThreadKind {
     Devices,
     /// Waits for the stop, stops the others, writes metrics and evidence.
     Main,
+    /// Serves the control API: its socket, /proc reads, metrics files.
+    Api,
 }
 
 /// Why a filter could not be installed.
@@ -158,6 +160,7 @@ fn program(kind: ThreadKind, mode: SeccompMode) -> Result<BpfProgram, SeccompErr
         ThreadKind::Vcpu => VCPU.to_vec(),
         ThreadKind::Devices => DEVICES.to_vec(),
         ThreadKind::Main => [MAIN, VCPU, DEVICES, &[libc::SYS_seccomp]].concat(),
+        ThreadKind::Api => [MAIN, DEVICES, &[libc::SYS_accept]].concat(),
     };
     let rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()

@@ -117,6 +117,13 @@ pub(crate) fn stop(
         .collect()
 }
 
+/// Kicks every vCPU thread still running out of KVM_RUN (a pause).
+pub(crate) fn kick(threads: &[JoinHandle<VcpuExitCounts>]) {
+    for t in threads.iter().filter(|t| !t.is_finished()) {
+        let _ = t.kill(SIGRTMIN());
+    }
+}
+
 fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &VcpuContext) -> VcpuExitCounts {
     let index = vcpu.index();
     let mut counts = VcpuExitCounts {
@@ -124,6 +131,7 @@ fn vcpu_loop<V: Vcpu>(mut vcpu: V, ctx: &VcpuContext) -> VcpuExitCounts {
         ..Default::default()
     };
     while !ctx.control.is_stopping() {
+        ctx.control.park();
         if index == 0 {
             ctx.first_instruction.get_or_init(Instant::now);
         }

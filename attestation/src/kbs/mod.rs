@@ -9,6 +9,5 @@
 //! implementation for both ends.
 
 pub mod evidence;
-pub mod http;
 pub mod jwe;
 pub mod server;

@@ -4,7 +4,7 @@
 //! line on stderr, without secrets; every refusal is Trustee's
 //! `{type, detail}` with 400, 401, 403 or 404.
 
-use super::http::{read_message, write_message, Message};
+use crate::http::{read_message, write_message, Message};
 use crate::policy::Policy;
 use crate::report::AttestationReport;
 use crate::verify::{self, Certificates, CheckClass, Options};

@@ -1,7 +1,7 @@
-//! Just enough HTTP/1.1 for the KBS protocol, on a TCP or Unix stream:
-//! one request per connection, bounded header and body sizes, a
-//! `Content-Length` body. Used by `umbra-attest serve` and by
-//! `umbra-agent fetch-secret`.
+//! Just enough HTTP/1.1 on a TCP or Unix stream: one request per
+//! connection, bounded header and body sizes, a `Content-Length` body.
+//! Used by `umbra-attest serve` and `umbra-agent fetch-secret` (the KBS
+//! protocol) and by the VMM's control API.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use thiserror::Error;

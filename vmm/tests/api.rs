@@ -1,0 +1,176 @@
+//! The control API on a running VM: instance info, machine config, pause
+//! and resume, live metrics (with private/shared page counts on the SNP
+//! model), FlushMetrics, Firecracker's errors, Shutdown; and `umbra stat`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{kvm_available, scratch};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use umbra_attestation::http::{read_message, write_message};
+
+fn call(socket: &Path, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write_message(
+        &mut s,
+        &format!("{method} {path} HTTP/1.1"),
+        &[("Host", "localhost")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    let reply = read_message(&mut s).unwrap();
+    let status = reply
+        .start
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let json = if reply.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&reply.body).unwrap()
+    };
+    (status, json)
+}
+
+fn start(platform: &str, dir: &Path) -> (std::process::Child, std::path::PathBuf) {
+    let socket = dir.join("api.sock");
+    let keys = common::model_keys();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
+    cmd.args([
+        "run",
+        "--platform",
+        platform,
+        "--vcpus",
+        "2",
+        "--rng",
+        "--timeout",
+        "60",
+    ])
+    .args(["--cmdline", "scenario=serial-echo", "--api-socket"])
+    .arg(&socket)
+    .arg("--metrics-json")
+    .arg(dir.join("m.json"));
+    if platform == "snp-model" {
+        cmd.arg("--model-keys").arg(&keys);
+    }
+    let child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    (child, socket)
+}
+
+#[test]
+fn the_api_controls_and_reports_a_running_vm() {
+    if !kvm_available() {
+        return;
+    }
+    for platform in ["none", "snp-model"] {
+        let dir = scratch(&format!("api-{platform}"));
+        let (child, socket) = start(platform, &dir);
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the socket is the owner's alone");
+        let (status, info) = call(&socket, "GET", "/", "");
+        assert_eq!((status, info["state"].as_str()), (200, Some("Running")));
+        assert_eq!(info["app_name"], "umbra");
+        let (_, machine) = call(&socket, "GET", "/machine-config", "");
+        assert_eq!(
+            (
+                machine["vcpu_count"].as_u64(),
+                machine["mem_size_mib"].as_u64()
+            ),
+            (Some(2), Some(128))
+        );
+        // Pause returns once both vCPUs have stopped; resume restarts them.
+        assert_eq!(
+            call(&socket, "PATCH", "/vm", r#"{"state":"Paused"}"#).0,
+            204
+        );
+        assert_eq!(call(&socket, "GET", "/", "").1["state"], "Paused");
+        assert_eq!(
+            call(&socket, "PATCH", "/vm", r#"{"state":"Resumed"}"#).0,
+            204
+        );
+        assert_eq!(call(&socket, "GET", "/", "").1["state"], "Running");
+        let (_, metrics) = call(&socket, "GET", "/metrics", "");
+        assert!(
+            metrics["memory"]["rss_bytes"].as_u64().unwrap() > 1 << 20,
+            "{metrics}"
+        );
+        assert_eq!(metrics["devices"][0]["kind"], "virtio-rng");
+        if platform == "snp-model" {
+            assert!(
+                metrics["pages"]["private_pages"].as_u64().unwrap() > 0,
+                "{metrics}"
+            );
+            assert!(
+                metrics["pages"]["shared_pages"].as_u64().unwrap() > 0,
+                "{metrics}"
+            );
+        } else {
+            assert!(metrics["pages"].is_null());
+        }
+        // umbra stat reads the same view.
+        let stat = Command::new(env!("CARGO_BIN_EXE_umbra"))
+            .args([
+                "stat",
+                "--json",
+                "--count",
+                "2",
+                "--interval",
+                "0.1",
+                "--api-socket",
+            ])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&stat.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["state"], "Running");
+        // Firecracker's errors.
+        let (status, err) = call(&socket, "PATCH", "/vm", r#"{"state":"Sleeping"}"#);
+        assert_eq!(status, 400);
+        assert!(err["fault_message"].as_str().unwrap().contains("Paused"));
+        assert_eq!(call(&socket, "GET", "/nothing", "").0, 404);
+        assert_eq!(call(&socket, "DELETE", "/vm", "").0, 405);
+        assert_eq!(call(&socket, "PUT", "/actions", "{not json").0, 400);
+        assert_eq!(
+            call(
+                &socket,
+                "PUT",
+                "/actions",
+                r#"{"action_type":"FlushMetrics"}"#
+            )
+            .0,
+            204
+        );
+        let flushed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("m.json")).unwrap()).unwrap();
+        assert_eq!(flushed["flushed"], true);
+        // Shutdown ends the run with exit code 0 and says why.
+        assert_eq!(
+            call(&socket, "PUT", "/actions", r#"{"action_type":"Shutdown"}"#).0,
+            204
+        );
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{platform}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("control API's Shutdown"));
+        assert!(!socket.exists(), "the socket is removed at the end");
+    }
+}
