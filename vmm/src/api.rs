@@ -179,11 +179,21 @@ impl ApiView {
                     _ => fault(400, "action_type must be FlushMetrics, SendCtrlAltDel or Shutdown"),
                 }
             }
-            (_, "/" | "/machine-config" | "/metrics" | "/vm" | "/actions") => {
-                fault(405, format!("{method} is not allowed on {path}"))
-            }
+            (_, "/" | "/machine-config" | "/metrics" | "/vm" | "/actions") => fault(
+                405,
+                format!("{method} is not allowed on {path} (only {})", allowed(path)),
+            ),
             _ => fault(404, format!("no resource {path}")),
         }
+    }
+}
+
+/// The one method each resource takes (the `Allow` of a 405).
+fn allowed(path: &str) -> &'static str {
+    match path {
+        "/vm" => "PATCH",
+        "/actions" => "PUT",
+        _ => "GET",
     }
 }
 
@@ -211,9 +221,16 @@ pub(crate) fn start(path: &Path, view: ApiView) -> Result<ApiServer, ApiError> {
             }
             for stream in listener.incoming().flatten() {
                 let mut stream = stream;
-                let (status, body) = match read_message(&mut stream) {
-                    Ok(request) => view.handle(&request),
-                    Err(e) => fault(400, crate::error::error_chain(&e)),
+                let (status, body, allow) = match read_message(&mut stream) {
+                    Ok(request) => {
+                        let (status, body) = view.handle(&request);
+                        let path = request.start.split_whitespace().nth(1).unwrap_or("");
+                        (status, body, (status == 405).then(|| allowed(path)))
+                    }
+                    Err(e) => {
+                        let (status, body) = fault(400, crate::error::error_chain(&e));
+                        (status, body, None)
+                    }
                 };
                 let reason = match status {
                     200 => "OK",
@@ -223,15 +240,17 @@ pub(crate) fn start(path: &Path, view: ApiView) -> Result<ApiServer, ApiError> {
                     405 => "Method Not Allowed",
                     _ => "Internal Server Error",
                 };
-                let headers: &[(&str, &str)] = if body.is_empty() {
-                    &[]
-                } else {
-                    &[("Content-Type", "application/json")]
-                };
+                let mut headers = Vec::new();
+                if !body.is_empty() {
+                    headers.push(("Content-Type", "application/json"));
+                }
+                if let Some(allow) = allow {
+                    headers.push(("Allow", allow));
+                }
                 let _ = write_message(
                     &mut stream,
                     &format!("HTTP/1.1 {status} {reason}"),
-                    headers,
+                    &headers,
                     &body,
                 );
             }

@@ -174,3 +174,82 @@ fn the_api_controls_and_reports_a_running_vm() {
         assert!(!socket.exists(), "the socket is removed at the end");
     }
 }
+
+/// schemathesis (PyPI), an implementation no one here wrote, generates
+/// requests from docs/api/openapi.yaml and checks every answer against it
+/// (through a small TCP-to-Unix-socket forwarder, as schemathesis speaks
+/// TCP). PUT /actions is left out: its Shutdown would end the VM under
+/// test; the test above covers it.
+#[test]
+fn the_api_matches_its_openapi_document() {
+    if !kvm_available() {
+        return;
+    }
+    let present = Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !common::peer_available("schemathesis (PyPI)", present) {
+        return;
+    }
+    let dir = scratch("api-schemathesis");
+    let (mut child, socket) = start("none", &dir);
+    let forwarder = r#"
+import socket, sys, threading
+unix = sys.argv[1]
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
+print(srv.getsockname()[1], flush=True)
+def pump(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    finally:
+        try: b.shutdown(socket.SHUT_WR)
+        except OSError: pass
+while True:
+    c, _ = srv.accept()
+    u = socket.socket(socket.AF_UNIX); u.connect(unix)
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+"#;
+    let mut proxy = Command::new("python3")
+        .args(["-c", forwarder])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api/openapi.yaml");
+    let out = Command::new("schemathesis")
+        .arg("run")
+        .arg(&schema)
+        .args(["--url", &format!("http://127.0.0.1:{}", port.trim())])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-path",
+            "/actions",
+            "--max-time",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    let _ = proxy.kill();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("No issues found"), "{text}");
+}
