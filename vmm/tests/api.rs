@@ -243,6 +243,7 @@ while True:
         .output()
         .unwrap();
     let _ = proxy.kill();
+    let _ = proxy.wait();
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
