@@ -135,6 +135,7 @@ impl ApiView {
             ("GET", "/metrics") => ok(json!({
                 "state": self.state(),
                 "memory": memory(),
+                "numa_pages": crate::numa::pages_per_node(),
                 "violations": (self.violations)(),
                 "pages": (self.pages)(),
                 "devices": (self.devices)(),

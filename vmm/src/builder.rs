@@ -50,6 +50,11 @@ pub(crate) fn build<H: Hypervisor>(
     } else {
         GuestRam::allocate(map, config.memory_backing, config.ksm)?
     });
+    // Before anything touches the RAM, so every page comes from the node.
+    if let Some(node) = config.numa_node {
+        crate::numa::node_cpus(node)?;
+        crate::numa::bind(&ram, node)?;
+    }
     let memslots_start = Instant::now();
     vm.register_ram(ram.clone(), map)?;
     let memslots_ms = memslots_start.elapsed().as_secs_f64() * 1000.0;

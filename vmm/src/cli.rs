@@ -149,6 +149,9 @@ pub struct RunArgs {
     /// Serve the control API (Firecracker-style HTTP) on this Unix socket.
     #[arg(long)]
     api_socket: Option<PathBuf>,
+    /// Bind guest memory and the vCPU threads to this host NUMA node.
+    #[arg(long)]
+    numa_node: Option<u32>,
     /// ACPI tables for --kernel boots (off: virtio_mmio.device= on the
     /// kernel command line instead).
     #[arg(long, value_enum, default_value = "on")]
@@ -238,6 +241,7 @@ impl RunArgs {
             seccomp: self.seccomp,
             api_socket: self.api_socket.clone(),
             metrics_json: self.metrics_json.clone(),
+            numa_node: self.numa_node,
             acpi: self.acpi == Switch::On,
         })
     }

@@ -171,6 +171,8 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// Where `--metrics-json` goes (the API's FlushMetrics writes there).
     pub metrics_json: Option<PathBuf>,
+    /// Host NUMA node for guest memory and vCPU threads (`--numa-node`).
+    pub numa_node: Option<u32>,
     /// ACPI tables for `--kernel` boots (`--acpi on`, the default); with
     /// `--acpi off` the kernel finds the virtio-mmio transports through
     /// `virtio_mmio.device=` on its command line instead.
@@ -235,6 +237,7 @@ impl VmConfig {
             seccomp: crate::seccomp::SeccompMode::On,
             api_socket: None,
             metrics_json: None,
+            numa_node: None,
             acpi: true,
         }
     }

@@ -30,6 +30,7 @@ pub mod launch;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
+pub mod numa;
 pub mod page_state;
 pub mod run;
 pub mod run_control;

@@ -56,6 +56,9 @@ pub enum VmmError {
     /// Guest images could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A NUMA placement could not be made.
+    #[error("cannot place the VM on its NUMA node")]
+    Numa(#[from] crate::numa::NumaError),
     /// The control API could not start.
     #[error("cannot start the control API")]
     Api(#[from] crate::api::ApiError),
@@ -313,6 +316,10 @@ where
         vcpu_count: config.vcpus,
         first_instruction: OnceLock::new(),
         seccomp: config.seccomp,
+        cpus: match config.numa_node {
+            Some(node) => crate::numa::node_cpus(node)?,
+            None => Vec::new(),
+        },
     });
     if config.seccomp != crate::seccomp::SeccompMode::Off {
         crate::seccomp::install_sigsys_handler().map_err(VmmError::InstallKickHandler)?;

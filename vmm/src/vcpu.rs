@@ -28,6 +28,8 @@ pub(crate) struct VcpuContext {
     pub(crate) first_instruction: OnceLock<Instant>,
     /// The vCPU threads' seccomp mode.
     pub(crate) seccomp: crate::seccomp::SeccompMode,
+    /// CPUs the vCPU threads are pinned to (`--numa-node`); empty: any.
+    pub(crate) cpus: Vec<usize>,
 }
 
 /// What the loop does after an exit.
@@ -60,6 +62,14 @@ pub(crate) fn spawn<V: Vcpu + 'static>(
             .name(format!("vcpu{}", vcpu.index()))
             .spawn(move || {
                 let _running = running;
+                if !ctx.cpus.is_empty() {
+                    if let Err(e) = crate::numa::pin_current_thread(&ctx.cpus) {
+                        log::error!(
+                            "vCPU {}: cannot pin to the NUMA node's CPUs: {e}",
+                            vcpu.index()
+                        );
+                    }
+                }
                 // Confined before the guest runs a single instruction.
                 if let Err(e) =
                     crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu, ctx.seccomp)
@@ -291,6 +301,7 @@ mod tests {
             vcpu_count: vcpus,
             first_instruction: OnceLock::new(),
             seccomp: crate::seccomp::SeccompMode::Off,
+            cpus: Vec::new(),
         }
     }
 

