@@ -54,6 +54,8 @@ pub(crate) struct ApiView {
     pub(crate) pages: Box<dyn Fn() -> Option<Value> + Send>,
     /// Violations so far.
     pub(crate) violations: Box<dyn Fn() -> u64 + Send>,
+    /// Exits per vCPU so far.
+    pub(crate) vcpu_exits: Box<dyn Fn() -> Vec<u64> + Send>,
     /// Asked to write `--metrics-json` now.
     pub(crate) flush_metrics: Box<dyn Fn() -> Result<(), String> + Send>,
     /// The seccomp mode for the API thread.
@@ -137,6 +139,7 @@ impl ApiView {
                 "memory": memory(),
                 "numa_pages": crate::numa::pages_per_node(),
                 "violations": (self.violations)(),
+                "vcpu_exits": (self.vcpu_exits)(),
                 "pages": (self.pages)(),
                 "devices": (self.devices)(),
             })),

@@ -320,6 +320,7 @@ where
             Some(node) => crate::numa::node_cpus(node)?,
             None => Vec::new(),
         },
+        live_exits: (0..config.vcpus).map(|_| Default::default()).collect(),
     });
     if config.seccomp != crate::seccomp::SeccompMode::Off {
         crate::seccomp::install_sigsys_handler().map_err(VmmError::InstallKickHandler)?;
@@ -439,6 +440,15 @@ fn start_api<V: Vm + 'static>(
                 .and_then(|m| serde_json::to_value(m.page_states).ok())
         }),
         violations: Box::new(move || violations_ctx.violations.count()),
+        vcpu_exits: {
+            let ctx = context.clone();
+            Box::new(move || {
+                ctx.live_exits
+                    .iter()
+                    .map(|e| e.load(std::sync::atomic::Ordering::Relaxed))
+                    .collect()
+            })
+        },
         flush_metrics: Box::new(move || {
             let Some(path) = &metrics_path else {
                 return Err("no --metrics-json file to flush to".into());

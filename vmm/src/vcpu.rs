@@ -30,6 +30,8 @@ pub(crate) struct VcpuContext {
     pub(crate) seccomp: crate::seccomp::SeccompMode,
     /// CPUs the vCPU threads are pinned to (`--numa-node`); empty: any.
     pub(crate) cpus: Vec<usize>,
+    /// Exits per vCPU so far, readable while the VM runs (the API).
+    pub(crate) live_exits: Vec<std::sync::atomic::AtomicU64>,
 }
 
 /// What the loop does after an exit.
@@ -173,6 +175,9 @@ pub(crate) fn handle_exit(
     counts: &mut VcpuExitCounts,
 ) -> Next {
     counts.total += 1;
+    if let Some(live) = ctx.live_exits.get(index as usize) {
+        live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     match exit {
         VcpuExit::PioIn(port, data) => {
             counts.pio_in += 1;
@@ -302,6 +307,7 @@ mod tests {
             first_instruction: OnceLock::new(),
             seccomp: crate::seccomp::SeccompMode::Off,
             cpus: Vec::new(),
+            live_exits: Vec::new(),
         }
     }
 
