@@ -94,6 +94,10 @@ pub struct PageStateSummary {
     pub pages_made_shared: u64,
     /// Refused requests.
     pub refused: u64,
+    /// Frames made shared whose private backing was discarded.
+    pub discarded_private_pages: u64,
+    /// Frames made private whose shared backing was discarded.
+    pub discarded_shared_pages: u64,
 }
 
 struct Range {
@@ -348,6 +352,14 @@ impl PageStates {
             }
         }
         runs
+    }
+
+    /// Counts `pages` discarded halves of conversions to `to`.
+    pub fn count_discarded(&mut self, to: PageState, pages: u64) {
+        match to {
+            PageState::Shared => self.summary.discarded_private_pages += pages,
+            PageState::Private => self.summary.discarded_shared_pages += pages,
+        }
     }
 
     /// Counts for the metrics JSON.

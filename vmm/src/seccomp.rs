@@ -84,7 +84,13 @@ const COMMON: &[i64] = &[
 ];
 
 /// A vCPU thread: KVM_RUN and register ioctls, its devices' writes.
-const VCPU: &[i64] = &[libc::SYS_tgkill, libc::SYS_pwrite64, libc::SYS_pread64];
+/// (fallocate: the SNP model discards the old half of a conversion.)
+const VCPU: &[i64] = &[
+    libc::SYS_tgkill,
+    libc::SYS_pwrite64,
+    libc::SYS_pread64,
+    libc::SYS_fallocate,
+];
 
 /// The device thread: epoll, disk I/O, vsock sockets.
 const DEVICES: &[i64] = &[

@@ -354,6 +354,12 @@ impl SnpRuntime {
         states
             .check_range(gpa, len, PageSize::Size4K)
             .map_err(ConvertError::CheckRange)?;
+        // The frames whose state changes: their old half is discarded
+        // afterwards (both ways, as QEMU discards), the others keep theirs.
+        let changing: Vec<u64> = (gpa..gpa + len)
+            .step_by(PageSize::Size4K.bytes() as usize)
+            .filter(|&page| states.state(page) != Some(to))
+            .collect();
         match to {
             PageState::Shared => {
                 // Grant the VMM access first, then publish the page as shared.
@@ -380,6 +386,14 @@ impl SnpRuntime {
                 }
             }
         }
+        let mut discarded = 0;
+        for &page in &changing {
+            match ram.discard(page, PageSize::Size4K.bytes()) {
+                Ok(()) => discarded += 1,
+                Err(e) => log::debug!("discarding {page:#x}: {e}"),
+            }
+        }
+        states.count_discarded(to, discarded);
         drop(states);
         // Shared pages belong to the hypervisor (RMP unassigned, and so no
         // longer validated); private ones are assigned to the guest, which
