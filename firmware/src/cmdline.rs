@@ -58,6 +58,8 @@ pub enum Scenario {
     IommuUnmapRace,
     /// virtio-iommu: an endpoint not attached reaches nothing.
     IommuDetached,
+    /// virtio-balloon: touch 256 MiB, inflate to the target, report it.
+    Balloon,
     /// A virtio-blk write whose data is a private page (SNP): refused.
     DmaPrivate,
     /// A virtio-blk read into the ROM: refused.
@@ -70,7 +72,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 24] = [
+    pub const ALL: [(&'static str, Scenario); 25] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("flood", Scenario::Flood),
@@ -86,6 +88,7 @@ impl Scenario {
         ("virtio-blk", Scenario::VirtioBlk),
         ("virtio-rng", Scenario::VirtioRng),
         ("vsock-echo", Scenario::VsockEcho),
+        ("balloon", Scenario::Balloon),
         ("iommu-blk", Scenario::IommuBlk),
         ("iommu-unmapped", Scenario::IommuUnmapped),
         ("iommu-ro", Scenario::IommuRo),

@@ -60,6 +60,11 @@ pub(crate) struct ApiView {
     pub(crate) flush_metrics: Box<dyn Fn() -> Result<(), String> + Send>,
     /// The seccomp mode for the API thread.
     pub(crate) seccomp: crate::seccomp::SeccompMode,
+    /// The balloon, if the VM has one.
+    pub(crate) balloon: Option<(
+        Arc<crate::virtio::balloon::BalloonState>,
+        crate::device_manager::SharedTransport,
+    )>,
 }
 
 /// The running API server; the thread ends with the process (it blocks in
@@ -142,7 +147,41 @@ impl ApiView {
                 "vcpu_exits": (self.vcpu_exits)(),
                 "pages": (self.pages)(),
                 "devices": (self.devices)(),
+                "balloon": self.balloon.as_ref().map(|(b, _)| b.metrics()),
             })),
+            ("GET", "/balloon") => match &self.balloon {
+                Some((state, _)) => {
+                    let m = state.metrics();
+                    ok(json!({
+                        "amount_mib": m.target_mib,
+                        "actual_mib": m.actual_mib,
+                        "reclaimed_bytes": m.reclaimed_bytes,
+                        "refused_private_pages": m.refused_private_pages,
+                    }))
+                }
+                None => fault(404, "the VM has no balloon (--balloon size=SIZE)"),
+            },
+            ("PATCH", "/balloon") => {
+                let Some((state, transport)) = &self.balloon else {
+                    return fault(404, "the VM has no balloon (--balloon size=SIZE)");
+                };
+                let body = match body_json(request) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
+                let Some(mib) = body
+                    .get("amount_mib")
+                    .and_then(Value::as_u64)
+                    .filter(|&m| m <= u64::from(u32::MAX))
+                else {
+                    return fault(400, "amount_mib must be a number of MiB below 2^32");
+                };
+                // A balloon cannot hold more than the guest has.
+                let mib = mib.min(self.machine["mem_size_mib"].as_u64().unwrap_or(0));
+                state.set_target(mib << 20);
+                crate::sync::lock(transport).config_changed();
+                (204, Vec::new())
+            }
             ("PATCH", "/vm") => {
                 let body = match body_json(request) {
                     Ok(b) => b,
@@ -183,7 +222,7 @@ impl ApiView {
                     _ => fault(400, "action_type must be FlushMetrics, SendCtrlAltDel or Shutdown"),
                 }
             }
-            (_, "/" | "/machine-config" | "/metrics" | "/vm" | "/actions") => fault(
+            (_, "/" | "/machine-config" | "/metrics" | "/vm" | "/actions" | "/balloon") => fault(
                 405,
                 format!("{method} is not allowed on {path} (only {})", allowed(path)),
             ),
@@ -196,6 +235,7 @@ impl ApiView {
 fn allowed(path: &str) -> &'static str {
     match path {
         "/vm" => "PATCH",
+        "/balloon" => "GET, PATCH",
         "/actions" => "PUT",
         _ => "GET",
     }

@@ -152,6 +152,9 @@ pub struct RunArgs {
     /// Bind guest memory and the vCPU threads to this host NUMA node.
     #[arg(long)]
     numa_node: Option<u32>,
+    /// A virtio-balloon: `size=SIZE`, its initial target.
+    #[arg(long, value_parser = parse_balloon)]
+    balloon: Option<u64>,
     /// ACPI tables for --kernel boots (off: virtio_mmio.device= on the
     /// kernel command line instead).
     #[arg(long, value_enum, default_value = "on")]
@@ -171,6 +174,13 @@ enum Switch {
 
 fn parse_disk(text: &str) -> Result<DiskConfig, String> {
     DiskConfig::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_balloon(text: &str) -> Result<u64, String> {
+    let size = text
+        .strip_prefix("size=")
+        .ok_or_else(|| format!("'{text}': expected size=SIZE"))?;
+    parse_size(size).map_err(|e| e.to_string())
 }
 
 fn parse_vsock(text: &str) -> Result<VsockConfig, String> {
@@ -242,6 +252,7 @@ impl RunArgs {
             api_socket: self.api_socket.clone(),
             metrics_json: self.metrics_json.clone(),
             numa_node: self.numa_node,
+            balloon: self.balloon,
             acpi: self.acpi == Switch::On,
         })
     }

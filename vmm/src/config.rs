@@ -173,6 +173,8 @@ pub struct VmConfig {
     pub metrics_json: Option<PathBuf>,
     /// Host NUMA node for guest memory and vCPU threads (`--numa-node`).
     pub numa_node: Option<u32>,
+    /// A virtio-balloon with this initial target in bytes (`--balloon size=`).
+    pub balloon: Option<u64>,
     /// ACPI tables for `--kernel` boots (`--acpi on`, the default); with
     /// `--acpi off` the kernel finds the virtio-mmio transports through
     /// `virtio_mmio.device=` on its command line instead.
@@ -238,6 +240,7 @@ impl VmConfig {
             api_socket: None,
             metrics_json: None,
             numa_node: None,
+            balloon: None,
             acpi: true,
         }
     }

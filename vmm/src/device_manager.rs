@@ -15,6 +15,7 @@ use crate::event_loop::{EventLoop, Interest, Source};
 use crate::iommu::VirtualIommu;
 use crate::run_control::RunControl;
 use crate::sync::lock;
+use crate::virtio::balloon::BalloonState;
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -104,6 +105,8 @@ pub(crate) struct Devices {
     pub(crate) virtio: Vec<Arc<Mutex<MmioTransport>>>,
     /// The virtio-iommu's state, for its metrics.
     pub(crate) iommu: Option<Arc<VirtualIommu>>,
+    /// The balloon's figures and its transport (the API changes its target).
+    pub(crate) balloon: Option<(Arc<BalloonState>, SharedTransport)>,
 }
 
 /// Per-device counters of `transports` for the metrics.
@@ -120,13 +123,14 @@ pub(crate) fn metrics(
 }
 
 /// A transport as the bus, the event loop and the metrics share it.
-type SharedTransport = Arc<Mutex<MmioTransport>>;
+pub(crate) type SharedTransport = Arc<Mutex<MmioTransport>>;
 
 /// Creates the device model `transport` names.
 fn virtio_device(
     config: &VmConfig,
     transport: &crate::virtio::Transport,
     iommu: Option<&Arc<VirtualIommu>>,
+    balloon: Option<&Arc<BalloonState>>,
 ) -> Result<Box<dyn crate::virtio::VirtioDevice>, DeviceError> {
     use crate::virtio::Kind;
     Ok(match transport.kind {
@@ -146,6 +150,15 @@ fn virtio_device(
             })?;
             Box::new(crate::virtio::vsock::Vsock::new(vsock.cid, &vsock.socket)?)
         }
+        Kind::Balloon => match balloon {
+            Some(state) => Box::new(crate::virtio::balloon::Balloon::new(state.clone())),
+            None => {
+                return Err(DeviceError::SetupVirtio {
+                    name: transport.name.clone(),
+                    source: std::io::Error::other("no balloon state"),
+                })
+            }
+        },
         Kind::Iommu => match iommu {
             Some(iommu) => Box::new(crate::virtio::iommu::VirtioIommu::new(iommu.clone())),
             None => {
@@ -189,6 +202,8 @@ fn attach_virtio<V: Vm + 'static>(
     } else {
         None
     };
+    let balloon_state = config.balloon.map(BalloonState::new);
+    let mut balloon = None;
     let mut transports = Vec::new();
     let mut sources = Vec::new();
     for (endpoint, slot) in (0u32..).zip(&layout) {
@@ -200,7 +215,7 @@ fn attach_virtio<V: Vm + 'static>(
             name: slot.name.clone(),
             source,
         };
-        let device = virtio_device(config, slot, iommu.as_ref())?;
+        let device = virtio_device(config, slot, iommu.as_ref(), balloon_state.as_ref())?;
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup)?;
         let device_memory = match (&iommu, slot.behind_iommu) {
             (Some(iommu), true) => memory.behind_iommu(endpoint, iommu.clone()),
@@ -257,12 +272,16 @@ fn attach_virtio<V: Vm + 'static>(
             transport.clone(),
             "a virtio-mmio transport",
         )?;
+        if slot.kind == crate::virtio::Kind::Balloon {
+            balloon = balloon_state.clone().map(|s| (s, transport.clone()));
+        }
         transports.push(transport);
     }
     Ok(VirtioDevices {
         transports,
         sources,
         iommu,
+        balloon,
     })
 }
 
@@ -272,6 +291,7 @@ struct VirtioDevices {
     transports: Vec<SharedTransport>,
     sources: Vec<Source>,
     iommu: Option<Arc<VirtualIommu>>,
+    balloon: Option<(Arc<BalloonState>, SharedTransport)>,
 }
 
 fn place(
@@ -368,6 +388,7 @@ pub(crate) fn attach<V: Vm + 'static>(
         transports: virtio,
         mut sources,
         iommu,
+        balloon,
     } = attach_virtio(vm, config, &mut mmio)?;
     if let Some(mut input) = console_input() {
         let console = serial.clone();
@@ -402,5 +423,6 @@ pub(crate) fn attach<V: Vm + 'static>(
         event_loop,
         virtio,
         iommu,
+        balloon,
     })
 }

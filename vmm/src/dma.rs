@@ -32,7 +32,9 @@ use std::sync::LazyLock;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use thiserror::Error;
 use vm_memory::iommu::{Error as IommuError, IotlbIterator, IovaRange};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, Iommu, IommuMemory, Iotlb, Permissions};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Iommu, IommuMemory, Iotlb, Permissions,
+};
 
 /// Why the filter refused a device access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,6 +393,41 @@ impl DeviceMemory {
             gpa,
             len,
             refusal: self.explain(gpa, len),
+        }
+    }
+
+    /// Gives `[gpa, gpa + len)` back to the host (the balloon): only RAM,
+    /// and for a confidential guest only pages shared now (checked and
+    /// discarded under the tracker's lock, so no conversion interleaves);
+    /// a private page is refused, never discarded.
+    pub(crate) fn reclaim(&self, gpa: u64, len: u64) -> Result<(), DmaError> {
+        let refused = |refusal| DmaError::Translate { gpa, len, refusal };
+        let Ok(length) = usize::try_from(len) else {
+            return Err(refused(Refusal::NotRam));
+        };
+        match &self.explain {
+            Explain::Plain => {
+                if !self
+                    .memory
+                    .check_range(GuestAddress(gpa), length, Permissions::Write)
+                {
+                    return Err(refused(Refusal::NotRam));
+                }
+                crate::reclaim::discard(self.memory.get_backend(), gpa, len)
+                    .map_err(|_| refused(Refusal::NotRam))
+            }
+            Explain::Shared(states) => {
+                let states = crate::sync::lock(states);
+                if !states.is_shared(gpa, len) {
+                    return Err(refused(if states.state(gpa).is_some() {
+                        Refusal::Private
+                    } else {
+                        Refusal::NotRam
+                    }));
+                }
+                crate::reclaim::discard(self.memory.get_backend(), gpa, len)
+                    .map_err(|_| refused(Refusal::NotRam))
+            }
         }
     }
 

@@ -32,6 +32,7 @@ pub mod memory;
 pub mod metrics;
 pub mod numa;
 pub mod page_state;
+pub(crate) mod reclaim;
 pub mod run;
 pub mod run_control;
 pub mod seccomp;

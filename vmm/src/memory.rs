@@ -427,38 +427,10 @@ impl GuestRam {
     /// and costs no host memory, as when QEMU discards the half of a
     /// conversion the guest no longer uses. A no-op for other guests.
     pub fn discard(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
-        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-        let fail = |e| MemoryError::Protect(e);
         if self.guest_mapping(gpa).is_none() {
             return Ok(());
         }
-        let region = self
-            .memory
-            .find_region(GuestAddress(gpa))
-            .ok_or(fail(std::io::Error::from_raw_os_error(libc::EFAULT)))?;
-        let offset = gpa - region.start_addr().0;
-        let Some(file) = region.file_offset() else {
-            return Ok(());
-        };
-        if offset + len > region.len() {
-            return Err(fail(std::io::Error::from_raw_os_error(libc::EFAULT)));
-        }
-        let fd = std::os::fd::AsRawFd::as_raw_fd(file.file());
-        // SAFETY: fallocate on the memfd this region owns; punching a hole
-        // frees the pages of that range, which both of its mappings (the
-        // guest's and the VMM's) then read as zeroes. No memory is unmapped.
-        let rc = unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                (file.start() + offset) as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if rc != 0 {
-            return Err(fail(std::io::Error::last_os_error()));
-        }
-        Ok(())
+        crate::reclaim::discard(&self.memory, gpa, len).map_err(MemoryError::Protect)
     }
 
     /// Grants or removes the VMM's own access to `gpa..gpa+len` of a

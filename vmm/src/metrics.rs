@@ -76,6 +76,8 @@ pub struct RunMetrics {
     pub devices: Vec<DeviceMetrics>,
     /// The virtio-iommu (`--iommu`).
     pub iommu: Option<IommuMetrics>,
+    /// The balloon (`--balloon`).
+    pub balloon: Option<crate::virtio::balloon::BalloonMetrics>,
 }
 
 /// What the virtio-iommu saw.

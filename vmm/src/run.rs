@@ -327,7 +327,14 @@ where
     }
     let mut threads = vcpu::spawn(vcpus, &context).map_err(VmmError::SpawnVcpu)?;
     let _api = match &config.api_socket {
-        Some(path) => Some(start_api(path, config, &vm, &context, &devices.virtio)?),
+        Some(path) => Some(start_api(
+            path,
+            config,
+            &vm,
+            &context,
+            &devices.virtio,
+            devices.balloon.clone(),
+        )?),
         None => None,
     };
     // The main thread last, once it has started the others.
@@ -353,6 +360,7 @@ where
     let vcpu_exits = vcpu::stop(&mut threads, &control);
     drop(devices.event_loop);
     let device_metrics = device_manager::metrics(&devices.virtio);
+    let balloon_metrics = devices.balloon.as_ref().map(|(b, _)| b.metrics());
     let iommu_metrics = devices
         .iommu
         .as_deref()
@@ -382,6 +390,7 @@ where
         snp,
         devices: device_metrics,
         iommu: iommu_metrics,
+        balloon: balloon_metrics,
         exit_code,
         stop_reason: describe(&reason),
         platform: hypervisor.name().to_string(),
@@ -412,6 +421,10 @@ fn start_api<V: Vm + 'static>(
     vm: &Arc<V>,
     context: &Arc<VcpuContext>,
     virtio: &[Arc<std::sync::Mutex<crate::virtio::mmio::MmioTransport>>],
+    balloon: Option<(
+        Arc<crate::virtio::balloon::BalloonState>,
+        device_manager::SharedTransport,
+    )>,
 ) -> Result<crate::api::ApiServer, VmmError> {
     let transports = virtio.to_vec();
     let transports_for_flush = virtio.to_vec();
@@ -461,6 +474,7 @@ fn start_api<V: Vm + 'static>(
             std::fs::write(path, snapshot.to_string() + "\n").map_err(|e| e.to_string())
         }),
         seccomp: config.seccomp,
+        balloon,
     };
     crate::api::start(path, view).map_err(VmmError::Api)
 }

@@ -38,6 +38,14 @@ fn call(socket: &Path, method: &str, path: &str, body: &str) -> (u16, serde_json
 }
 
 fn start(platform: &str, dir: &Path) -> (std::process::Child, std::path::PathBuf) {
+    start_with(platform, dir, &[])
+}
+
+fn start_with(
+    platform: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (std::process::Child, std::path::PathBuf) {
     let socket = dir.join("api.sock");
     let keys = common::model_keys();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
@@ -54,7 +62,8 @@ fn start(platform: &str, dir: &Path) -> (std::process::Child, std::path::PathBuf
     .args(["--cmdline", "scenario=serial-echo", "--api-socket"])
     .arg(&socket)
     .arg("--metrics-json")
-    .arg(dir.join("m.json"));
+    .arg(dir.join("m.json"))
+    .args(extra);
     if platform == "snp-model" {
         cmd.arg("--model-keys").arg(&keys);
     }
@@ -193,7 +202,7 @@ fn the_api_matches_its_openapi_document() {
         return;
     }
     let dir = scratch("api-schemathesis");
-    let (mut child, socket) = start("none", &dir);
+    let (mut child, socket) = start_with("none", &dir, &["--balloon", "size=16M"]);
     let forwarder = r#"
 import socket, sys, threading
 unix = sys.argv[1]

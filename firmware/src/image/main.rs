@@ -131,6 +131,7 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
         Ok(Scenario::VirtioBlk) => virtio_scenarios::virtio_blk(&cmdline),
         Ok(Scenario::VirtioRng) => virtio_scenarios::virtio_rng(),
         Ok(Scenario::VsockEcho) => vsock_scenario::vsock_echo(),
+        Ok(Scenario::Balloon) => virtio_scenarios::balloon(info, &cmdline),
         Ok(Scenario::IommuBlk) => iommu_scenarios::iommu_blk(),
         Ok(Scenario::IommuUnmapped) => iommu_scenarios::iommu_unmapped(),
         Ok(Scenario::IommuRo) => iommu_scenarios::iommu_ro(),

@@ -71,6 +71,7 @@ pub const ID_BLOCK: u32 = 2;
 pub const ID_ENTROPY: u32 = 4;
 pub const ID_VSOCK: u32 = 19;
 pub const ID_IOMMU: u32 = 23;
+pub const ID_BALLOON: u32 = 5;
 
 /// Why a device could not be used.
 #[derive(Clone, Copy, Debug)]
@@ -291,6 +292,11 @@ impl Device {
             next_desc: [0; MAX_QUEUES],
             iova_offset,
         })
+    }
+
+    /// Writes 32 bits of the device configuration at `offset`.
+    pub fn config_write32(&self, offset: u64, value: u32) -> Result<(), VirtioError> {
+        Ok(mmio::write32(self.base + REG_CONFIG + offset, value)?)
     }
 
     /// Reads 32 bits of the device configuration at `offset`.

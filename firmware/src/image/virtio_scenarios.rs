@@ -246,6 +246,102 @@ pub fn virtio_rng() -> u32 {
     0
 }
 
+/// Where the balloon scenario touches memory: from 64 MiB.
+const BALLOON_TOUCH_GPA: u64 = 64 << 20;
+/// How much it touches.
+const BALLOON_TOUCH: u64 = 256 << 20;
+
+/// Touches 256 MiB, then inflates the balloon to its target (plain), or
+/// offers a shared and a private page range (SNP: the host must reclaim
+/// only the shared ones), and reports `actual`.
+pub fn balloon(info: &BootInfo, cmdline: &Cmdline) -> u32 {
+    use crate::virtio::ID_BALLOON;
+    use umbra_firmware::layout::{VIRTIO_AREA_GPA, VIRTIO_AREA_SIZE};
+    let mut dev = match Device::open_queues(ID_BALLOON, 0, 2) {
+        Ok(dev) => dev,
+        Err(e) => return report("balloon", e),
+    };
+    let target = match dev.config32(0) {
+        Ok(t) => u64::from(t),
+        Err(e) => return report("balloon", e),
+    };
+    let snp = platform::current().is_snp();
+    let ram = if info.is_valid() { info.ram_size } else { 0 };
+    let mut pfns_total = 0u64;
+    if snp {
+        // Eight shared pages (the last device area of the shared virtio
+        // area) and one private page.
+        let shared = VIRTIO_AREA_GPA + VIRTIO_AREA_SIZE - 0x8000;
+        let list = dev.buffers;
+        for i in 0..8u64 {
+            // SAFETY: the PFN list is this device's buffer page.
+            unsafe { ptr::write_volatile((list + 4 * i) as *mut u32, ((shared >> 12) + i) as u32) };
+        }
+        // SAFETY: as above.
+        unsafe { ptr::write_volatile((list + 32) as *mut u32, (DMA_PRIVATE_GPA >> 12) as u32) };
+        if let Err(e) = dev.request(&[Buf {
+            addr: list,
+            len: 36,
+            flags: 0,
+        }]) {
+            return report("balloon", e);
+        }
+        pfns_total = 9;
+    } else {
+        if ram < BALLOON_TOUCH_GPA + BALLOON_TOUCH {
+            io::print("balloon: needs --memory 320M or more\n");
+            return EXIT_BAD_CMDLINE;
+        }
+        let mut page = BALLOON_TOUCH_GPA;
+        while page < BALLOON_TOUCH_GPA + BALLOON_TOUCH {
+            // SAFETY: identity-mapped guest RAM above the firmware's own
+            // areas (checked against the RAM size above); no Rust object
+            // lives there.
+            unsafe { ptr::write_volatile(page as *mut u64, page) };
+            page += 4096;
+        }
+        let pages = target.min(BALLOON_TOUCH >> 12);
+        let list = dev.buffers;
+        let mut next = BALLOON_TOUCH_GPA >> 12;
+        while pfns_total < pages {
+            let n = (pages - pfns_total).min(1024);
+            for i in 0..n {
+                // SAFETY: the PFN list is this device's buffer page.
+                unsafe { ptr::write_volatile((list + 4 * i) as *mut u32, (next + i) as u32) };
+            }
+            if let Err(e) = dev.request(&[Buf {
+                addr: list,
+                len: (4 * n) as u32,
+                flags: 0,
+            }]) {
+                return report("balloon", e);
+            }
+            next += n;
+            pfns_total += n;
+        }
+    }
+    if let Err(e) = dev.config_write32(4, pfns_total as u32) {
+        return report("balloon", e);
+    }
+    io::print("balloon: target ");
+    io::print_dec(target);
+    io::print(" pages; gave ");
+    io::print_dec(pfns_total);
+    io::print(if snp {
+        " pages (eight shared, one private)"
+    } else {
+        " pages"
+    });
+    io::print(" back: ok\n");
+    // `hold=1`: stay up (spinning) so that the host can read the RSS.
+    if cmdline.number("hold") == Some(1) {
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    0
+}
+
 /// Which memory a hostile scenario points the device at.
 #[derive(Clone, Copy)]
 pub enum Target {

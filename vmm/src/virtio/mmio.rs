@@ -196,6 +196,15 @@ impl MmioTransport {
         }
     }
 
+    /// The device's configuration changed (a new balloon target): the
+    /// driver is told by a configuration-change interrupt (§4.2.2).
+    pub(crate) fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.driver_ok() {
+            self.raise(INT_CONFIG_CHANGE);
+        }
+    }
+
     /// Serves the device's host descriptor (event loop thread).
     pub(crate) fn serve_host(&mut self) {
         if !self.driver_ok() {

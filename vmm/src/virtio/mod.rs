@@ -8,6 +8,7 @@
 //! guest shared (confidential guests) or RAM (plain ones), and an access
 //! elsewhere fails with the device's architected error.
 
+pub(crate) mod balloon;
 pub(crate) mod block;
 pub(crate) mod chain;
 #[doc(hidden)]
@@ -45,6 +46,8 @@ pub(crate) enum Kind {
     Rng,
     /// `--vsock`.
     Vsock,
+    /// `--balloon`.
+    Balloon,
     /// `--iommu`.
     Iommu,
 }
@@ -73,6 +76,7 @@ pub(crate) fn transports(config: &crate::config::VmConfig) -> Vec<Transport> {
         .map(Kind::Block)
         .chain(config.rng.then_some(Kind::Rng))
         .chain(config.vsock.is_some().then_some(Kind::Vsock))
+        .chain(config.balloon.is_some().then_some(Kind::Balloon))
         .chain(config.iommu.then_some(Kind::Iommu));
     kinds
         .enumerate()
@@ -82,11 +86,12 @@ pub(crate) fn transports(config: &crate::config::VmConfig) -> Vec<Transport> {
                 Kind::Rng => "rng0".into(),
                 Kind::Vsock => "vsock0".into(),
                 Kind::Iommu => "iommu0".into(),
+                Kind::Balloon => "balloon0".into(),
             },
             behind_iommu: match &kind {
                 Kind::Block(n) => config.disks.get(*n).is_some_and(|d| d.iommu),
                 Kind::Vsock => config.vsock.as_ref().is_some_and(|v| v.iommu),
-                Kind::Rng | Kind::Iommu => false,
+                Kind::Rng | Kind::Iommu | Kind::Balloon => false,
             },
             kind,
             base: VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SLOT,
