@@ -47,6 +47,15 @@ fn model_pass(p: &mut PageStates, rmp: &mut Rmp, to: PageState) {
     }
 }
 
+/// One iteration at 4 KiB granularity: 16 MiB of high RAM to `to` in
+/// 4 KiB requests (4096 of them).
+fn tracker_pass_4k(p: &mut PageStates, to: PageState) {
+    for i in 0..4096u64 {
+        let r = p.convert_sized(4 * GIB + i * PAGE_4K, PAGE_4K, PageSize::Size4K, to);
+        black_box(r.ok());
+    }
+}
+
 fn pages_per_second(mut pass: impl FnMut(PageState)) -> f64 {
     let rounds = 20;
     let start = Instant::now();
@@ -99,6 +108,24 @@ fn bench(c: &mut Criterion) {
     let mut p = PageStates::new(&RAM, PageState::Shared).unwrap_or_else(|e| panic!("{e}"));
     let mut rmp = Rmp::new(&RAM);
     let model = pages_per_second(|to| model_pass(&mut p, &mut rmp, to));
+    let mut p = PageStates::new(&RAM, PageState::Shared).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    for i in 0..20 {
+        tracker_pass_4k(
+            &mut p,
+            if i % 2 == 0 {
+                PageState::Private
+            } else {
+                PageState::Shared
+            },
+        );
+    }
+    let per_4k = (20 * 4096) as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "PSC page-state tracker: {:.1} million 4 KiB pages/s in 4 KiB requests; 2 MiB requests are {:.1}x faster per page",
+        per_4k / 1e6,
+        tracker / per_4k
+    );
     for (what, v) in [
         ("page-state tracker", tracker),
         ("snp-model PSC path", model),
