@@ -266,7 +266,12 @@ pub fn balloon(info: &BootInfo, cmdline: &Cmdline) -> u32 {
         Err(e) => return report("balloon", e),
     };
     let snp = platform::current().is_snp();
-    let ram = if info.is_valid() { info.ram_size } else { 0 };
+    // Under another VMM (no boot-information page) `ram=SIZE` says how much.
+    let ram = if info.is_valid() {
+        info.ram_size
+    } else {
+        cmdline.number("ram").unwrap_or(0)
+    };
     let mut pfns_total = 0u64;
     if snp {
         // Eight shared pages (the last device area of the shared virtio
@@ -300,7 +305,12 @@ pub fn balloon(info: &BootInfo, cmdline: &Cmdline) -> u32 {
             unsafe { ptr::write_volatile(page as *mut u64, page) };
             page += 4096;
         }
-        let pages = target.min(BALLOON_TOUCH >> 12);
+        // `pages=N` inflates N pages whatever the target (QEMU's balloon
+        // starts with none; the benchmark compares inflation rates).
+        let pages = cmdline
+            .number("pages")
+            .unwrap_or(target)
+            .min(BALLOON_TOUCH >> 12);
         let list = dev.buffers;
         let mut next = BALLOON_TOUCH_GPA >> 12;
         while pfns_total < pages {
