@@ -66,6 +66,7 @@ fn main() {
             allowed: vec![],
             policy: Some(policy),
             trust_roots: vec![keys.ark().clone()],
+            store: Vec::new(),
             nonce_lifetime: Duration::from_secs(600),
             session_lifetime: Duration::from_secs(600),
         })

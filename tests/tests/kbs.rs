@@ -94,6 +94,16 @@ impl EvidenceProvider for ModelGuest {
 /// A KBS on a Unix socket releasing `default/key/1` to guests whose
 /// measurement is `pinned`.
 fn serve(name: &str, pinned: &[u8; 48], nonce_lifetime: Duration) -> Endpoint {
+    serve_with_store(name, pinned, nonce_lifetime, Vec::new())
+}
+
+/// As [`serve`], with certificates for evidence that carries none.
+fn serve_with_store(
+    name: &str,
+    pinned: &[u8; 48],
+    nonce_lifetime: Duration,
+    store: Vec<(CertKind, openssl::x509::X509)>,
+) -> Endpoint {
     let dir = scratch(name);
     let resources = dir.join("resources");
     std::fs::create_dir_all(resources.join("default/key")).unwrap();
@@ -112,6 +122,7 @@ fn serve(name: &str, pinned: &[u8; 48], nonce_lifetime: Duration) -> Endpoint {
             allowed: vec!["default/key/*".into()],
             policy: Some(policy),
             trust_roots: vec![keys().ark().clone()],
+            store: store.clone(),
             nonce_lifetime,
             session_lifetime: Duration::from_secs(60),
         })
@@ -144,6 +155,44 @@ fn an_attested_guest_gets_the_secret_and_nothing_else() {
         refused_kind(outside),
         ("ResourceForbidden".into(), 403, "resource")
     );
+}
+
+/// A guest whose host gives it no certificates: the KBS's own store
+/// supplies them (as Trustee's offline KDS store does).
+struct WithoutCerts<'a>(&'a ModelGuest);
+
+impl EvidenceProvider for WithoutCerts<'_> {
+    fn name(&self) -> &str {
+        "the SNP firmware model, no certificate table"
+    }
+
+    fn evidence(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<ReportAndCerts, Box<dyn std::error::Error + Send + Sync>> {
+        Ok((self.0.evidence(report_data)?.0, Vec::new()))
+    }
+}
+
+#[test]
+fn evidence_without_certificates_uses_the_store() {
+    let guest = launch(0x95);
+    let none = serve("no-store", &guest.measurement, Duration::from_secs(60));
+    let (kind, status, _) = refused_kind(fetch_secret(
+        &none,
+        "default/key/1",
+        &WithoutCerts(&guest),
+        &[12; 32],
+    ));
+    assert_eq!((kind.as_str(), status), ("InvalidEvidence", 401));
+    let k = keys();
+    let store = vec![
+        (CertKind::Vcek, k.vcek().clone()),
+        (CertKind::Ask, k.ask().clone()),
+    ];
+    let kbs = serve_with_store("store", &guest.measurement, Duration::from_secs(60), store);
+    let secret = fetch_secret(&kbs, "default/key/1", &WithoutCerts(&guest), &[13; 32]).unwrap();
+    assert_eq!(secret, SECRET);
 }
 
 #[test]

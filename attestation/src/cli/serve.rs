@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// (e.g. the SNP model's ARK in `--model-keys DIR`).
     #[arg(long = "trust-root", required = true)]
     trust_root: Vec<PathBuf>,
+    /// Certificates for evidence that carries none (vcek, ask, ark as
+    /// .der or .pem), like Trustee's offline KDS store.
+    #[arg(long)]
+    certs: Option<PathBuf>,
     /// Seconds a nonce stays valid.
     #[arg(long, default_value_t = 300)]
     nonce_lifetime: u64,
@@ -76,6 +80,25 @@ fn config(a: &ServeArgs) -> Result<ServeConfig, String> {
         .iter()
         .map(|p| chain::load_cert(&read(p)?, &p.display().to_string()).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut store = Vec::new();
+    if let Some(dir) = &a.certs {
+        use umbra_attestation::kbs::evidence::CertKind;
+        for (kind, name) in [
+            (CertKind::Vcek, "vcek"),
+            (CertKind::Ask, "ask"),
+            (CertKind::Ark, "ark"),
+        ] {
+            let found = ["der", "pem"]
+                .iter()
+                .map(|ext| dir.join(format!("{name}.{ext}")))
+                .find(|p| p.is_file());
+            if let Some(path) = found {
+                let cert = chain::load_cert(&read(&path)?, &path.display().to_string())
+                    .map_err(|e| e.to_string())?;
+                store.push((kind, cert));
+            }
+        }
+    }
     if !a.resources.is_dir() {
         return Err(format!("{}: not a directory", a.resources.display()));
     }
@@ -84,6 +107,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig, String> {
         allowed,
         policy,
         trust_roots,
+        store,
         nonce_lifetime: Duration::from_secs(a.nonce_lifetime),
         session_lifetime: Duration::from_secs(a.session_lifetime),
     })

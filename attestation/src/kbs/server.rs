@@ -36,6 +36,10 @@ pub struct ServeConfig {
     pub policy: Option<Policy>,
     /// Trust roots (ARKs) the VCEK chain must end in.
     pub trust_roots: Vec<X509>,
+    /// Certificates used when the evidence carries none of that kind
+    /// (`--certs DIR`, like Trustee's offline KDS store): the guest then
+    /// needs no certificate table from its host.
+    pub store: Vec<(super::evidence::CertKind, X509)>,
     /// How long a nonce (and an unattested session) lives.
     pub nonce_lifetime: Duration,
     /// How long an attested session lives.
@@ -265,22 +269,33 @@ impl Kbs {
                 "REPORT_DATA does not bind this nonce and tee-pubkey",
             ));
         }
-        let vcek = certs
-            .iter()
-            .find(|(k, _)| *k == super::evidence::CertKind::Vcek)
-            .and_then(|(_, der)| X509::from_der(der).ok())
-            .ok_or_else(|| refuse(401, "InvalidEvidence", "the evidence carries no VCEK"))?;
+        // The evidence's own certificates first, then the store's.
         let cert = |kind| {
             certs
                 .iter()
                 .find(|(k, _)| *k == kind)
                 .and_then(|(_, der)| X509::from_der(der).ok())
+                .or_else(|| {
+                    self.config
+                        .store
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map(|(_, c)| c.clone())
+                })
         };
+        use super::evidence::CertKind;
+        let vcek = cert(CertKind::Vcek).ok_or_else(|| {
+            refuse(
+                401,
+                "InvalidEvidence",
+                "neither the evidence nor --certs has a VCEK",
+            )
+        })?;
         let certificates = Certificates {
             vek: vcek,
             vek_kind: None,
-            intermediate: cert(super::evidence::CertKind::Ask),
-            ark: cert(super::evidence::CertKind::Ark),
+            intermediate: cert(CertKind::Ask),
+            ark: cert(CertKind::Ark),
         };
         let options = Options {
             at_unix: SystemTime::now()
