@@ -20,12 +20,21 @@ fn run(platform: &str, scenario: &str, dir: &Path) -> (std::process::Output, ser
     let m = dir.join(format!("{platform}-{scenario}.json"));
     let disk = format!("path={},iommu=on", image.display());
     let cmdline = format!("scenario={scenario}");
-    let keys = common::model_keys().display().to_string();
-    let mut args = vec!["run", "--platform", platform, "--iommu", "--disk", &disk];
-    args.extend(["--cmdline", &cmdline, "--metrics-json", m.to_str().unwrap()]);
-    if platform == "snp-model" {
-        args.extend(["--model-keys", &keys]);
-    }
+    let mut args = vec!["run".to_string()];
+    args.extend(common::platform_args(platform));
+    args.extend(
+        [
+            "--iommu",
+            "--disk",
+            &disk,
+            "--cmdline",
+            &cmdline,
+            "--metrics-json",
+            m.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = umbra(&args);
     let json = metrics(&m);
     (out, json)

@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{kvm_available, metrics, peer_available, scratch, stderr, stdout, umbra};
+use common::{
+    kvm_available, metrics, peer_available, platform_args, scratch, stderr, stdout, umbra,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use umbra_firmware::layout::{blk_test_byte, BLK_TEST_FIRST_SECTOR, BLK_TEST_SECTORS};
@@ -18,15 +20,6 @@ fn disk(dir: &Path, name: &str, sectors: u64) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, vec![0u8; (sectors * 512) as usize]).unwrap();
     path
-}
-
-fn platform_args(platform: &str) -> Vec<String> {
-    let mut args = vec!["--platform".to_string(), platform.to_string()];
-    if platform == "snp-model" {
-        args.push("--model-keys".into());
-        args.push(common::model_keys().display().to_string());
-    }
-    args
 }
 
 fn run(platform: &str, extra: &[&str], metrics_path: &Path) -> std::process::Output {

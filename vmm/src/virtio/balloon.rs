@@ -6,12 +6,12 @@
 //! inflate request is refused and counted, never discarded (Linux SNP
 //! guests would fault on it when they touch it again, unvalidated).
 
-use super::chain::{Buffers, Cursor};
+use super::chain::Cursor;
 use super::{DeviceIo, VirtioDevice};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 
 /// Device ID (§5.5.1).
 const DEVICE_ID: u32 = 5;
@@ -178,32 +178,23 @@ impl VirtioDevice for Balloon {
         let Some(queue) = queues.get_mut(index) else {
             return false;
         };
-        let memory = io.memory.guest_dma();
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(memory) {
-            let head = chain.head_index();
-            if let Ok(buffers) = Buffers::collect(chain) {
-                let len: u64 = buffers.readable.iter().map(|s| u64::from(s.len)).sum();
-                let mut pfns = vec![0u8; (len as usize).min(MAX_PFNS * 4) & !3];
-                match Cursor::new(&buffers.readable).read(io.memory, &mut pfns) {
-                    Ok(()) if index == INFLATE => {
-                        let bytes = self.inflate(&pfns, io);
-                        self.state
-                            .reclaimed_bytes
-                            .fetch_add(bytes, Ordering::Relaxed);
-                        io.counters.request(bytes);
-                    }
-                    // Deflated pages fault back in when the guest touches them.
-                    Ok(()) if index == DEFLATE => io.counters.request(0),
-                    Ok(()) => {}
-                    Err(e) => io.refused(&e),
+        super::serve_chains(queue, io, |buffers| {
+            let len = buffers.readable_len() as usize;
+            let mut pfns = vec![0u8; len.min(MAX_PFNS * 4) & !3];
+            match Cursor::new(&buffers.readable).read(io.memory, &mut pfns) {
+                Ok(()) if index == INFLATE => {
+                    let bytes = self.inflate(&pfns, io);
+                    self.state
+                        .reclaimed_bytes
+                        .fetch_add(bytes, Ordering::Relaxed);
+                    io.counters.request(bytes);
                 }
+                // Deflated pages fault back in when the guest touches them.
+                Ok(()) if index == DEFLATE => io.counters.request(0),
+                Ok(()) => {}
+                Err(e) => io.refused(&e),
             }
-            if queue.add_used(memory, head, 0).is_err() {
-                break;
-            }
-            used = true;
-        }
-        used
+            0
+        })
     }
 }

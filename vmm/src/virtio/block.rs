@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 
 /// Sector size of the request protocol.
 const SECTOR: u64 = 512;
@@ -285,62 +285,48 @@ impl VirtioDevice for Block {
         let Some(queue) = queues.get_mut(index) else {
             return false;
         };
-        let memory = io.memory.guest_dma();
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(memory) {
-            let head = chain.head_index();
-            let written = match Buffers::collect(chain) {
-                Err(e) => {
-                    io.counters.error();
-                    log::warn!("{}: {}", io.name, crate::error::error_chain(&e));
-                    0
+        super::serve_chains(queue, io, |buffers| self.complete(io, buffers))
+    }
+}
+
+impl Block {
+    /// Serves one request and writes its status byte; returns the bytes
+    /// written to the driver (data, then the status).
+    fn complete(&mut self, io: &DeviceIo<'_>, buffers: &Buffers) -> u32 {
+        let Some(status_at) = last_byte(&buffers.writable) else {
+            // No byte to put a status in: nothing can be answered.
+            io.counters.error();
+            io.counters.request(0);
+            return 0;
+        };
+        let mut data_out = Cursor::new(&buffers.readable);
+        // Data the device writes stops before the status byte.
+        let mut data_in = Cursor::new(&buffers.writable);
+        let (code, moved) = match self.serve(io, buffers, &mut data_out, &mut data_in) {
+            Ok(moved) => (S_OK, moved),
+            Err(e) => {
+                if matches!(e, RequestError::Chain(ChainError::Copy(_))) {
+                    io.refused(&e);
+                } else {
+                    log::debug!("{}: {}", io.name, crate::error::error_chain(&e));
                 }
-                Ok(buffers) => {
-                    let status_at = last_byte(&buffers.writable);
-                    let mut data_out = Cursor::new(&buffers.readable);
-                    // Data the device writes stops before the status byte.
-                    let mut data_in = Cursor::new(&buffers.writable);
-                    let result = match status_at {
-                        None => Err(RequestError::Chain(ChainError::CheckLength { missing: 1 })),
-                        Some(_) => self.serve(io, &buffers, &mut data_out, &mut data_in),
-                    };
-                    let (code, moved) = match result {
-                        Ok(moved) => (S_OK, moved),
-                        Err(e) => {
-                            if matches!(e, RequestError::Chain(ChainError::Copy(_))) {
-                                io.refused(&e);
-                            } else {
-                                log::debug!("{}: {}", io.name, crate::error::error_chain(&e));
-                            }
-                            io.counters.error();
-                            let code = if matches!(e, RequestError::Unsupported(_)) {
-                                S_UNSUPP
-                            } else {
-                                S_IOERR
-                            };
-                            (code, 0)
-                        }
-                    };
-                    io.counters.request(moved);
-                    match status_at {
-                        Some(at) => match io.memory.write(at, &[code]) {
-                            Ok(()) => data_in_written(&buffers, code, moved) + 1,
-                            Err(e) => {
-                                io.refused(&e);
-                                0
-                            }
-                        },
-                        None => 0,
-                    }
-                }
-            };
-            if let Err(e) = queue.add_used(memory, head, written) {
-                log::warn!("{}: used ring: {e}", io.name);
-                break;
+                io.counters.error();
+                let code = if matches!(e, RequestError::Unsupported(_)) {
+                    S_UNSUPP
+                } else {
+                    S_IOERR
+                };
+                (code, 0)
             }
-            used = true;
+        };
+        io.counters.request(moved);
+        match io.memory.write(status_at, &[code]) {
+            Ok(()) => data_in_written(buffers, code, moved) + 1,
+            Err(e) => {
+                io.refused(&e);
+                0
+            }
         }
-        used
     }
 }
 

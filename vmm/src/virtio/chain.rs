@@ -86,6 +86,11 @@ impl Buffers {
         Self::from_descriptors(head, chain)
     }
 
+    /// Bytes the device may read.
+    pub(crate) fn readable_len(&self) -> u64 {
+        self.readable.iter().map(|s| u64::from(s.len)).sum()
+    }
+
     /// Bytes the device may write.
     pub(crate) fn writable_len(&self) -> u64 {
         self.writable.iter().map(|s| u64::from(s.len)).sum()

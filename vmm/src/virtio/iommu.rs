@@ -175,30 +175,12 @@ impl VirtioIommu {
     }
 
     fn serve_requests(&mut self, queue: &mut Queue, io: &DeviceIo<'_>) -> bool {
-        let memory = io.memory.guest_dma();
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(memory) {
-            let head = chain.head_index();
-            let written = match Buffers::collect(chain) {
-                Ok(buffers) => self.serve_request(&buffers, io),
-                Err(e) => {
-                    io.counters.error();
-                    log::warn!("{}: {}", io.name, crate::error::error_chain(&e));
-                    0
-                }
-            };
-            if queue.add_used(memory, head, written).is_err() {
-                break;
-            }
-            used = true;
-        }
-        used
+        super::serve_chains(queue, io, |buffers| self.serve_request(buffers, io))
     }
 
     fn serve_request(&self, buffers: &Buffers, io: &DeviceIo<'_>) -> u32 {
-        let readable: u64 = buffers.readable.iter().map(|s| u64::from(s.len)).sum();
         let writable = buffers.writable_len();
-        let len = (readable as usize).min(MAX_REQUEST + 1);
+        let len = (buffers.readable_len() as usize).min(MAX_REQUEST + 1);
         let mut request = vec![0u8; len];
         if let Err(e) = Cursor::new(&buffers.readable).read(io.memory, &mut request) {
             io.refused(&e);

@@ -183,7 +183,23 @@ impl MmioTransport {
 
     /// Serves queue `index` after a notification (event loop thread).
     pub(crate) fn serve_queue(&mut self, index: usize) {
-        if !self.driver_ok() || index >= self.queues.len() {
+        if index < self.queues.len() {
+            self.serve(|device, queues, io| device.process(index, queues, io));
+        }
+    }
+
+    /// Serves the device's host descriptor (event loop thread).
+    pub(crate) fn serve_host(&mut self) {
+        self.serve(|device, queues, io| device.host_event(queues, io));
+    }
+
+    /// Runs `work` on the device while the driver is running, and raises
+    /// the used-buffer interrupt if it used any buffer.
+    fn serve(
+        &mut self,
+        work: impl FnOnce(&mut dyn VirtioDevice, &mut [Queue], &DeviceIo<'_>) -> bool,
+    ) {
+        if !self.driver_ok() {
             return;
         }
         let io = DeviceIo {
@@ -191,7 +207,7 @@ impl MmioTransport {
             counters: &self.counters,
             name: &self.name,
         };
-        if self.device.process(index, &mut self.queues, &io) {
+        if work(self.device.as_mut(), &mut self.queues, &io) {
             self.raise(INT_USED_BUFFER);
         }
     }
@@ -202,21 +218,6 @@ impl MmioTransport {
         self.config_generation = self.config_generation.wrapping_add(1);
         if self.driver_ok() {
             self.raise(INT_CONFIG_CHANGE);
-        }
-    }
-
-    /// Serves the device's host descriptor (event loop thread).
-    pub(crate) fn serve_host(&mut self) {
-        if !self.driver_ok() {
-            return;
-        }
-        let io = DeviceIo {
-            memory: &self.memory,
-            counters: &self.counters,
-            name: &self.name,
-        };
-        if self.device.host_event(&mut self.queues, &io) {
-            self.raise(INT_USED_BUFFER);
         }
     }
 

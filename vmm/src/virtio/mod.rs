@@ -186,6 +186,38 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// Pops every chain the driver made available on `queue`, hands its
+/// buffers to `serve` (a malformed chain is counted, logged and used with
+/// length 0) and puts each on the used ring with the length `serve`
+/// wrote. Returns whether any chain went to the used ring. The loop every
+/// request/response device shares.
+pub(crate) fn serve_chains(
+    queue: &mut Queue,
+    io: &DeviceIo<'_>,
+    mut serve: impl FnMut(&chain::Buffers) -> u32,
+) -> bool {
+    use virtio_queue::QueueT;
+    let memory = io.memory.guest_dma();
+    let mut used = false;
+    while let Some(chain) = queue.pop_descriptor_chain(memory) {
+        let head = chain.head_index();
+        let written = match chain::Buffers::collect(chain) {
+            Ok(buffers) => serve(&buffers),
+            Err(e) => {
+                io.counters.error();
+                log::warn!("{}: {}", io.name, crate::error::error_chain(&e));
+                0
+            }
+        };
+        if let Err(e) = queue.add_used(memory, head, written) {
+            log::warn!("{}: used ring: {e}", io.name);
+            break;
+        }
+        used = true;
+    }
+    used
+}
+
 /// What a device uses while serving a queue.
 pub(crate) struct DeviceIo<'a> {
     /// Guest memory through the DMA filter.

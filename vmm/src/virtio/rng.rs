@@ -1,9 +1,9 @@
 //! virtio-rng (virtio 1.2 §5.4): every driver-writable buffer filled from
 //! the host's getrandom(2).
 
-use super::chain::{Buffers, Cursor};
+use super::chain::Cursor;
 use super::{DeviceIo, VirtioDevice};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 
 /// Device ID (§5.4.1).
 const DEVICE_ID: u32 = 4;
@@ -40,50 +40,26 @@ impl VirtioDevice for Rng {
         let Some(queue) = queues.get_mut(index) else {
             return false;
         };
-        let memory = io.memory.guest_dma();
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(memory) {
-            let head = chain.head_index();
-            let written = match Buffers::collect(chain) {
-                Ok(buffers) => {
-                    let len = (buffers.writable_len() as usize).min(MAX_REQUEST);
-                    let mut entropy = vec![0u8; len];
-                    let mut cursor = Cursor::new(&buffers.writable);
-                    let filled = getrandom::fill(&mut entropy).map_err(|e| {
-                        std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO))
-                    });
-                    match filled {
-                        Err(e) => {
-                            log::error!("{}: getrandom: {e}", io.name);
-                            io.counters.error();
-                            0
-                        }
-                        Ok(()) => match cursor.write(io.memory, &entropy) {
-                            Ok(()) => {
-                                io.counters.request(len as u64);
-                                len as u32
-                            }
-                            Err(e) => {
-                                io.refused(&e);
-                                io.counters.error();
-                                io.counters.request(0);
-                                0
-                            }
-                        },
-                    }
+        super::serve_chains(queue, io, |buffers| {
+            let len = (buffers.writable_len() as usize).min(MAX_REQUEST);
+            let mut entropy = vec![0u8; len];
+            if let Err(e) = getrandom::fill(&mut entropy) {
+                log::error!("{}: getrandom: {e}", io.name);
+                io.counters.error();
+                return 0;
+            }
+            match Cursor::new(&buffers.writable).write(io.memory, &entropy) {
+                Ok(()) => {
+                    io.counters.request(len as u64);
+                    len as u32
                 }
                 Err(e) => {
-                    log::warn!("{}: {}", io.name, crate::error::error_chain(&e));
+                    io.refused(&e);
                     io.counters.error();
+                    io.counters.request(0);
                     0
                 }
-            };
-            if let Err(e) = queue.add_used(memory, head, written) {
-                log::warn!("{}: used ring: {e}", io.name);
-                break;
             }
-            used = true;
-        }
-        used
+        })
     }
 }

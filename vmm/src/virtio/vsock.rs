@@ -109,6 +109,22 @@ struct Connection {
 }
 
 impl Connection {
+    /// A connection in `state` whose guest side advertised `buf_alloc`
+    /// and `fwd_cnt` (zero until it answers).
+    fn new(stream: UnixStream, state: State, buf_alloc: u32, fwd_cnt: u32) -> Self {
+        let watching = state == State::Established;
+        Connection {
+            stream,
+            state,
+            sent: 0,
+            peer_buf_alloc: buf_alloc,
+            peer_fwd_cnt: fwd_cnt,
+            fwd_cnt: 0,
+            fwd_cnt_told: 0,
+            watching,
+        }
+    }
+
     fn credit(&self) -> u32 {
         let in_flight = self.sent.wrapping_sub(self.peer_fwd_cnt);
         self.peer_buf_alloc.saturating_sub(in_flight)
@@ -283,16 +299,7 @@ impl Vsock {
         }
         self.connections.insert(
             (local_port, peer_port),
-            Connection {
-                stream,
-                state: State::Connecting,
-                sent: 0,
-                peer_buf_alloc: 0,
-                peer_fwd_cnt: 0,
-                fwd_cnt: 0,
-                fwd_cnt_told: 0,
-                watching: false,
-            },
+            Connection::new(stream, State::Connecting, 0, 0),
         );
         self.control.push_back(Control {
             local_port,
@@ -327,16 +334,7 @@ impl Vsock {
         }
         self.connections.insert(
             (local_port, peer_port),
-            Connection {
-                stream,
-                state: State::Established,
-                sent: 0,
-                peer_buf_alloc: buf_alloc,
-                peer_fwd_cnt: fwd_cnt,
-                fwd_cnt: 0,
-                fwd_cnt_told: 0,
-                watching: true,
-            },
+            Connection::new(stream, State::Established, buf_alloc, fwd_cnt),
         );
         self.control.push_back(Control {
             local_port,

@@ -87,6 +87,16 @@ pub fn model_keys() -> PathBuf {
     .clone()
 }
 
+/// `--platform PLATFORM`, with the shared model keys for `snp-model`.
+pub fn platform_args(platform: &str) -> Vec<String> {
+    let mut args = vec!["--platform".to_string(), platform.to_string()];
+    if platform == "snp-model" {
+        args.push("--model-keys".into());
+        args.push(model_keys().display().to_string());
+    }
+    args
+}
+
 /// The digest `umbra run --platform snp-model --print-measurement` predicts.
 pub fn predicted(extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
