@@ -3,15 +3,16 @@
 //! The firmware is a workspace crate, but a bare-metal image needs its own
 //! link flags and profile, so it is built by a nested cargo invocation into
 //! a separate target directory (no lock contention with the outer build) and
-//! flattened from ELF into the 64 KiB ROM image the VMM maps below 4 GiB.
+//! flattened from ELF into the 512 KiB ROM image the VMM maps below 4 GiB
+//! (`umbra_firmware::layout::ROM_SIZE`; `firmware.rs` tests that they agree).
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ROM_BASE: u64 = 0xFFFF_0000;
-const ROM_SIZE: usize = 0x1_0000;
+const ROM_BASE: u64 = 0xFFF8_0000;
+const ROM_SIZE: usize = 0x8_0000;
 
 fn main() {
     let manifest_dir =
@@ -51,7 +52,9 @@ fn main() {
         .env(
             "RUSTFLAGS",
             "-C target-feature=+soft-float,-sse,-sse2,-avx,-avx2 -C target-cpu=x86-64 \
-             --cfg aes_backend=\"soft\" --cfg polyval_backend=\"soft\"",
+             -C code-model=large \
+             --cfg aes_backend=\"soft\" --cfg polyval_backend=\"soft\" \
+             --cfg sha2_backend=\"soft\"",
         )
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort")

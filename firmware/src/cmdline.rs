@@ -68,11 +68,14 @@ pub enum Scenario {
     DmaBeyond,
     /// A virtio-blk read into an unmapped hole: refused.
     DmaUnmapped,
+    /// Trustee KBS exchange over vsock: attest, fetch a resource, print
+    /// its SHA-256.
+    Kbs,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 25] = [
+    pub const ALL: [(&'static str, Scenario); 26] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("flood", Scenario::Flood),
@@ -98,6 +101,7 @@ impl Scenario {
         ("dma-rom", Scenario::DmaRom),
         ("dma-beyond", Scenario::DmaBeyond),
         ("dma-unmapped", Scenario::DmaUnmapped),
+        ("kbs", Scenario::Kbs),
     ];
 }
 

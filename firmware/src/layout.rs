@@ -6,7 +6,7 @@
 //! here once; the SEV metadata in the footer table describes the same ranges.
 
 /// Size of the firmware ROM image.
-pub const ROM_SIZE: u64 = 64 * 1024;
+pub const ROM_SIZE: u64 = 512 * 1024;
 /// Guest-physical base of the ROM: the image ends exactly at 4 GiB.
 pub const ROM_BASE: u64 = (1 << 32) - ROM_SIZE;
 /// Address of the last 4 KiB page of the ROM, where the 16/32-bit boot code,
@@ -97,6 +97,12 @@ pub const GUEST_RESPONSE_GPA: u64 = 0x1C000;
 /// Two private pages at the end of the statics window where the firmware
 /// builds and decrypts messages (never shared).
 pub const SCRATCH_GPA: u64 = 0x2E000;
+/// The firmware's heap (the `kbs` scenario's JSON and JWE): private RAM
+/// between the stacks and the page-state test page, validated by the
+/// firmware before first use (the launch does not measure it).
+pub const HEAP_GPA: u64 = 0x20_0000;
+/// Size of the heap.
+pub const HEAP_SIZE: u64 = 0x10_0000;
 /// The page the `psc` scenario converts between private and shared.
 pub const PSC_TEST_GPA: u64 = 0x30_0000;
 /// Offset of VMPCK0 in the secrets page (SNP ABI secrets page layout).

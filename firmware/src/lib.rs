@@ -12,5 +12,6 @@ pub mod boot_info;
 pub mod cmdline;
 pub mod footer;
 pub mod guest_msg;
+pub mod http;
 pub mod insn;
 pub mod layout;

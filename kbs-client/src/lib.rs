@@ -20,6 +20,8 @@
 
 extern crate alloc;
 
+pub mod evidence;
+pub mod flow;
 pub mod jcs;
 pub mod jwe;
 
@@ -73,6 +75,9 @@ impl core::error::Error for KbsError {
 /// evidence binds, and the nonce it answers.
 pub struct KbsSession {
     secret: p256::SecretKey,
+    /// Kept: each derivation is a scalar multiplication, which takes a
+    /// second in an emulated guest.
+    public: p256::PublicKey,
     nonce: Option<String>,
 }
 
@@ -89,6 +94,7 @@ impl KbsSession {
     pub fn new(seed: &[u8; 32]) -> Result<Self, KbsError> {
         let secret = p256::SecretKey::from_slice(seed).map_err(|_| KbsError::CreateKey)?;
         Ok(KbsSession {
+            public: secret.public_key(),
             secret,
             nonce: None,
         })
@@ -116,7 +122,7 @@ impl KbsSession {
 
     /// The ephemeral key as the JWK `tee-pubkey`.
     pub fn tee_pubkey(&self) -> TeePubKey {
-        let point = self.secret.public_key().to_sec1_point(false);
+        let point = self.public.to_sec1_point(false);
         let coordinate = |c: Option<&[u8]>| URL_SAFE_NO_PAD.encode(c.unwrap_or_default());
         TeePubKey::EC {
             crv: "P-256".to_string(),

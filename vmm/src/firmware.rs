@@ -1,7 +1,7 @@
 //! The firmware image embedded in the `umbra` binary (built by build.rs
 //! from the `umbra-firmware` crate).
 
-/// The 64 KiB ROM image of umbra's own firmware.
+/// The ROM image (`layout::ROM_SIZE`) of umbra's own firmware.
 pub static EMBEDDED_FIRMWARE: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/umbra-firmware.bin"));
 

@@ -88,6 +88,14 @@ pub fn print_hex_u8(value: u8) {
     ]);
 }
 
+/// Prints `bytes` as lower-case hex, no prefix or separators.
+pub fn print_hex_bytes(bytes: &[u8]) {
+    let digits = b"0123456789abcdef";
+    for b in bytes {
+        write_bytes(&[digits[usize::from(b >> 4)], digits[usize::from(b & 0xF)]]);
+    }
+}
+
 /// Ends the run through the debug-exit port, then halts for good.
 pub fn exit(code: u32) -> ! {
     // SAFETY: a write to the debug-exit port stops the VM; no memory effects.

@@ -3,13 +3,18 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod boot;
+mod entropy;
 mod exceptions;
 mod fw_cfg;
 mod ghcb;
+mod heap;
 mod interrupts;
 mod io;
 mod iommu_scenarios;
+mod kbs;
 mod mem;
 mod mmio;
 mod paging;
@@ -19,6 +24,7 @@ mod snp;
 mod vc;
 mod virtio;
 mod virtio_scenarios;
+mod vsock;
 mod vsock_scenario;
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -37,6 +43,12 @@ static FOOTER: [u8; footer::FOOTER_BLOB_LEN] = footer::footer_blob(ROM_BOOT_PAGE
 #[used]
 #[link_section = ".sev_metadata"]
 static SEV_METADATA: [u8; footer::SEV_METADATA_LEN] = footer::sev_metadata();
+
+/// The heap allocator: a zero-sized value, kept in the ROM so that no
+/// reference to it needs RIP-relative reach into the statics window.
+#[global_allocator]
+#[link_section = ".rodata.heap"]
+static HEAP: heap::Heap = heap::Heap;
 
 /// Exit code for a bad command line (unknown scenario, bad range).
 pub const EXIT_BAD_CMDLINE: u32 = 2;
@@ -79,6 +91,9 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
     exceptions::install();
     let (platform, sev_status) = platform::detect();
     let bootstrap = platform::is_bootstrap(ticket);
+    if bootstrap {
+        mem::copy_initialised_statics();
+    }
     checkin_counter().fetch_add(1, Ordering::AcqRel);
     if !bootstrap {
         io::halt();
@@ -141,6 +156,7 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
         Ok(Scenario::DmaRom) => virtio_scenarios::dma_refused(Target::Rom, info),
         Ok(Scenario::DmaBeyond) => virtio_scenarios::dma_refused(Target::Beyond, info),
         Ok(Scenario::DmaUnmapped) => virtio_scenarios::dma_refused(Target::Unmapped, info),
+        Ok(Scenario::Kbs) => kbs::kbs(&cmdline),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);
@@ -163,3 +179,15 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     io::print("\n");
     io::exit(0xFE)
 }
+
+/// Never called: the image aborts on panic, but the prebuilt `alloc` of
+/// the host target was compiled with unwinding and its landing pads name
+/// this symbol and the one below.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    io::exit(0xFD)
+}
+
+/// See [`_Unwind_Resume`].
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}

@@ -73,6 +73,28 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     unsafe { memcmp(a, b, n) }
 }
 
+/// Copies the initial values of the initialised writable statics (the
+/// linker's `.data`, which the image runs from the statics window) out of
+/// the ROM. Only dependencies have such statics (memchr's dispatch
+/// pointers); the bootstrap vCPU copies them before any scenario runs.
+pub fn copy_initialised_statics() {
+    extern "C" {
+        static __data_load: u8;
+        static __data_start: u8;
+        static __data_end: u8;
+    }
+    // The image is built with the large code model, so these addresses
+    // are absolute loads, not RIP-relative ones.
+    let load = &raw const __data_load;
+    let start = (&raw const __data_start).cast_mut();
+    let len = (&raw const __data_end) as usize - start as usize;
+    // SAFETY: the linker script places `.data`'s initial bytes at
+    // `__data_load` in the ROM and its run-time copy at `__data_start` in
+    // the statics window, `len` bytes each, not overlapping; nothing has
+    // used the run-time copy yet (only the bootstrap vCPU runs here).
+    unsafe { memcpy(start, load, len) };
+}
+
 /// `&'static $ty` for the static `$name`, which the linker places in the
 /// statics window (`layout::BSS_GPA`). The code runs in the ROM just below
 /// 4 GiB, out of reach of the RIP-relative addressing the compiler uses for

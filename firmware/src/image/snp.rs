@@ -4,10 +4,12 @@
 
 use crate::exceptions::{self, VECTOR_VC};
 use crate::ghcb::{self, negotiate, psc};
+use crate::mem::bss;
 use crate::platform::{self, pvalidate, rdmsr};
 use crate::{io, EXIT_BAD_CMDLINE, EXIT_FAILED};
 use core::arch::asm;
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 use umbra_firmware::cmdline::Cmdline;
 use umbra_firmware::guest_msg::{
     self, MSG_REPORT_REQ, MSG_REPORT_RSP, REPORT_RSP_REPORT, REPORT_SIZE,
@@ -62,30 +64,36 @@ fn parse_report_data(text: &str) -> Option<[u8; 64]> {
     Some(out)
 }
 
-/// Requests an attestation report carrying `report_data=HEX` and prints it.
-pub fn attest(cmdline: &Cmdline) -> u32 {
-    if !require_snp() {
-        return EXIT_BAD_CMDLINE;
-    }
-    let Some(report_data) = parse_report_data(cmdline.get("report_data").unwrap_or("")) else {
-        io::print("attest: report_data must be up to 64 bytes of hex\n");
-        return EXIT_BAD_CMDLINE;
-    };
-    if let Err(e) = ghcb::establish(&[GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA]) {
-        io::print("attest: ");
-        return fail(e.what, e.response);
-    }
+/// Why a report could not be obtained: what failed and the value (status,
+/// code) that says how.
+#[derive(Debug)]
+pub struct ReportError {
+    pub what: &'static str,
+    pub value: u64,
+}
+
+fn report_error(what: &'static str, value: u64) -> ReportError {
+    ReportError { what, value }
+}
+
+/// An attestation report carrying `report_data`, through an SNP guest
+/// request (MSG_REPORT_REQ, VMPCK0) with the response checked as Linux's
+/// sev-guest driver checks it.
+pub fn request_report(report_data: &[u8; 64]) -> Result<[u8; REPORT_SIZE], ReportError> {
+    ghcb::establish(&[GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA])
+        .map_err(|e| report_error(e.what, e.response))?;
     let mut key = [0u8; 32];
     key.copy_from_slice(&page(SECRETS_PAGE_GPA)[SECRETS_VMPCK0..SECRETS_VMPCK0 + 32]);
     if key == [0; 32] {
-        return fail("attest: VMPCK0 in the secrets page is zero", 0);
+        return Err(report_error("VMPCK0 in the secrets page is zero", 0));
     }
 
     // Encrypt in private memory, then copy to the shared request page.
     let scratch = page(SCRATCH_GPA);
-    let payload = guest_msg::report_request(&report_data);
-    if guest_msg::seal(&key, 1, MSG_REPORT_REQ, 0, &payload, scratch).is_err() {
-        return fail("attest: cannot build the request", 0);
+    let payload = guest_msg::report_request(report_data);
+    let sequence = next_sequence();
+    if guest_msg::seal(&key, sequence, MSG_REPORT_REQ, 0, &payload, scratch).is_err() {
+        return Err(report_error("cannot build the request", 0));
     }
     page(GUEST_REQUEST_GPA).copy_from_slice(scratch);
     let (info1, info2) = match ghcb::call(
@@ -97,38 +105,63 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
         Err(e) => (e.info1, e.info2),
     };
     if info1 as u32 != 0 || info2 != 0 {
-        io::print("attest: guest request failed, sw_exit_info_1 ");
+        io::print("guest request failed, sw_exit_info_1 ");
         io::print_hex(info1);
-        return fail(", sw_exit_info_2", info2);
+        io::print("\n");
+        return Err(report_error("guest request failed, sw_exit_info_2", info2));
     }
 
     scratch.copy_from_slice(page(GUEST_RESPONSE_GPA));
-    let response = match guest_msg::open(&key, 0, 2, scratch) {
+    let response = match guest_msg::open(&key, 0, sequence + 1, scratch) {
         Ok((MSG_REPORT_RSP, body)) if body.len() >= REPORT_RSP_REPORT + REPORT_SIZE => body,
-        Ok((other, _)) => return fail("attest: unexpected response type", u64::from(other)),
-        Err(_) => return fail("attest: response did not authenticate", 0),
+        Ok((other, _)) => return Err(report_error("unexpected response type", u64::from(other))),
+        Err(_) => return Err(report_error("response did not authenticate", 0)),
     };
     let status = u32::from_le_bytes([response[0], response[1], response[2], response[3]]);
     if status != 0 {
-        return fail("attest: firmware status", u64::from(status));
+        return Err(report_error("firmware status", u64::from(status)));
     }
     // MSG_REPORT_RSP REPORT_SIZE, checked as Linux checks it.
     let size = u32::from_le_bytes([response[4], response[5], response[6], response[7]]);
     if size as usize != REPORT_SIZE {
-        return fail("attest: report size", u64::from(size));
+        return Err(report_error("report size", u64::from(size)));
     }
-    let report = &response[REPORT_RSP_REPORT..REPORT_RSP_REPORT + REPORT_SIZE];
+    let mut report = [0u8; REPORT_SIZE];
+    report.copy_from_slice(&response[REPORT_RSP_REPORT..REPORT_RSP_REPORT + REPORT_SIZE]);
+    if report[0x50..0x90] != report_data[..] {
+        return Err(report_error("the report carries other REPORT_DATA", 0));
+    }
+    Ok(report)
+}
+
+/// The sequence number of the next request: each request/response pair
+/// takes two (Linux's sev-guest driver: request n, response n + 1), and a
+/// number is never reused with VMPCK0.
+fn next_sequence() -> u64 {
+    bss!(SEQUENCE, AtomicU64).fetch_add(2, Ordering::AcqRel) + 1
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// Requests an attestation report carrying `report_data=HEX` and prints it.
+pub fn attest(cmdline: &Cmdline) -> u32 {
+    if !require_snp() {
+        return EXIT_BAD_CMDLINE;
+    }
+    let Some(report_data) = parse_report_data(cmdline.get("report_data").unwrap_or("")) else {
+        io::print("attest: report_data must be up to 64 bytes of hex\n");
+        return EXIT_BAD_CMDLINE;
+    };
+    let report = match request_report(&report_data) {
+        Ok(report) => report,
+        Err(e) => {
+            io::print("attest: ");
+            return fail(e.what, e.value);
+        }
+    };
     io::print("attest: report ");
-    for b in report {
-        io::write_bytes(&[
-            b"0123456789abcdef"[usize::from(b >> 4)],
-            b"0123456789abcdef"[usize::from(b & 0xF)],
-        ]);
-    }
+    io::print_hex_bytes(&report);
     io::print("\n");
-    if report[0x50..0x90] != report_data {
-        return fail("attest: report carries other REPORT_DATA", 0);
-    }
     io::print("attest: report for our REPORT_DATA received: ok\n");
     0
 }

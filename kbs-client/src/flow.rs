@@ -1,0 +1,169 @@
+//! The whole client exchange — auth, evidence bound to the challenge,
+//! attest, resource, decryption — written once over two small traits, so
+//! that umbra-agent (HTTP over TCP or a Unix socket, configfs-tsm) and the
+//! firmware (HTTP over virtio-vsock, the SNP guest request) run the same
+//! steps in the same order.
+
+use crate::{KbsError, KbsSession};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// The session cookie Trustee's KBS sets (`kbs/src/http/mod.rs`).
+pub const COOKIE: &str = "kbs-session-id";
+
+/// One HTTP reply, as much of it as the protocol needs.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The value of the `Set-Cookie` header, if any.
+    pub set_cookie: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Carries one request to the KBS and brings back its reply.
+pub trait Transport {
+    /// Why a request could not be carried.
+    type Error;
+    /// `method path` with `body`, sending `Cookie: kbs-session-id=<cookie>`
+    /// when given.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, Self::Error>;
+}
+
+/// Produces the TEE evidence (`primary_evidence`) for a REPORT_DATA.
+pub trait Attester {
+    /// Why evidence could not be produced.
+    type Error;
+    /// Evidence whose report carries `report_data`.
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<serde_json::Value, Self::Error>;
+}
+
+/// The step of the exchange the KBS refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `POST /kbs/v0/auth`.
+    Auth,
+    /// `POST /kbs/v0/attest`.
+    Attest,
+    /// `GET /kbs/v0/resource/...`.
+    Resource,
+}
+
+impl Step {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Auth => "auth",
+            Step::Attest => "attest",
+            Step::Resource => "resource",
+        }
+    }
+}
+
+/// Why the exchange failed.
+#[derive(Debug)]
+pub enum FlowError<T, A> {
+    /// The transport failed.
+    Transport(T),
+    /// The attester failed.
+    Attester(A),
+    /// The KBS refused a step: its status and `{type, detail}` (the last
+    /// path segment of the type).
+    Refused {
+        step: Step,
+        status: u16,
+        kind: String,
+        detail: String,
+    },
+    /// The auth reply set no session cookie.
+    NoCookie,
+    /// A protocol step failed on this side (challenge, JWE).
+    Protocol(KbsError),
+}
+
+impl<T, A> From<KbsError> for FlowError<T, A> {
+    fn from(e: KbsError) -> Self {
+        FlowError::Protocol(e)
+    }
+}
+
+fn refused<T, A>(step: Step, reply: &Reply) -> FlowError<T, A> {
+    let info: Option<kbs_types::ErrorInformation> = serde_json::from_slice(&reply.body).ok();
+    let (kind, detail) = match info {
+        Some(i) => (
+            i.error_type
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            i.detail,
+        ),
+        None => (
+            String::from("unknown"),
+            String::from_utf8_lossy(&reply.body).into_owned(),
+        ),
+    };
+    FlowError::Refused {
+        step,
+        status: reply.status,
+        kind,
+        detail,
+    }
+}
+
+/// The value of the session cookie in a `Set-Cookie` header.
+fn session_cookie(set_cookie: &str) -> Option<&str> {
+    let (name, value) = set_cookie.split(';').next()?.split_once('=')?;
+    (name.trim() == COOKIE && !value.is_empty()).then_some(value.trim())
+}
+
+/// Runs the exchange for `resource` (`repo/type/tag`) with the session key
+/// derived from `seed`; returns the secret.
+pub fn fetch_resource<T: Transport, A: Attester>(
+    transport: &mut T,
+    attester: &mut A,
+    seed: &[u8; 32],
+    resource: &str,
+) -> Result<Vec<u8>, FlowError<T::Error, A::Error>> {
+    let mut session = KbsSession::new(seed)?;
+    let auth = transport
+        .exchange("POST", "/kbs/v0/auth", None, &KbsSession::auth_request())
+        .map_err(FlowError::Transport)?;
+    if auth.status != 200 {
+        return Err(refused(Step::Auth, &auth));
+    }
+    let cookie = auth
+        .set_cookie
+        .as_deref()
+        .and_then(session_cookie)
+        .ok_or(FlowError::NoCookie)?
+        .to_string();
+    session.accept_challenge(&auth.body)?;
+    let report_data = session.report_data()?;
+    let evidence = attester
+        .evidence(&report_data)
+        .map_err(FlowError::Attester)?;
+    let body = session.attest_request(evidence)?;
+    let attest = transport
+        .exchange("POST", "/kbs/v0/attest", Some(&cookie), &body)
+        .map_err(FlowError::Transport)?;
+    if attest.status != 200 {
+        return Err(refused(Step::Attest, &attest));
+    }
+    let path = format!("/kbs/v0/resource/{resource}");
+    let got = transport
+        .exchange("GET", &path, Some(&cookie), &[])
+        .map_err(FlowError::Transport)?;
+    if got.status != 200 {
+        return Err(refused(Step::Resource, &got));
+    }
+    Ok(session.decrypt(&got.body)?)
+}
