@@ -17,7 +17,8 @@ use umbra_vmm::firmware::EMBEDDED_FIRMWARE;
 #[test]
 fn embedded_firmware_carries_the_declared_sev_metadata() {
     let image = FirmwareImage::parse(EMBEDDED_FIRMWARE).unwrap();
-    assert_eq!(image.gpa(), 0xFFFF_0000);
+    assert_eq!(image.gpa(), umbra_firmware::layout::ROM_BASE);
+    assert_eq!(image.gpa(), 0xFFF8_0000, "512 KiB below 4 GiB");
     assert_eq!(
         image.sev_es_reset_eip().unwrap(),
         Some(ROM_BOOT_PAGE as u32)

@@ -338,8 +338,12 @@ mod tests {
             let (rec, finished) = execute(Recorder::default(), &plan).unwrap();
             assert_eq!(finished.measurement, plan.expected_measurement().unwrap());
             assert_eq!(rec.calls.first().unwrap(), "start 0x30000");
-            // Firmware first (all 16 ROM pages), then the five SEV metadata sections.
-            assert_eq!(rec.calls[1], "update Normal 0xffff0000 0x10000");
+            // Firmware first (every ROM page), then the five SEV metadata sections.
+            use umbra_firmware::layout::{ROM_BASE, ROM_SIZE};
+            assert_eq!(
+                rec.calls[1],
+                format!("update Normal {ROM_BASE:#x} {ROM_SIZE:#x}")
+            );
             assert_eq!(rec.calls[3], "update Secrets 0x18000 0x1000");
             assert_eq!(rec.calls[4], "update Cpuid 0x19000 0x1000");
             assert_eq!(rec.calls.last().unwrap(), &format!("finish {vcpus}"));

@@ -86,7 +86,7 @@ fn rom_write_is_refused_and_recorded() {
     violation_scenario(
         "rom-write",
         "rom-write",
-        |gpa| (0xFFFF_0000..0x1_0000_0000).contains(&gpa),
+        |gpa| (umbra_firmware::layout::ROM_BASE..0x1_0000_0000).contains(&gpa),
         "bytes unchanged: ok",
     );
 }

@@ -269,34 +269,6 @@ impl Kbs {
                 "REPORT_DATA does not bind this nonce and tee-pubkey",
             ));
         }
-        // The evidence's own certificates first, then the store's.
-        let cert = |kind| {
-            certs
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .and_then(|(_, der)| X509::from_der(der).ok())
-                .or_else(|| {
-                    self.config
-                        .store
-                        .iter()
-                        .find(|(k, _)| *k == kind)
-                        .map(|(_, c)| c.clone())
-                })
-        };
-        use super::evidence::CertKind;
-        let vcek = cert(CertKind::Vcek).ok_or_else(|| {
-            refuse(
-                401,
-                "InvalidEvidence",
-                "neither the evidence nor --certs has a VCEK",
-            )
-        })?;
-        let certificates = Certificates {
-            vek: vcek,
-            vek_kind: None,
-            intermediate: cert(CertKind::Ask),
-            ark: cert(CertKind::Ark),
-        };
         let options = Options {
             at_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -306,7 +278,7 @@ impl Kbs {
             crl: None,
             product: None,
         };
-        let mut verdict = self.appraise(&report, &report_bytes, &certs, &certificates, &options);
+        let mut verdict = self.appraise(&report, &report_bytes, &certs, &options)?;
         let failed = |v: &verify::Verdict, class| {
             v.checks
                 .iter()
@@ -359,14 +331,17 @@ impl Kbs {
     /// the same certificates and the same report fields the chain checks
     /// read (version, signing key, CPUID) is not verified again: only the
     /// report's own checks (signature, chip, TCB) run.
+    ///
+    /// The certificates are parsed only when the chain is not cached:
+    /// OpenSSL's DER decoding of three certificates costs as much as the
+    /// report's signature check.
     fn appraise(
         &self,
         report: &AttestationReport,
         raw: &[u8],
         certs: &[(super::evidence::CertKind, Vec<u8>)],
-        certificates: &Certificates,
         options: &Options,
-    ) -> verify::Verdict {
+    ) -> Result<verify::Verdict, Refusal> {
         const CACHE_FOR: Duration = Duration::from_secs(60);
         const CACHE_MAX: usize = 256;
         let mut hash = Sha256::new();
@@ -387,10 +362,11 @@ impl Kbs {
                 .filter(|(at, _, _)| at.elapsed() < CACHE_FOR)
                 .map(|(_, checks, chain)| (checks.clone(), chain.clone()))
         };
-        let (mut checks, chain) = match cached {
-            Some((checks, chain)) => (checks, Some(chain)),
+        let (mut checks, chain, certificates) = match cached {
+            Some((checks, chain)) => (checks, Some(chain), None),
             None => {
-                let (checks, chain) = verify::verify_chain(report, certificates, options);
+                let certificates = self.certificates(certs)?;
+                let (checks, chain) = verify::verify_chain(report, &certificates, options);
                 if let Some(chain) = &chain {
                     if !checks.iter().any(|c| c.status == verify::Status::Fail) {
                         let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
@@ -400,18 +376,54 @@ impl Kbs {
                         }
                     }
                 }
-                (checks, chain)
+                (checks, chain, Some(certificates))
             }
         };
-        match chain {
-            Some(chain) => {
+        Ok(match (chain, certificates) {
+            (Some(chain), _) => {
                 checks.extend(verify::verify_report(report, &chain));
                 let product = Some(chain.product);
                 verify::Verdict { product, checks }
             }
             // A chain that fails gets the whole diagnosis.
-            None => verify::verify(report, certificates, options),
-        }
+            (None, Some(certificates)) => verify::verify(report, &certificates, options),
+            (None, None) => verify::verify(report, &self.certificates(certs)?, options),
+        })
+    }
+
+    /// The certificates to verify with: the evidence's own first, then the
+    /// `--certs` store's.
+    fn certificates(
+        &self,
+        certs: &[(super::evidence::CertKind, Vec<u8>)],
+    ) -> Result<Certificates, Refusal> {
+        use super::evidence::CertKind;
+        let cert = |kind| {
+            certs
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, der)| X509::from_der(der).ok())
+                .or_else(|| {
+                    self.config
+                        .store
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map(|(_, c)| c.clone())
+                })
+        };
+        let vcek = cert(CertKind::Vcek).ok_or_else(|| {
+            refuse(
+                401,
+                "InvalidEvidence",
+                "neither the evidence nor --certs has a VCEK",
+            )
+        })?;
+        Ok(Certificates {
+            vek: vcek,
+            vek_kind: None,
+            intermediate: cert(CertKind::Ask),
+            ark: cert(CertKind::Ark),
+        })
     }
 
     /// An ES256 JWT in the shape of Trustee's attestation token.
