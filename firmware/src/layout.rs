@@ -128,6 +128,11 @@ pub const QEMU_MICROVM_VIRTIO_COUNT: usize = 24;
 pub const VIRTIO_AREA_GPA: u64 = 0x31_0000;
 /// Size of that area.
 pub const VIRTIO_AREA_SIZE: u64 = 0x8_0000;
+/// Shared pages where the host writes its certificate table on an
+/// extended guest request (the `kbs` scenario's VCEK, ASK and ARK).
+pub const CERTS_GPA: u64 = 0x3A_0000;
+/// Number of those pages.
+pub const CERTS_PAGES: u64 = 4;
 /// A page the `dma-private` scenario keeps private and points a device at.
 pub const DMA_PRIVATE_GPA: u64 = 0x39_0000;
 /// First sector the `virtio-blk` scenario writes.

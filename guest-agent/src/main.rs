@@ -191,7 +191,7 @@ fn write_certs_dir(dir: &Path, evidence: &Evidence) {
         std::process::exit(1);
     }
     for (kind, bytes) in entries {
-        if let Some(name) = kind.file_name() {
+        if let Some(name) = cert_table::file_name(kind) {
             write(&dir.join(name), bytes);
         }
     }

@@ -6,9 +6,10 @@
 //! guest (RDRAND), gets a report bound to the server's nonce through the
 //! SNP guest request, speaks the KBS protocol over virtio-vsock (hybrid
 //! vsock connects port 8080 to `S_8080`), opens the JWE inside the guest
-//! and prints the secret's SHA-256. The server releases it only for the
-//! pinned launch measurement, verifying the model-signed report against
-//! the model's ARK.
+//! and prints the secret's SHA-256. The evidence carries the VCEK, ASK and
+//! ARK that the host handed out with the extended guest request. The
+//! server releases the secret only for the pinned launch measurement,
+//! verifying the model-signed report against the model's ARK.
 
 mod common;
 
@@ -91,8 +92,6 @@ fn serve(dir: &Path, socket: &Path, pinned: &str) -> Server {
         .arg(&policy)
         .arg("--trust-root")
         .arg(keys.join("ark.pem"))
-        .arg("--certs")
-        .arg(&keys)
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn umbra-attest serve");
@@ -144,6 +143,10 @@ fn the_guest_gets_the_secret_only_for_the_pinned_measurement() {
     assert!(console.contains(&line), "no '{line}' in:\n{console}");
     assert!(
         console.contains("kbs: ephemeral P-256 key made inside the guest"),
+        "{console}"
+    );
+    assert!(
+        console.contains("with 3 certificates from the host"),
         "{console}"
     );
     let log = server.log();

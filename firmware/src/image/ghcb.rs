@@ -34,6 +34,9 @@ const GHCB_USAGE: usize = 0xFFC;
 
 /// NAE event: SNP guest request.
 pub const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
+/// SNP extended guest request (GHCB spec §4.1.8): also fetches the host's
+/// certificate table.
+const SNP_EXT_GUEST_REQUEST: u64 = 0x8000_0012;
 /// NAE event: MMIO read.
 const MMIO_READ: u64 = 0x8000_0001;
 /// NAE event: MMIO write.
@@ -218,6 +221,29 @@ pub fn call(exit_code: u64, info1: u64, info2: u64) -> Result<u64, CallError> {
     let page = ghcb_page();
     exchange(page, exit_code, info1, info2, None)?;
     Ok(get(page, SW_EXIT_INFO_2))
+}
+
+/// The extended guest request: the request and response pages, and
+/// `pages` shared pages at `certs` for the host's certificate table.
+/// Returns `sw_exit_info_2` and RBX (the pages the table needs, when the
+/// host answers SNP_GUEST_VMM_ERR_INVALID_LEN).
+pub fn ext_guest_request(
+    request: u64,
+    response: u64,
+    certs: u64,
+    pages: u64,
+) -> Result<(u64, u64), CallError> {
+    let page = ghcb_page();
+    page[VALID_BITMAP..VALID_BITMAP + 16].fill(0);
+    put(page, RAX, certs);
+    put(page, RBX, pages);
+    exchange_kept(page, SNP_EXT_GUEST_REQUEST, request, response)?;
+    let rbx = if is_valid(page, RBX) {
+        get(page, RBX)
+    } else {
+        pages
+    };
+    Ok((get(page, SW_EXIT_INFO_2), rbx))
 }
 
 /// A 32-bit MMIO read of `gpa` by the hypervisor (what the #VC handler

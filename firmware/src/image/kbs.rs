@@ -14,8 +14,9 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use umbra_firmware::cmdline::Cmdline;
 use umbra_firmware::http;
-use umbra_kbs_client::evidence::snp_evidence;
+use umbra_kbs_client::evidence::{snp_evidence, CertKind};
 use umbra_kbs_client::flow::{self, Attester, FlowError, Reply, Transport};
+use umbra_snp_abi::cert_table;
 
 /// Exit codes, one per way the exchange can end (docs/attestation.md).
 const EXIT_NO_ENTROPY: u32 = 3;
@@ -161,17 +162,34 @@ impl Transport for VsockTransport {
     }
 }
 
-/// Evidence from the SNP guest request; the host supplies no certificates
-/// here (the relying party holds the VCEK, as Trustee's offline store).
+/// Evidence from the SNP extended guest request: the report and the
+/// certificates the host supplies with it (none is fine: then the relying
+/// party must hold the VCEK, as Trustee's offline store does).
 struct GuestRequest;
 
 impl Attester for GuestRequest {
     type Error = &'static str;
 
     fn evidence(&mut self, report_data: &[u8; 64]) -> Result<serde_json::Value, &'static str> {
-        let report = snp::request_report(report_data).map_err(|e| e.what)?;
-        io::print("kbs: report bound to the KBS nonce obtained\n");
-        snp_evidence(&report, &[]).map_err(|_| "the report has no evidence form")
+        let report = snp::request_report(report_data, snp::ReportKind::WithCertificates)
+            .map_err(|e| e.what)?;
+        let table = snp::certificate_table();
+        let mut certs = Vec::new();
+        for entry in cert_table::entries(&table) {
+            let (kind, der) = entry.map_err(|_| "the host's certificate table is malformed")?;
+            let kind = match kind {
+                cert_table::CertKind::Vcek => CertKind::Vcek,
+                cert_table::CertKind::Vlek => CertKind::Vlek,
+                cert_table::CertKind::Ask => CertKind::Ask,
+                cert_table::CertKind::Ark => CertKind::Ark,
+                _ => continue,
+            };
+            certs.push((kind, der));
+        }
+        io::print("kbs: report bound to the KBS nonce obtained, with ");
+        io::print_dec(certs.len() as u64);
+        io::print(" certificates from the host\n");
+        snp_evidence(&report, &certs).map_err(|_| "the report has no evidence form")
     }
 }
 

@@ -15,8 +15,9 @@ use umbra_firmware::guest_msg::{
     self, MSG_REPORT_REQ, MSG_REPORT_RSP, REPORT_RSP_REPORT, REPORT_SIZE,
 };
 use umbra_firmware::layout::{
-    GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA, MSR_GHCB, PROBE_NOT_RAM, PROBE_OK, PROBE_PORT,
-    PROBE_REFUSED_PRIVATE, PSC_TEST_GPA, SCRATCH_GPA, SECRETS_PAGE_GPA, SECRETS_VMPCK0,
+    CERTS_GPA, CERTS_PAGES, GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA, MSR_GHCB, PROBE_NOT_RAM,
+    PROBE_OK, PROBE_PORT, PROBE_REFUSED_PRIVATE, PSC_TEST_GPA, SCRATCH_GPA, SECRETS_PAGE_GPA,
+    SECRETS_VMPCK0,
 };
 
 fn require_snp() -> bool {
@@ -76,12 +77,31 @@ fn report_error(what: &'static str, value: u64) -> ReportError {
     ReportError { what, value }
 }
 
+/// How a report is asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// SNP_GUEST_REQUEST: the report only.
+    Plain,
+    /// SNP extended guest request: the host also writes its certificate
+    /// table to the shared pages at [`CERTS_GPA`].
+    WithCertificates,
+}
+
 /// An attestation report carrying `report_data`, through an SNP guest
 /// request (MSG_REPORT_REQ, VMPCK0) with the response checked as Linux's
 /// sev-guest driver checks it.
-pub fn request_report(report_data: &[u8; 64]) -> Result<[u8; REPORT_SIZE], ReportError> {
+pub fn request_report(
+    report_data: &[u8; 64],
+    kind: ReportKind,
+) -> Result<[u8; REPORT_SIZE], ReportError> {
     ghcb::establish(&[GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA])
         .map_err(|e| report_error(e.what, e.response))?;
+    if kind == ReportKind::WithCertificates {
+        for i in 0..CERTS_PAGES {
+            ghcb::psc(CERTS_GPA + i * 0x1000, false)
+                .map_err(|code| report_error("cannot share the certificate pages", code))?;
+        }
+    }
     let mut key = [0u8; 32];
     key.copy_from_slice(&page(SECRETS_PAGE_GPA)[SECRETS_VMPCK0..SECRETS_VMPCK0 + 32]);
     if key == [0; 32] {
@@ -96,12 +116,29 @@ pub fn request_report(report_data: &[u8; 64]) -> Result<[u8; REPORT_SIZE], Repor
         return Err(report_error("cannot build the request", 0));
     }
     page(GUEST_REQUEST_GPA).copy_from_slice(scratch);
-    let (info1, info2) = match ghcb::call(
-        ghcb::SNP_GUEST_REQUEST,
-        GUEST_REQUEST_GPA,
-        GUEST_RESPONSE_GPA,
-    ) {
-        Ok(info2) => (0, info2),
+    let outcome = match kind {
+        ReportKind::Plain => ghcb::call(
+            ghcb::SNP_GUEST_REQUEST,
+            GUEST_REQUEST_GPA,
+            GUEST_RESPONSE_GPA,
+        )
+        .map(|info2| (info2, 0)),
+        ReportKind::WithCertificates => ghcb::ext_guest_request(
+            GUEST_REQUEST_GPA,
+            GUEST_RESPONSE_GPA,
+            CERTS_GPA,
+            CERTS_PAGES,
+        ),
+    };
+    let (info1, info2) = match outcome {
+        Ok((info2, pages)) => {
+            if info2 == SNP_GUEST_VMM_ERR_INVALID_LEN {
+                io::print("the host's certificate table needs ");
+                io::print_dec(pages);
+                io::print(" pages\n");
+            }
+            (0, info2)
+        }
         Err(e) => (e.info1, e.info2),
     };
     if info1 as u32 != 0 || info2 != 0 {
@@ -134,6 +171,21 @@ pub fn request_report(report_data: &[u8; 64]) -> Result<[u8; REPORT_SIZE], Repor
     Ok(report)
 }
 
+/// The host could not fit its certificate table (Linux uapi sev-guest.h
+/// `SNP_GUEST_ERR(SNP_GUEST_VMM_ERR_INVALID_LEN, 0)`).
+const SNP_GUEST_VMM_ERR_INVALID_LEN: u64 = 1 << 32;
+
+/// The host's certificate table from the last extended request, copied
+/// into private memory before anyone reads it (the host may change the
+/// shared pages at any time).
+pub fn certificate_table() -> alloc::vec::Vec<u8> {
+    let mut table = alloc::vec![0u8; (CERTS_PAGES * 0x1000) as usize];
+    for (i, chunk) in table.chunks_exact_mut(0x1000).enumerate() {
+        chunk.copy_from_slice(&page(CERTS_GPA + i as u64 * 0x1000)[..]);
+    }
+    table
+}
+
 /// The sequence number of the next request: each request/response pair
 /// takes two (Linux's sev-guest driver: request n, response n + 1), and a
 /// number is never reused with VMPCK0.
@@ -152,7 +204,7 @@ pub fn attest(cmdline: &Cmdline) -> u32 {
         io::print("attest: report_data must be up to 64 bytes of hex\n");
         return EXIT_BAD_CMDLINE;
     };
-    let report = match request_report(&report_data) {
+    let report = match request_report(&report_data, ReportKind::Plain) {
         Ok(report) => report,
         Err(e) => {
             io::print("attest: ");

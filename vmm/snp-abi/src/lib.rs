@@ -8,6 +8,8 @@
 //! Linux `struct snp_guest_msg_hdr`).
 #![no_std]
 
+pub mod cert_table;
+
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// SEV firmware status codes (SEV-SNP ABI spec 56860, table "Status Codes";

@@ -43,6 +43,7 @@ mod info {
     pub const TERMINATE_REQ: u64 = 0x100;
 }
 
+mod certs;
 mod nae;
 pub use nae::{DeviceAccess, GhcbAccess};
 
@@ -149,6 +150,8 @@ pub struct SnpRuntime {
     pub last_report: Option<Vec<u8>>,
     /// Reports signed so far.
     pub reports_signed: u64,
+    /// The certificate table the extended guest request hands out.
+    certificates: Vec<u8>,
 }
 
 impl SnpRuntime {
@@ -184,6 +187,7 @@ impl SnpRuntime {
             fidelity_violations: Vec::new(),
             last_report: None,
             reports_signed: 0,
+            certificates: Vec::new(),
         }
     }
 

@@ -62,6 +62,12 @@ pub enum ModelError {
     /// The model's certificates could not be encoded.
     #[error("cannot encode the SNP model's certificates")]
     EncodeCerts(#[source] KeyError),
+    /// A certificate could not be put in DER form.
+    #[error("cannot encode a certificate of the SNP model as DER")]
+    EncodeCertificate(#[source] openssl::error::ErrorStack),
+    /// The certificate table for extended guest requests could not be built.
+    #[error("cannot build the certificate table")]
+    BuildCertificateTable(#[source] umbra_snp_abi::cert_table::CertTableError),
 }
 
 impl From<ModelError> for BackendError {
@@ -147,6 +153,23 @@ impl Hypervisor for ModelHypervisor {
     }
 }
 
+/// The certificate table the model's host hands to extended guest
+/// requests: the model's VCEK, ASK and ARK (DER), as a host configured
+/// with its chip's certificates hands out AMD's.
+fn certificate_table(keys: &ModelKeys) -> Result<Vec<u8>, ModelError> {
+    use umbra_snp_abi::cert_table::{self, CertKind};
+    let der = |c: &openssl::x509::X509| c.to_der().map_err(ModelError::EncodeCertificate);
+    let (vcek, ask, ark) = (der(keys.vcek())?, der(keys.ask())?, der(keys.ark())?);
+    let certs: [(CertKind, &[u8]); 3] = [
+        (CertKind::Vcek, &vcek),
+        (CertKind::Ask, &ask),
+        (CertKind::Ark, &ark),
+    ];
+    let mut table = vec![0u8; cert_table::table_len(&certs)];
+    cert_table::write(&certs, &mut table).map_err(ModelError::BuildCertificateTable)?;
+    Ok(table)
+}
+
 /// The model's state once RAM exists.
 struct ModelGuest {
     runtime: Arc<Mutex<SnpRuntime>>,
@@ -188,7 +211,7 @@ impl Vm for ModelVm {
         let states = PageStates::new(&ram_ranges, PageState::Private)
             .map_err(ModelError::TrackPageStates)?;
         let shared = SharedMemory::new(ram.clone(), Arc::new(Mutex::new(states)));
-        let runtime = SnpRuntime::new(
+        let mut runtime = SnpRuntime::new(
             model,
             ram.clone(),
             shared.clone(),
@@ -196,6 +219,7 @@ impl Vm for ModelVm {
             self.options.guest_features,
             host_cpuid(),
         );
+        runtime.set_certificates(certificate_table(&self.keys)?);
         self.inner.register_ram(ram.clone(), map)?;
         self.guest = Some(ModelGuest {
             runtime: Arc::new(Mutex::new(runtime)),

@@ -16,6 +16,7 @@ const MMIO_READ: u64 = 0x8000_0001;
 const MMIO_WRITE: u64 = 0x8000_0002;
 const PSC: u64 = 0x8000_0010;
 const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
+const SNP_EXT_GUEST_REQUEST: u64 = 0x8000_0012;
 
 /// IOIO exit information (AMD APM vol. 2, "IOIO Intercept").
 const IOIO_TYPE_IN: u64 = 1 << 0;
@@ -245,6 +246,22 @@ impl SnpRuntime {
                 self.respond(vcpu, gpa, &mut page, (0, status), &[]);
                 return GhcbOutcome::Resume;
             }
+            SNP_EXT_GUEST_REQUEST => {
+                self.count("ext_guest_request");
+                if !valid(&page, ghcb_page::RAX) || !valid(&page, ghcb_page::RBX) {
+                    self.respond(vcpu, gpa, &mut page, (2, 4), &[]);
+                    return GhcbOutcome::Resume;
+                }
+                let (certs, pages) = (u64_at(&page, ghcb_page::RAX), u64_at(&page, ghcb_page::RBX));
+                let outcome = self.ext_guest_request(vcpu, (info1, info2), certs, pages);
+                let rbx: Vec<(usize, u64)> = outcome
+                    .pages_needed
+                    .map(|n| (ghcb_page::RBX, n))
+                    .into_iter()
+                    .collect();
+                self.respond(vcpu, gpa, &mut page, (0, outcome.status), &rbx);
+                return GhcbOutcome::Resume;
+            }
             PSC => {
                 self.count("psc");
                 let status = self.psc(vcpu, gpa, &mut page, scratch);
@@ -430,7 +447,12 @@ impl SnpRuntime {
 
     /// SNP_GUEST_REQUEST: returns the status for sw_exit_info_2 (0 success;
     /// otherwise the firmware error in the low 32 bits).
-    fn guest_request(&mut self, vcpu: usize, request_gpa: u64, response_gpa: u64) -> u64 {
+    pub(super) fn guest_request(
+        &mut self,
+        vcpu: usize,
+        request_gpa: u64,
+        response_gpa: u64,
+    ) -> u64 {
         let mut request = [0u8; 4096];
         if request_gpa & 0xFFF != 0
             || response_gpa & 0xFFF != 0
@@ -614,6 +636,42 @@ mod tests {
             0,
             "no firmware status"
         );
+    }
+
+    #[test]
+    fn an_extended_request_hands_out_the_table_or_asks_for_more_pages() {
+        let mut rt = runtime();
+        let table: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        rt.set_certificates(table.clone());
+        rt.convert(0x8000, 0x2000, PageState::Shared).unwrap();
+        let request = |rt: &mut SnpRuntime, pages: u64| {
+            exit(
+                rt,
+                &[
+                    (ghcb_page::SW_EXIT_CODE, SNP_EXT_GUEST_REQUEST),
+                    (ghcb_page::SW_EXIT_INFO_1, 0x6000),
+                    (ghcb_page::SW_EXIT_INFO_2, 0x7000),
+                    (ghcb_page::RAX, 0x8000),
+                    (ghcb_page::RBX, pages),
+                ],
+                &[],
+            );
+            ghcb(rt)
+        };
+        // One page is too few for 5000 bytes: RBX says two, nothing written.
+        let page = request(&mut rt, 1);
+        assert_eq!(u64_at(&page, ghcb_page::SW_EXIT_INFO_2), 1 << 32);
+        assert_eq!(u64_at(&page, ghcb_page::RBX), 2);
+        let mut back = vec![0u8; table.len()];
+        rt.shared.read(0x8000, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
+        // Two pages: the table lands there; the request itself runs (its
+        // pages are private here, so it fails as a VMM error).
+        let page = request(&mut rt, 2);
+        rt.shared.read(0x8000, &mut back).unwrap();
+        assert_eq!(back, table);
+        assert_eq!(u64_at(&page, ghcb_page::SW_EXIT_INFO_2), VMM_ERR_GENERIC);
+        assert_eq!(rt.ghcb_exits.get("ext_guest_request"), Some(&2));
     }
 
     #[test]
