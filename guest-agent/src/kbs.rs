@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use umbra_attestation::http::{read_message, write_message, HttpError, Message};
 use umbra_attestation::kbs::evidence::{snp_evidence, CertKind, ReportAndCerts};
-use umbra_kbs_client::{KbsError, KbsSession};
+use umbra_kbs_client::flow::{fetch_resource, FlowError, Reply};
+use umbra_kbs_client::KbsError;
 
 /// Where a report comes from.
 pub trait EvidenceProvider {
@@ -119,37 +120,50 @@ pub enum FetchError {
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
-fn exchange(
-    endpoint: &Endpoint,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-    body: &[u8],
-) -> Result<Message, FetchError> {
-    let mut stream: Box<dyn Stream> = match endpoint {
-        Endpoint::Tcp(host) => {
-            Box::new(std::net::TcpStream::connect(host).map_err(FetchError::Connect)?)
+/// HTTP/1.1 to the KBS, one connection per request.
+struct HttpTransport<'a>(&'a Endpoint);
+
+impl umbra_kbs_client::flow::Transport for HttpTransport<'_> {
+    type Error = FetchError;
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, FetchError> {
+        let endpoint = self.0;
+        let mut stream: Box<dyn Stream> = match endpoint {
+            Endpoint::Tcp(host) => {
+                Box::new(std::net::TcpStream::connect(host).map_err(FetchError::Connect)?)
+            }
+            Endpoint::Unix(path) => Box::new(
+                std::os::unix::net::UnixStream::connect(path).map_err(FetchError::Connect)?,
+            ),
+        };
+        let host = match endpoint {
+            Endpoint::Tcp(h) => h.as_str(),
+            Endpoint::Unix(_) => "localhost",
+        };
+        let cookie_header = cookie.map(|c| format!("{}={c}", umbra_kbs_client::flow::COOKIE));
+        let mut headers = vec![("Host", host), ("Content-Type", "application/json")];
+        if let Some(c) = &cookie_header {
+            headers.push(("Cookie", c));
         }
-        Endpoint::Unix(path) => {
-            Box::new(std::os::unix::net::UnixStream::connect(path).map_err(FetchError::Connect)?)
-        }
-    };
-    let host = match endpoint {
-        Endpoint::Tcp(h) => h.as_str(),
-        Endpoint::Unix(_) => "localhost",
-    };
-    let cookie_header = cookie.map(|c| format!("{}={c}", umbra_attestation::kbs::server::COOKIE));
-    let mut headers = vec![("Host", host), ("Content-Type", "application/json")];
-    if let Some(c) = &cookie_header {
-        headers.push(("Cookie", c));
+        write_message(
+            &mut stream,
+            &format!("{method} {path} HTTP/1.1"),
+            &headers,
+            body,
+        )?;
+        let message = read_message(&mut stream)?;
+        Ok(Reply {
+            status: status(&message),
+            set_cookie: message.header("set-cookie").map(str::to_string),
+            body: message.body,
+        })
     }
-    write_message(
-        &mut stream,
-        &format!("{method} {path} HTTP/1.1"),
-        &headers,
-        body,
-    )?;
-    Ok(read_message(&mut stream)?)
 }
 
 fn status(message: &Message) -> u16 {
@@ -161,79 +175,52 @@ fn status(message: &Message) -> u16 {
         .unwrap_or(0)
 }
 
-fn refused(step: &'static str, message: &Message) -> FetchError {
-    let info: Option<kbs_types::ErrorInformation> = serde_json::from_slice(&message.body).ok();
-    let (kind, detail) = info.map_or_else(
-        || {
-            (
-                String::from("unknown"),
-                String::from_utf8_lossy(&message.body).into_owned(),
-            )
-        },
-        |i| {
-            let kind = i
-                .error_type
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            (kind, i.detail)
-        },
-    );
-    FetchError::Refused {
-        step,
-        status: status(message),
-        kind,
-        detail,
+/// Evidence from a provider, in Trustee's form through the sev crate.
+struct ProviderAttester<'a>(&'a dyn EvidenceProvider);
+
+impl umbra_kbs_client::flow::Attester for ProviderAttester<'_> {
+    type Error = FetchError;
+
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<serde_json::Value, FetchError> {
+        let provider = self.0;
+        let (report, certs) =
+            provider
+                .evidence(report_data)
+                .map_err(|source| FetchError::Evidence {
+                    provider: provider.name().to_string(),
+                    source,
+                })?;
+        Ok(snp_evidence(&report, &certs)?)
     }
 }
 
 /// Runs the exchange for `resource` (`repo/type/tag`) with a session key
-/// from `seed`; returns the secret.
+/// from `seed`; returns the secret. The steps are the shared client
+/// library's (`umbra_kbs_client::flow`), as in the firmware.
 pub fn fetch_secret(
     endpoint: &Endpoint,
     resource: &str,
     provider: &dyn EvidenceProvider,
     seed: &[u8; 32],
 ) -> Result<Vec<u8>, FetchError> {
-    let mut session = KbsSession::new(seed)?;
-    let auth = exchange(
-        endpoint,
-        "POST",
-        "/kbs/v0/auth",
-        None,
-        &KbsSession::auth_request(),
-    )?;
-    if status(&auth) != 200 {
-        return Err(refused("auth", &auth));
-    }
-    let cookie = auth
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .and_then(|c| c.split_once('='))
-        .map(|(_, v)| v.to_string())
-        .ok_or(FetchError::Protocol(KbsError::Json))?;
-    session.accept_challenge(&auth.body)?;
-    let report_data = session.report_data()?;
-    let (report, certs) =
-        provider
-            .evidence(&report_data)
-            .map_err(|source| FetchError::Evidence {
-                provider: provider.name().to_string(),
-                source,
-            })?;
-    let evidence = snp_evidence(&report, &certs)?;
-    let body = session.attest_request(evidence)?;
-    let attest = exchange(endpoint, "POST", "/kbs/v0/attest", Some(&cookie), &body)?;
-    if status(&attest) != 200 {
-        return Err(refused("attest", &attest));
-    }
-    let path = format!("/kbs/v0/resource/{resource}");
-    let got = exchange(endpoint, "GET", &path, Some(&cookie), &[])?;
-    if status(&got) != 200 {
-        return Err(refused("resource", &got));
-    }
-    Ok(session.decrypt(&got.body)?)
+    let mut transport = HttpTransport(endpoint);
+    let mut attester = ProviderAttester(provider);
+    fetch_resource(&mut transport, &mut attester, seed, resource).map_err(|e| match e {
+        FlowError::Transport(e) | FlowError::Attester(e) => e,
+        FlowError::Refused {
+            step,
+            status,
+            kind,
+            detail,
+        } => FetchError::Refused {
+            step: step.name(),
+            status,
+            kind,
+            detail,
+        },
+        FlowError::NoCookie => FetchError::Protocol(KbsError::Json),
+        FlowError::Protocol(e) => FetchError::Protocol(e),
+    })
 }
 
 /// Whether `path` is on a filesystem that keeps data across reboots

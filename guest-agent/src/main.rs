@@ -68,16 +68,18 @@ enum Command {
     },
 }
 
-/// Exit codes of `fetch-secret` (documented in docs/attestation.md).
+/// Exit codes of `fetch-secret`: the KBS clients' shared table
+/// (documented in docs/attestation.md).
 mod fetch_exit {
-    pub const UNREACHABLE: i32 = 3;
-    pub const EVIDENCE: i32 = 4;
-    pub const REFUSED_AUTH: i32 = 5;
-    pub const REFUSED_ATTEST: i32 = 6;
-    pub const REFUSED_POLICY: i32 = 7;
-    pub const REFUSED_RESOURCE: i32 = 8;
-    pub const PROTOCOL: i32 = 9;
-    pub const WRITE: i32 = 10;
+    use umbra_kbs_client::flow::exit;
+    pub const UNREACHABLE: i32 = exit::UNREACHABLE as i32;
+    pub const EVIDENCE: i32 = exit::EVIDENCE as i32;
+    pub const REFUSED_AUTH: i32 = exit::REFUSED_AUTH as i32;
+    pub const REFUSED_ATTEST: i32 = exit::REFUSED_ATTEST as i32;
+    pub const REFUSED_POLICY: i32 = exit::REFUSED_POLICY as i32;
+    pub const REFUSED_RESOURCE: i32 = exit::REFUSED_RESOURCE as i32;
+    pub const PROTOCOL: i32 = exit::PROTOCOL as i32;
+    pub const WRITE: i32 = exit::WRITE as i32;
 }
 
 fn fetch_secret(

@@ -89,6 +89,54 @@ pub enum FlowError<T, A> {
     Protocol(KbsError),
 }
 
+/// Exit codes of umbra's KBS clients, `umbra-agent fetch-secret` and the
+/// firmware's `kbs` scenario (docs/attestation.md): one per way the
+/// exchange ends, so that scripts and tests tell refusals apart.
+pub mod exit {
+    /// The KBS could not be reached (or the transport failed).
+    pub const UNREACHABLE: u8 = 3;
+    /// No evidence could be obtained.
+    pub const EVIDENCE: u8 = 4;
+    /// `auth` refused.
+    pub const REFUSED_AUTH: u8 = 5;
+    /// `attest` refused (evidence not authentic, nonce, binding...).
+    pub const REFUSED_ATTEST: u8 = 6;
+    /// `attest` refused by the appraisal policy (403).
+    pub const REFUSED_POLICY: u8 = 7;
+    /// The resource was refused.
+    pub const REFUSED_RESOURCE: u8 = 8;
+    /// A protocol step failed on the client's side (no key, bad JWE...).
+    pub const PROTOCOL: u8 = 9;
+    /// The secret could not be stored.
+    pub const WRITE: u8 = 10;
+}
+
+impl<T, A> FlowError<T, A> {
+    /// The [`exit`] code of this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            FlowError::Transport(_) => exit::UNREACHABLE,
+            FlowError::Attester(_) => exit::EVIDENCE,
+            FlowError::Refused {
+                step: Step::Auth, ..
+            } => exit::REFUSED_AUTH,
+            FlowError::Refused {
+                step: Step::Attest,
+                status: 403,
+                ..
+            } => exit::REFUSED_POLICY,
+            FlowError::Refused {
+                step: Step::Attest, ..
+            } => exit::REFUSED_ATTEST,
+            FlowError::Refused {
+                step: Step::Resource,
+                ..
+            } => exit::REFUSED_RESOURCE,
+            FlowError::NoCookie | FlowError::Protocol(_) => exit::PROTOCOL,
+        }
+    }
+}
+
 impl<T, A> From<KbsError> for FlowError<T, A> {
     fn from(e: KbsError) -> Self {
         FlowError::Protocol(e)
@@ -166,4 +214,65 @@ pub fn fetch_resource<T: Transport, A: Attester>(
         return Err(refused(Step::Resource, &got));
     }
     Ok(session.decrypt(&got.body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_by_name() {
+        assert_eq!(
+            session_cookie("kbs-session-id=abc; Path=/kbs; HttpOnly"),
+            Some("abc")
+        );
+        assert_eq!(session_cookie("other=abc; Path=/"), None);
+        assert_eq!(session_cookie("kbs-session-id=; Path=/"), None);
+        assert_eq!(session_cookie("garbage"), None);
+    }
+
+    #[test]
+    fn refusals_map_to_their_exit_codes() {
+        let refused = |step, status| FlowError::<(), ()>::Refused {
+            step,
+            status,
+            kind: String::new(),
+            detail: String::new(),
+        };
+        assert_eq!(refused(Step::Auth, 400).exit_code(), exit::REFUSED_AUTH);
+        assert_eq!(refused(Step::Attest, 401).exit_code(), exit::REFUSED_ATTEST);
+        assert_eq!(refused(Step::Attest, 403).exit_code(), exit::REFUSED_POLICY);
+        assert_eq!(
+            refused(Step::Resource, 403).exit_code(),
+            exit::REFUSED_RESOURCE
+        );
+        assert_eq!(
+            FlowError::<(), ()>::Transport(()).exit_code(),
+            exit::UNREACHABLE
+        );
+        assert_eq!(FlowError::<(), ()>::NoCookie.exit_code(), exit::PROTOCOL);
+    }
+
+    #[test]
+    fn a_kbs_error_body_names_its_kind() {
+        let reply = Reply {
+            status: 401,
+            set_cookie: None,
+            body: br#"{"type":"https://github.com/confidential-containers/kbs/errors/NonceUsed","detail":"used"}"#.to_vec(),
+        };
+        match refused::<(), ()>(Step::Attest, &reply) {
+            FlowError::Refused {
+                kind,
+                detail,
+                status,
+                ..
+            } => {
+                assert_eq!(
+                    (kind.as_str(), detail.as_str(), status),
+                    ("NonceUsed", "used", 401)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -15,18 +15,12 @@ use sha2::{Digest, Sha256};
 use umbra_firmware::cmdline::Cmdline;
 use umbra_firmware::http;
 use umbra_kbs_client::evidence::{snp_evidence, CertKind};
-use umbra_kbs_client::flow::{self, Attester, FlowError, Reply, Transport};
+use umbra_kbs_client::flow::{self, exit, Attester, FlowError, Reply, Transport};
 use umbra_snp_abi::cert_table;
 
-/// Exit codes, one per way the exchange can end (docs/attestation.md).
-const EXIT_NO_ENTROPY: u32 = 3;
-const EXIT_TRANSPORT: u32 = 4;
-const EXIT_REFUSED_AUTH: u32 = 5;
-const EXIT_EVIDENCE: u32 = 6;
-const EXIT_REFUSED_ATTEST: u32 = 7;
-const EXIT_REFUSED_RESOURCE: u32 = 8;
-const EXIT_PROTOCOL: u32 = 9;
-const EXIT_HEAP: u32 = 10;
+/// Exit codes: the KBS clients' shared table (umbra-agent's too).
+const EXIT_UNREACHABLE: u32 = exit::UNREACHABLE as u32;
+const EXIT_PROTOCOL: u32 = exit::PROTOCOL as u32;
 
 /// The largest reply accepted (the attestation token is the largest).
 const MAX_REPLY: usize = 256 << 10;
@@ -236,17 +230,17 @@ pub fn kbs(cmdline: &Cmdline) -> u32 {
         io::print(" failed with ");
         io::print_dec(u64::from(e.code));
         io::print("\n");
-        return fail(EXIT_HEAP, "cannot validate the heap");
+        return fail(EXIT_PROTOCOL, "cannot validate the heap");
     }
     let Some(seed) = entropy::random32() else {
         return fail(
-            EXIT_NO_ENTROPY,
+            EXIT_PROTOCOL,
             "no RDRAND: no key can be made inside the guest",
         );
     };
     let vsock = match Vsock::open() {
         Ok(v) => v,
-        Err(_) => return fail(EXIT_TRANSPORT, "no virtio-vsock device"),
+        Err(_) => return fail(EXIT_UNREACHABLE, "no virtio-vsock device"),
     };
     let mut transport = VsockTransport {
         vsock,
@@ -264,26 +258,24 @@ pub fn kbs(cmdline: &Cmdline) -> u32 {
             io::print("\n");
             0
         }
-        Err(FlowError::Transport(e)) => fail(EXIT_TRANSPORT, e.what()),
-        Err(FlowError::Attester(what)) => fail(EXIT_EVIDENCE, what),
-        Err(FlowError::Refused {
-            step,
-            status,
-            kind,
-            detail,
-        }) => {
-            let line = format!(
-                "the KBS refused {} ({status} {kind}): {detail}",
-                step.name()
-            );
-            let code = match step {
-                flow::Step::Auth => EXIT_REFUSED_AUTH,
-                flow::Step::Attest => EXIT_REFUSED_ATTEST,
-                flow::Step::Resource => EXIT_REFUSED_RESOURCE,
+        Err(error) => {
+            let code = u32::from(error.exit_code());
+            let line = match error {
+                FlowError::Transport(e) => String::from(e.what()),
+                FlowError::Attester(what) => String::from(what),
+                FlowError::Refused {
+                    step,
+                    status,
+                    kind,
+                    detail,
+                } => format!(
+                    "the KBS refused {} ({status} {kind}): {detail}",
+                    step.name()
+                ),
+                FlowError::NoCookie => String::from("the KBS set no session cookie"),
+                FlowError::Protocol(e) => format!("{e}"),
             };
             fail(code, &line)
         }
-        Err(FlowError::NoCookie) => fail(EXIT_PROTOCOL, "the KBS set no session cookie"),
-        Err(FlowError::Protocol(e)) => fail(EXIT_PROTOCOL, &format!("{e}")),
     }
 }

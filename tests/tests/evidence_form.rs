@@ -1,0 +1,111 @@
+//! The firmware builds its KBS evidence without the sev crate (which needs
+//! std): `umbra_kbs_client::evidence` writes the sev crate's serde form of
+//! the report from the raw bytes. Here the sev crate itself (through
+//! `umbra_attestation::kbs::evidence`, which is how Trustee's verifier reads
+//! the report) is the oracle, on every real report of the vectors (Milan,
+//! Genoa, Turin; versions 2, 3 and 5) and on a report the SNP model signs:
+//! the same JSON value, and it reads back to the same bytes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use umbra_attestation::kbs::evidence as sev_form;
+use umbra_kbs_client::evidence as no_std_form;
+
+fn vectors() -> Option<PathBuf> {
+    match std::env::var_os("UMBRA_VECTORS") {
+        Some(v) => Some(PathBuf::from(v)),
+        None => {
+            eprintln!("skipped: UMBRA_VECTORS not set");
+            None
+        }
+    }
+}
+
+/// Every 1184-byte report under the vectors, except the negative ones
+/// (their bytes are mutated, the layout is the same: kept too, as the
+/// writer must not care about signatures).
+fn reports(root: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "bin") {
+                let bytes = std::fs::read(&path).unwrap();
+                if bytes.len() == no_std_form::REPORT_SIZE {
+                    out.push((path, bytes));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_no_std_evidence_is_the_sev_crates_form_on_real_reports() {
+    let Some(root) = vectors() else {
+        return;
+    };
+    let der = b"\x30\x03\x02\x01\x01".to_vec();
+    let mut compared = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for (path, report) in reports(&root) {
+        let oracle =
+            match sev_form::snp_evidence(&report, &[(sev_form::CertKind::Vcek, der.clone())]) {
+                Ok(value) => value,
+                // What sev cannot read (a masked chip ID in a v2 report), the
+                // no_std writer must refuse too.
+                Err(_) => {
+                    assert!(
+                        no_std_form::report_json(&report).is_err(),
+                        "{}: sev refuses it, the writer does not",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+        let ours =
+            no_std_form::snp_evidence(&report, &[(no_std_form::CertKind::Vcek, &der)]).unwrap();
+        assert_eq!(ours, oracle, "{}", path.display());
+        let (bytes, certs) = sev_form::read_snp_evidence(&ours).unwrap();
+        assert_eq!(bytes, report, "{}: round trip", path.display());
+        assert_eq!(certs, vec![(sev_form::CertKind::Vcek, der.clone())]);
+        versions.insert(u32::from_le_bytes(report[..4].try_into().unwrap()));
+        compared += 1;
+    }
+    assert!(compared >= 15, "only {compared} reports compared");
+    assert!(
+        versions.contains(&2) && versions.contains(&3) && versions.contains(&5),
+        "report versions covered: {versions:?}"
+    );
+    // No certificates: `cert_chain` is null in both.
+    let (_, report) = &reports(&root)[0];
+    assert_eq!(
+        no_std_form::snp_evidence(report, &[]).unwrap(),
+        sev_form::snp_evidence(report, &[]).unwrap()
+    );
+}
+
+#[test]
+fn the_writer_refuses_what_is_not_a_report() {
+    assert_eq!(
+        no_std_form::report_json(&[0u8; 100]),
+        Err(no_std_form::EvidenceError::ReportSize)
+    );
+    let mut v1 = vec![0u8; no_std_form::REPORT_SIZE];
+    v1[0] = 1;
+    assert_eq!(
+        no_std_form::report_json(&v1),
+        Err(no_std_form::EvidenceError::ReportVersion)
+    );
+    let mut v3 = vec![0u8; no_std_form::REPORT_SIZE];
+    v3[0] = 3;
+    v3[0x188] = 0x17; // family 0x17: no SNP generation
+    assert_eq!(
+        no_std_form::report_json(&v3),
+        Err(no_std_form::EvidenceError::UnknownGeneration)
+    );
+}
