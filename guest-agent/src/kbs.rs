@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use umbra_attestation::http::{read_message, write_message, HttpError, Message};
-use umbra_attestation::kbs::evidence::{snp_evidence, CertKind, ReportAndCerts};
+use umbra_attestation::kbs::evidence::{snp_evidence, ReportAndCerts};
 use umbra_kbs_client::flow::{fetch_resource, FlowError, Reply};
 use umbra_kbs_client::KbsError;
 
@@ -44,16 +44,7 @@ impl EvidenceProvider for TsmProvider {
         let evidence = crate::tsm::get_report(&self.root, "umbra-kbs", report_data, None)?;
         let certs = cert_table::parse(&evidence.certificates)?
             .into_iter()
-            .filter_map(|(kind, der)| {
-                let kind = match kind {
-                    cert_table::CertKind::Ark => CertKind::Ark,
-                    cert_table::CertKind::Ask => CertKind::Ask,
-                    cert_table::CertKind::Vcek => CertKind::Vcek,
-                    cert_table::CertKind::Vlek => CertKind::Vlek,
-                    _ => return None,
-                };
-                Some((kind, der.to_vec()))
-            })
+            .map(|(kind, der)| (kind, der.to_vec()))
             .collect();
         Ok((evidence.report, certs))
     }

@@ -40,23 +40,17 @@ impl core::fmt::Display for EvidenceError {
 
 impl core::error::Error for EvidenceError {}
 
-/// A certificate the host supplied, as the evidence names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertKind {
-    Ark,
-    Ask,
-    Vcek,
-    Vlek,
-}
+pub use umbra_snp_abi::cert_table::CertKind;
 
-impl CertKind {
-    fn name(self) -> &'static str {
-        match self {
-            CertKind::Ark => "ARK",
-            CertKind::Ask => "ASK",
-            CertKind::Vcek => "VCEK",
-            CertKind::Vlek => "VLEK",
-        }
+/// The name of `kind` in sev's `CertType`, for the kinds the evidence
+/// carries (a CRL or an unknown GUID is not part of the chain).
+fn cert_type(kind: CertKind) -> Option<&'static str> {
+    match kind {
+        CertKind::Ark => Some("ARK"),
+        CertKind::Ask => Some("ASK"),
+        CertKind::Vcek => Some("VCEK"),
+        CertKind::Vlek => Some("VLEK"),
+        CertKind::Crl | CertKind::Other(_) => None,
     }
 }
 
@@ -188,7 +182,9 @@ pub fn report_json(report: &[u8]) -> Result<Value, EvidenceError> {
 pub fn snp_evidence(report: &[u8], certs: &[(CertKind, &[u8])]) -> Result<Value, EvidenceError> {
     let chain: Vec<Value> = certs
         .iter()
-        .map(|(kind, der)| json!({ "cert_type": kind.name(), "data": der.to_vec() }))
+        .filter_map(|(kind, der)| {
+            cert_type(*kind).map(|name| json!({ "cert_type": name, "data": der.to_vec() }))
+        })
         .collect();
     Ok(json!({
         "attestation_report": report_json(report)?,

@@ -29,18 +29,9 @@ pub struct SnpEvidence {
     cert_chain: Option<Vec<CertTableEntry>>,
 }
 
-/// The certificates evidence can carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CertKind {
-    /// AMD root key.
-    Ark,
-    /// AMD signing key.
-    Ask,
-    /// Chip endorsement key.
-    Vcek,
-    /// Loaded endorsement key.
-    Vlek,
-}
+/// The certificates evidence can carry: the kinds of the host's
+/// certificate table, defined once in `umbra_snp_abi`.
+pub use umbra_snp_abi::cert_table::CertKind;
 
 /// A raw report and its certificates (DER), as evidence carries them.
 pub type ReportAndCerts = (Vec<u8>, Vec<(CertKind, Vec<u8>)>);
@@ -51,16 +42,22 @@ pub fn snp_evidence(
     certs: &[(CertKind, Vec<u8>)],
 ) -> Result<serde_json::Value, EvidenceError> {
     let attestation_report = SevReport::from_bytes(report).map_err(EvidenceError::ParseReport)?;
+    // Only the kinds Trustee's verifier reads; a CRL or an unknown GUID
+    // is not part of the chain.
     let chain: Vec<CertTableEntry> = certs
         .iter()
-        .map(|(kind, der)| CertTableEntry {
-            cert_type: match kind {
+        .filter_map(|(kind, der)| {
+            let cert_type = match kind {
                 CertKind::Ark => CertType::ARK,
                 CertKind::Ask => CertType::ASK,
                 CertKind::Vcek => CertType::VCEK,
                 CertKind::Vlek => CertType::VLEK,
-            },
-            data: der.clone(),
+                CertKind::Crl | CertKind::Other(_) => return None,
+            };
+            Some(CertTableEntry {
+                cert_type,
+                data: der.clone(),
+            })
         })
         .collect();
     serde_json::to_value(SnpEvidence {

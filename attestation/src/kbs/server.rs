@@ -346,7 +346,7 @@ impl Kbs {
         const CACHE_MAX: usize = 256;
         let mut hash = Sha256::new();
         for (kind, der) in certs {
-            hash.update([*kind as u8]);
+            hash.update(umbra_snp_abi::cert_table::guid_of(*kind));
             hash.update((der.len() as u64).to_le_bytes());
             hash.update(der);
         }

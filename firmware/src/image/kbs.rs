@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use umbra_firmware::cmdline::Cmdline;
 use umbra_firmware::http;
-use umbra_kbs_client::evidence::{snp_evidence, CertKind};
+use umbra_kbs_client::evidence::snp_evidence;
 use umbra_kbs_client::flow::{self, exit, Attester, FlowError, Reply, Transport};
 use umbra_snp_abi::cert_table;
 
@@ -168,18 +168,9 @@ impl Attester for GuestRequest {
         let report = snp::request_report(report_data, snp::ReportKind::WithCertificates)
             .map_err(|e| e.what)?;
         let table = snp::certificate_table();
-        let mut certs = Vec::new();
-        for entry in cert_table::entries(&table) {
-            let (kind, der) = entry.map_err(|_| "the host's certificate table is malformed")?;
-            let kind = match kind {
-                cert_table::CertKind::Vcek => CertKind::Vcek,
-                cert_table::CertKind::Vlek => CertKind::Vlek,
-                cert_table::CertKind::Ask => CertKind::Ask,
-                cert_table::CertKind::Ark => CertKind::Ark,
-                _ => continue,
-            };
-            certs.push((kind, der));
-        }
+        let certs = cert_table::entries(&table)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "the host's certificate table is malformed")?;
         io::print("kbs: report bound to the KBS nonce obtained, with ");
         io::print_dec(certs.len() as u64);
         io::print(" certificates from the host\n");
