@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use umbra_attestation::http::{read_message, write_message, HttpError, Message};
 use umbra_attestation::kbs::evidence::{snp_evidence, ReportAndCerts};
-use umbra_kbs_client::flow::{fetch_resource, FlowError, Reply};
+use umbra_kbs_client::flow::{fetch_resource, Fetch, FlowError, Reply};
 use umbra_kbs_client::KbsError;
 
 /// Where a report comes from.
@@ -194,9 +194,26 @@ pub fn fetch_secret(
     provider: &dyn EvidenceProvider,
     seed: &[u8; 32],
 ) -> Result<Vec<u8>, FetchError> {
+    fetch_secret_with_init_data(endpoint, resource, provider, seed, None)
+}
+
+/// [`fetch_secret`], sending `init_data` (an initdata TOML document) whose
+/// digest the KBS checks against the report's HOST_DATA.
+pub fn fetch_secret_with_init_data(
+    endpoint: &Endpoint,
+    resource: &str,
+    provider: &dyn EvidenceProvider,
+    seed: &[u8; 32],
+    init_data: Option<&str>,
+) -> Result<Vec<u8>, FetchError> {
     let mut transport = HttpTransport(endpoint);
     let mut attester = ProviderAttester(provider);
-    fetch_resource(&mut transport, &mut attester, seed, resource).map_err(|e| match e {
+    let fetch = Fetch {
+        seed,
+        resource,
+        init_data,
+    };
+    fetch_resource(&mut transport, &mut attester, fetch).map_err(|e| match e {
         FlowError::Transport(e) | FlowError::Attester(e) => e,
         FlowError::Refused {
             step,

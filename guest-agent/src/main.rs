@@ -65,6 +65,11 @@ enum Command {
         /// The configfs-tsm report directory.
         #[arg(long, default_value = DEFAULT_TSM_ROOT)]
         tsm_root: PathBuf,
+        /// An initdata TOML document (Trustee's `version`, `algorithm`,
+        /// `[data]`) to send as `init-data`; the KBS checks its digest
+        /// against the report's HOST_DATA.
+        #[arg(long)]
+        init_data: Option<PathBuf>,
     },
 }
 
@@ -82,13 +87,25 @@ mod fetch_exit {
     pub const WRITE: i32 = exit::WRITE as i32;
 }
 
-fn fetch_secret(
-    kbs: &str,
-    resource: &str,
-    out: &Path,
+/// What `fetch-secret` was asked for.
+struct FetchArgs<'a> {
+    kbs: &'a str,
+    resource: &'a str,
+    out: &'a Path,
     allow_persistent: bool,
-    tsm_root: &Path,
-) -> i32 {
+    tsm_root: &'a Path,
+    init_data: Option<&'a Path>,
+}
+
+fn fetch_secret(args: FetchArgs<'_>) -> i32 {
+    let FetchArgs {
+        kbs,
+        resource,
+        out,
+        allow_persistent,
+        tsm_root,
+        init_data,
+    } = args;
     use umbra_guest_agent::kbs::{self as client, Endpoint, FetchError, TsmProvider};
     let Some(endpoint) = Endpoint::parse(kbs) else {
         umbra_attestation::errln!(
@@ -115,7 +132,26 @@ fn fetch_secret(
     let provider = TsmProvider {
         root: tsm_root.to_path_buf(),
     };
-    match client::fetch_secret(&endpoint, resource, &provider, &seed) {
+    let init_data = match init_data.map(std::fs::read_to_string).transpose() {
+        Ok(text) => text,
+        Err(e) => {
+            umbra_attestation::errln!(
+                "umbra-agent: --init-data {}: {e}",
+                init_data
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            );
+            return 2;
+        }
+    };
+    match client::fetch_secret_with_init_data(
+        &endpoint,
+        resource,
+        &provider,
+        &seed,
+        init_data.as_deref(),
+    ) {
         Ok(secret) => write_secret(out, &secret),
         Err(err) => {
             let code = match &err {
@@ -208,13 +244,15 @@ fn main() {
                 out,
                 allow_persistent,
                 tsm_root,
-            } => std::process::exit(fetch_secret(
-                &kbs,
-                &resource,
-                &out,
+                init_data,
+            } => std::process::exit(fetch_secret(FetchArgs {
+                kbs: &kbs,
+                resource: &resource,
+                out: &out,
                 allow_persistent,
-                &tsm_root,
-            )),
+                tsm_root: &tsm_root,
+                init_data: init_data.as_deref(),
+            })),
             Command::Report {
                 report_data,
                 vmpl,

@@ -62,6 +62,24 @@ fn usage_errors_and_an_unreachable_kbs() {
         stderr(&out)
     );
     assert!(!persistent.exists());
+    // An init-data file that cannot be read.
+    let out = agent(&[
+        "--kbs",
+        "http://127.0.0.1:1",
+        "--resource",
+        "a/b/c",
+        "--out",
+        &out_path,
+        "--init-data",
+        "/nonexistent/initdata.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--init-data /nonexistent/initdata.toml"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     // Nothing listens on port 1, and nothing answers on a missing socket.
     let out = agent(&[
         "--kbs",

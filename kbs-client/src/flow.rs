@@ -173,15 +173,27 @@ fn session_cookie(set_cookie: &str) -> Option<&str> {
     (name.trim() == COOKIE && !value.is_empty()).then_some(value.trim())
 }
 
-/// Runs the exchange for `resource` (`repo/type/tag`) with the session key
-/// derived from `seed`; returns the secret.
+/// What to fetch, and with what.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch<'a> {
+    /// 32 random bytes for the session key.
+    pub seed: &'a [u8; 32],
+    /// `repo/type/tag`.
+    pub resource: &'a str,
+    /// An initdata TOML document to send as `init-data`.
+    pub init_data: Option<&'a str>,
+}
+
+/// Runs the exchange of `fetch`; returns the secret.
 pub fn fetch_resource<T: Transport, A: Attester>(
     transport: &mut T,
     attester: &mut A,
-    seed: &[u8; 32],
-    resource: &str,
+    fetch: Fetch<'_>,
 ) -> Result<Vec<u8>, FlowError<T::Error, A::Error>> {
-    let mut session = KbsSession::new(seed)?;
+    let mut session = KbsSession::new(fetch.seed)?;
+    if let Some(toml) = fetch.init_data {
+        session = session.with_init_data(toml);
+    }
     let auth = transport
         .exchange("POST", "/kbs/v0/auth", None, &KbsSession::auth_request())
         .map_err(FlowError::Transport)?;
@@ -206,7 +218,7 @@ pub fn fetch_resource<T: Transport, A: Attester>(
     if attest.status != 200 {
         return Err(refused(Step::Attest, &attest));
     }
-    let path = format!("/kbs/v0/resource/{resource}");
+    let path = format!("/kbs/v0/resource/{}", fetch.resource);
     let got = transport
         .exchange("GET", &path, Some(&cookie), &[])
         .map_err(FlowError::Transport)?;

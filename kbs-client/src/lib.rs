@@ -75,6 +75,9 @@ impl core::error::Error for KbsError {
 /// evidence binds, and the nonce it answers.
 pub struct KbsSession {
     secret: p256::SecretKey,
+    /// Init-data (Trustee's initdata TOML) sent with the evidence; the
+    /// KBS checks its digest against HOST_DATA.
+    init_data: Option<String>,
     /// Kept: each derivation is a scalar multiplication, which takes a
     /// second in an emulated guest.
     public: p256::PublicKey,
@@ -94,10 +97,19 @@ impl KbsSession {
     pub fn new(seed: &[u8; 32]) -> Result<Self, KbsError> {
         let secret = p256::SecretKey::from_slice(seed).map_err(|_| KbsError::CreateKey)?;
         Ok(KbsSession {
+            init_data: None,
             public: secret.public_key(),
             secret,
             nonce: None,
         })
+    }
+
+    /// Sends `toml` (an initdata document: `version`, `algorithm`, `[data]`)
+    /// as the attestation's `init-data`, format `toml`. The launch must
+    /// have put its digest in HOST_DATA (Trustee's initdata binding).
+    pub fn with_init_data(mut self, toml: &str) -> Self {
+        self.init_data = Some(toml.to_string());
+        self
     }
 
     /// The body of `POST /kbs/v0/auth`.
@@ -159,7 +171,10 @@ impl KbsSession {
     /// guest-components' SNP attester builds it).
     pub fn attest_request(&self, evidence: serde_json::Value) -> Result<Vec<u8>, KbsError> {
         let attestation = Attestation {
-            init_data: None,
+            init_data: self.init_data.as_ref().map(|body| kbs_types::InitData {
+                format: "toml".to_string(),
+                body: body.clone(),
+            }),
             runtime_data: self.runtime_data(),
             tee_evidence: CompositeEvidence {
                 primary_evidence: evidence,

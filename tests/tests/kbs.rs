@@ -14,7 +14,9 @@ use std::time::Duration;
 use umbra_attestation::kbs::evidence::{CertKind, ReportAndCerts};
 use umbra_attestation::kbs::server::{Kbs, ServeConfig};
 use umbra_attestation::policy::PolicyFile;
-use umbra_guest_agent::kbs::{fetch_secret, Endpoint, EvidenceProvider, FetchError};
+use umbra_guest_agent::kbs::{
+    fetch_secret, fetch_secret_with_init_data, Endpoint, EvidenceProvider, FetchError,
+};
 use umbra_snp_model::keys::ModelKeys;
 use umbra_snp_model::psp::{Platform, SnpFirmwareModel};
 use umbra_vmm::backend::confidential::{LaunchFinishParams, PageType};
@@ -47,6 +49,11 @@ struct ModelGuest {
 }
 
 fn launch(code: u8) -> ModelGuest {
+    launch_with_host_data(code, [0; 32])
+}
+
+/// As [`launch`], with HOST_DATA (what `umbra run --host-data` sets).
+fn launch_with_host_data(code: u8, host_data: [u8; 32]) -> ModelGuest {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
     let mut model = SnpFirmwareModel::new(&[(0, RAM)], Some(keys()), Platform::default()).unwrap();
     model.launch_start(0x30000, [0; 16]).unwrap();
@@ -58,7 +65,7 @@ fn launch(code: u8) -> ModelGuest {
             id_block: None,
             id_auth: None,
             auth_key_en: false,
-            host_data: [0; 32],
+            host_data,
             vmsa_pages: vec![vec![0; 4096]],
         })
         .unwrap();
@@ -208,6 +215,37 @@ fn another_measurement_gets_no_secret() {
         (kind.as_str(), status, step),
         ("PolicyViolation", 403, "attest")
     );
+}
+
+/// Trustee's initdata document, as a CoCo deployment writes it.
+const INIT_DATA: &str =
+    "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"aa.toml\" = \"url = 'http://kbs'\"\n";
+
+#[test]
+fn init_data_must_be_what_host_data_binds() {
+    use sha2::{Digest, Sha384};
+    // The launch binds the document: HOST_DATA = SHA-384 of its text, cut
+    // to the 32 bytes HOST_DATA has (Trustee's regularize_data).
+    let mut host_data = [0u8; 32];
+    host_data.copy_from_slice(&Sha384::digest(INIT_DATA.as_bytes())[..32]);
+    let guest = launch_with_host_data(0x95, host_data);
+    let kbs = serve("init-data", &guest.measurement, Duration::from_secs(60));
+    let fetch = |init_data: Option<&str>, seed: u8| {
+        fetch_secret_with_init_data(&kbs, "default/key/1", &guest, &[seed; 32], init_data)
+    };
+    assert_eq!(fetch(Some(INIT_DATA), 20).unwrap(), SECRET);
+    // Without init-data HOST_DATA is not checked (a policy may pin it).
+    assert_eq!(fetch(None, 21).unwrap(), SECRET);
+    // Another document: HOST_DATA does not bind it.
+    let other = INIT_DATA.replace("http://kbs", "http://evil");
+    let (kind, status, step) = refused_kind(fetch(Some(&other), 22));
+    assert_eq!(
+        (kind.as_str(), status, step),
+        ("InitDataMismatch", 401, "attest")
+    );
+    // Not an initdata document at all.
+    let (kind, status, _) = refused_kind(fetch(Some("algorithm = \"md5\""), 23));
+    assert_eq!((kind.as_str(), status), ("InvalidRequest", 400));
 }
 
 #[test]

@@ -119,6 +119,35 @@ fn allowed(pattern: &str, path: &str) -> bool {
 }
 
 /// A resource path segment: letters, digits, `.`, `_`, `-`, not `.`/`..`.
+/// Trustee's initdata document (kbs/docs/initdata.md): a TOML table with
+/// the digest algorithm; its digest is taken over the whole text.
+#[derive(serde::Deserialize)]
+struct InitDataDocument {
+    /// Required, not interpreted.
+    #[serde(rename = "version")]
+    _version: String,
+    algorithm: kbs_types::HashAlgorithm,
+    /// The entries must be strings; what they mean is the guest's business.
+    #[serde(default, rename = "data")]
+    _data: std::collections::BTreeMap<String, String>,
+}
+
+/// The HOST_DATA a launch with `init_data` carries: the document's digest
+/// by its own algorithm, cut or zero-padded to 32 bytes, as Trustee's SNP
+/// verifier regularises it.
+fn init_data_binding(init_data: &kbs_types::InitData) -> Result<[u8; 32], String> {
+    if init_data.format != "toml" {
+        return Err(format!("format {:?} is not toml", init_data.format));
+    }
+    let document: InitDataDocument =
+        toml::from_str(&init_data.body).map_err(|e| e.message().to_string())?;
+    let digest = document.algorithm.digest(init_data.body.as_bytes());
+    let mut out = [0u8; 32];
+    let n = digest.len().min(32);
+    out[..n].copy_from_slice(&digest[..n]);
+    Ok(out)
+}
+
 fn segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s != "."
@@ -268,6 +297,17 @@ impl Kbs {
                 "ReportDataMismatch",
                 "REPORT_DATA does not bind this nonce and tee-pubkey",
             ));
+        }
+        if let Some(init_data) = &attestation.init_data {
+            let expected = init_data_binding(init_data)
+                .map_err(|why| refuse(400, "InvalidRequest", format!("init-data: {why}")))?;
+            if report.host_data != expected {
+                return Err(refuse(
+                    401,
+                    "InitDataMismatch",
+                    "HOST_DATA is not the digest of the init-data sent",
+                ));
+            }
         }
         let options = Options {
             at_unix: SystemTime::now()

@@ -241,7 +241,12 @@ pub fn kbs(cmdline: &Cmdline) -> u32 {
     io::print("kbs: ephemeral P-256 key made inside the guest; connecting to vsock port ");
     io::print_dec(u64::from(port));
     io::print("\n");
-    match flow::fetch_resource(&mut transport, &mut GuestRequest, &seed, resource) {
+    let fetch = flow::Fetch {
+        seed: &seed,
+        resource,
+        init_data: None,
+    };
+    match flow::fetch_resource(&mut transport, &mut GuestRequest, fetch) {
         Ok(secret) => {
             let digest = Sha256::digest(&secret);
             io::print("kbs: secret sha256 ");
