@@ -9,9 +9,10 @@
 //! or replayed report is refused here already.
 //!
 //! `kbs` releases secrets to the guest through a Trustee KBS (or
-//! `umbra-attest serve`).
+//! `umbra-attest serve`); `peer` checks another guest's evidence.
 
 pub mod cert_table;
 pub mod kbs;
+pub mod peer;
 pub mod tsm;
 pub mod verify;

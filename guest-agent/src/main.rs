@@ -1,6 +1,8 @@
 //! `umbra-agent`: obtain an SEV-SNP attestation report inside the guest and,
 //! optionally, check it against AMD's roots before sending it on.
 
+mod peer_cli;
+
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use umbra_attestation::hex;
@@ -47,6 +49,35 @@ enum Command {
         /// Name of the report entry (created if missing).
         #[arg(long, default_value = "umbra-agent")]
         entry: String,
+    },
+    /// Write this guest's evidence in Trustee's form (what a KBS or a peer
+    /// reads), bound to REPORT_DATA (e.g. a peer's nonce).
+    Evidence {
+        /// REPORT_DATA as hex (up to 64 bytes).
+        #[arg(long)]
+        report_data: String,
+        /// Where the evidence JSON goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// The configfs-tsm report directory.
+        #[arg(long, default_value = DEFAULT_TSM_ROOT)]
+        tsm_root: PathBuf,
+    },
+    /// Check a peer guest's evidence (Trustee's form) before trusting it:
+    /// chain, signature, chip, TCB, then the policy.
+    Verify {
+        /// The peer's evidence JSON.
+        #[arg(long)]
+        evidence: PathBuf,
+        /// The REPORT_DATA the peer must have bound (the nonce given to it), hex.
+        #[arg(long)]
+        report_data: Option<String>,
+        /// An appraisal policy (the TOML of `umbra-attest verify --policy`).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// A root accepted besides AMD's (repeatable).
+        #[arg(long = "trust-root")]
+        trust_root: Vec<PathBuf>,
     },
     /// Attest to a KBS (Trustee's protocol) and fetch a secret.
     FetchSecret {
@@ -253,6 +284,22 @@ fn main() {
                 tsm_root: &tsm_root,
                 init_data: init_data.as_deref(),
             })),
+            Command::Evidence {
+                report_data,
+                out,
+                tsm_root,
+            } => std::process::exit(peer_cli::write_evidence(&report_data, &out, &tsm_root)),
+            Command::Verify {
+                evidence,
+                report_data,
+                policy,
+                trust_root,
+            } => std::process::exit(peer_cli::verify(
+                &evidence,
+                report_data.as_deref(),
+                policy.as_deref(),
+                &trust_root,
+            )),
             Command::Report {
                 report_data,
                 vmpl,

@@ -5,9 +5,8 @@
 
 use crate::cert_table::{self, CertKind, CertTableError};
 use thiserror::Error;
-use umbra_attestation::chain::{load_cert, VekKind};
 use umbra_attestation::report::AttestationReport;
-use umbra_attestation::verify::{verify, Certificates, Check, Options};
+use umbra_attestation::verify::{verify, Check, Options};
 
 /// Why the evidence could not be checked at all.
 #[derive(Debug, Error)]
@@ -24,7 +23,7 @@ pub enum VerifyError {
     NoCertificates,
     /// A certificate in the table does not parse.
     #[error("a certificate in the host's table does not parse")]
-    ParseCertificate(#[source] umbra_attestation::chain::ChainError),
+    ParseCertificate(#[source] umbra_attestation::kbs::evidence::EvidenceError),
 }
 
 /// Verifies `report` with the certificates in `table` at Unix time `now`;
@@ -38,24 +37,15 @@ pub fn verify_with_table(
     if entries.is_empty() {
         return Err(VerifyError::NoCertificates);
     }
-    let find = |kind: CertKind| entries.iter().find(|(k, _)| *k == kind).map(|(_, b)| *b);
-    let (vek, kind) = match (find(CertKind::Vcek), find(CertKind::Vlek)) {
-        (Some(v), _) => (v, VekKind::Vcek),
-        (None, Some(v)) => (v, VekKind::Vlek),
-        (None, None) => return Err(VerifyError::FindVek),
-    };
-    let load =
-        |bytes: &[u8], what: &str| load_cert(bytes, what).map_err(VerifyError::ParseCertificate);
-    let certs = Certificates {
-        vek: load(vek, "VEK from the host")?,
-        vek_kind: Some(kind),
-        intermediate: find(CertKind::Ask)
-            .map(|b| load(b, "ASK from the host"))
-            .transpose()?,
-        ark: find(CertKind::Ark)
-            .map(|b| load(b, "ARK from the host"))
-            .transpose()?,
-    };
+    let owned: Vec<(CertKind, Vec<u8>)> = entries
+        .iter()
+        .map(|(kind, bytes)| (*kind, bytes.to_vec()))
+        .collect();
+    let certs =
+        umbra_attestation::kbs::evidence::certificates(&owned, &[]).map_err(|e| match e {
+            umbra_attestation::kbs::evidence::EvidenceError::FindVek => VerifyError::FindVek,
+            other => VerifyError::ParseCertificate(other),
+        })?;
     let opts = Options {
         at_unix: now,
         ..Default::default()

@@ -20,6 +20,42 @@ pub enum EvidenceError {
     /// The report could not be encoded back to its bytes.
     #[error("cannot encode the report")]
     EncodeReport(#[source] std::io::Error),
+    /// Neither the evidence nor the fallback has a VCEK or VLEK.
+    #[error("no VCEK or VLEK to check the report's signature with")]
+    FindVek,
+    /// A certificate the evidence carries does not parse.
+    #[error("a certificate in the evidence does not parse")]
+    ParseCertificate(#[source] crate::chain::ChainError),
+}
+
+/// The certificates `verify` needs, from the (kind, DER or PEM) list that
+/// evidence or a host's certificate table carries; kinds the list lacks come
+/// from `fallback` (a relying party's own store). A VCEK is preferred to a
+/// VLEK; the ASK entry is the VLEK's ASVK when the key is a VLEK.
+pub fn certificates(
+    certs: &[(CertKind, Vec<u8>)],
+    fallback: &[(CertKind, openssl::x509::X509)],
+) -> Result<crate::verify::Certificates, EvidenceError> {
+    let pick = |kind: CertKind, what: &str| match certs.iter().find(|(k, _)| *k == kind) {
+        Some((_, bytes)) => crate::chain::load_cert(bytes, what)
+            .map(Some)
+            .map_err(EvidenceError::ParseCertificate),
+        None => Ok(fallback
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, c)| c.clone())),
+    };
+    let (vek, vek_kind) = match (pick(CertKind::Vcek, "VCEK")?, pick(CertKind::Vlek, "VLEK")?) {
+        (Some(vek), _) => (vek, crate::chain::VekKind::Vcek),
+        (None, Some(vek)) => (vek, crate::chain::VekKind::Vlek),
+        (None, None) => return Err(EvidenceError::FindVek),
+    };
+    Ok(crate::verify::Certificates {
+        vek,
+        vek_kind: Some(vek_kind),
+        intermediate: pick(CertKind::Ask, "ASK")?,
+        ark: pick(CertKind::Ark, "ARK")?,
+    })
 }
 
 /// SNP evidence, typed (what `tee-evidence.primary_evidence` holds).

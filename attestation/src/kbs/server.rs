@@ -437,32 +437,14 @@ impl Kbs {
         &self,
         certs: &[(super::evidence::CertKind, Vec<u8>)],
     ) -> Result<Certificates, Refusal> {
-        use super::evidence::CertKind;
-        let cert = |kind| {
-            certs
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .and_then(|(_, der)| X509::from_der(der).ok())
-                .or_else(|| {
-                    self.config
-                        .store
-                        .iter()
-                        .find(|(k, _)| *k == kind)
-                        .map(|(_, c)| c.clone())
-                })
-        };
-        let vcek = cert(CertKind::Vcek).ok_or_else(|| {
-            refuse(
-                401,
-                "InvalidEvidence",
-                "neither the evidence nor --certs has a VCEK",
-            )
-        })?;
-        Ok(Certificates {
-            vek: vcek,
-            vek_kind: None,
-            intermediate: cert(CertKind::Ask),
-            ark: cert(CertKind::Ark),
+        super::evidence::certificates(certs, &self.config.store).map_err(|e| {
+            let detail = match e {
+                super::evidence::EvidenceError::FindVek => {
+                    "neither the evidence nor --certs has a VCEK".to_string()
+                }
+                other => verify::describe(&other),
+            };
+            refuse(401, "InvalidEvidence", detail)
         })
     }
 
