@@ -55,18 +55,36 @@ impl EvidenceProvider for TsmProvider {
 pub enum Endpoint {
     /// `http://HOST:PORT`.
     Tcp(String),
+    /// `https://HOST:PORT`: TLS, the server's name checked against `ca`
+    /// (PEM trust anchors) or the system's roots.
+    Https {
+        /// `HOST:PORT`.
+        host: String,
+        /// Trust anchors (`--kbs-ca`).
+        ca: Option<PathBuf>,
+    },
     /// `unix:PATH`.
     Unix(PathBuf),
 }
 
 impl Endpoint {
-    /// Parses `http://HOST:PORT[/]` or `unix:PATH`.
+    /// Parses `http://HOST:PORT[/]`, `https://HOST:PORT[/]` or `unix:PATH`.
     pub fn parse(url: &str) -> Option<Endpoint> {
         if let Some(path) = url.strip_prefix("unix:") {
             return Some(Endpoint::Unix(PathBuf::from(path)));
         }
+        let valid = |h: &str| !h.is_empty() && !h.contains('/');
+        if let Some(host) = url
+            .strip_prefix("https://")
+            .map(|h| h.trim_end_matches('/'))
+        {
+            return valid(host).then(|| Endpoint::Https {
+                host: host.to_string(),
+                ca: None,
+            });
+        }
         let host = url.strip_prefix("http://")?.trim_end_matches('/');
-        (!host.is_empty() && !host.contains('/')).then(|| Endpoint::Tcp(host.to_string()))
+        valid(host).then(|| Endpoint::Tcp(host.to_string()))
     }
 }
 
@@ -106,13 +124,31 @@ pub enum FetchError {
     /// The evidence could not be put in Trustee's form.
     #[error("cannot build the evidence")]
     BuildEvidence(#[from] umbra_attestation::kbs::evidence::EvidenceError),
+    /// TLS could not be set up (trust anchors).
+    #[error("cannot set up TLS to the KBS")]
+    Tls(#[from] umbra_attestation::kbs::tls::TlsError),
 }
 
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
 /// HTTP/1.1 to the KBS, one connection per request.
-struct HttpTransport<'a>(&'a Endpoint);
+struct HttpTransport<'a> {
+    endpoint: &'a Endpoint,
+    tls: Option<openssl::ssl::SslConnector>,
+}
+
+impl<'a> HttpTransport<'a> {
+    fn new(endpoint: &'a Endpoint) -> Result<Self, FetchError> {
+        let tls = match endpoint {
+            Endpoint::Https { ca, .. } => {
+                Some(umbra_attestation::kbs::tls::connector(ca.as_deref())?)
+            }
+            _ => None,
+        };
+        Ok(HttpTransport { endpoint, tls })
+    }
+}
 
 impl umbra_kbs_client::flow::Transport for HttpTransport<'_> {
     type Error = FetchError;
@@ -124,17 +160,25 @@ impl umbra_kbs_client::flow::Transport for HttpTransport<'_> {
         cookie: Option<&str>,
         body: &[u8],
     ) -> Result<Reply, FetchError> {
-        let endpoint = self.0;
+        let endpoint = self.endpoint;
         let mut stream: Box<dyn Stream> = match endpoint {
             Endpoint::Tcp(host) => {
                 Box::new(std::net::TcpStream::connect(host).map_err(FetchError::Connect)?)
+            }
+            Endpoint::Https { host, .. } => {
+                let Some(tls) = &self.tls else {
+                    return Err(FetchError::Connect(std::io::ErrorKind::NotConnected.into()));
+                };
+                Box::new(
+                    umbra_attestation::kbs::tls::connect(tls, host).map_err(FetchError::Connect)?,
+                )
             }
             Endpoint::Unix(path) => Box::new(
                 std::os::unix::net::UnixStream::connect(path).map_err(FetchError::Connect)?,
             ),
         };
         let host = match endpoint {
-            Endpoint::Tcp(h) => h.as_str(),
+            Endpoint::Tcp(h) | Endpoint::Https { host: h, .. } => h.as_str(),
             Endpoint::Unix(_) => "localhost",
         };
         let cookie_header = cookie.map(|c| format!("{}={c}", umbra_kbs_client::flow::COOKIE));
@@ -206,7 +250,7 @@ pub fn fetch_secret_with_init_data(
     seed: &[u8; 32],
     init_data: Option<&str>,
 ) -> Result<Vec<u8>, FetchError> {
-    let mut transport = HttpTransport(endpoint);
+    let mut transport = HttpTransport::new(endpoint)?;
     let mut attester = ProviderAttester(provider);
     let fetch = Fetch {
         seed,

@@ -81,9 +81,12 @@ enum Command {
     },
     /// Attest to a KBS (Trustee's protocol) and fetch a secret.
     FetchSecret {
-        /// The KBS: `http://HOST:PORT` or `unix:PATH`.
+        /// The KBS: `http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH`.
         #[arg(long)]
         kbs: String,
+        /// Trust anchors (PEM) for an `https://` KBS; default the system's.
+        #[arg(long)]
+        kbs_ca: Option<PathBuf>,
         /// The resource: REPO/TYPE/TAG.
         #[arg(long)]
         resource: String,
@@ -121,6 +124,7 @@ mod fetch_exit {
 /// What `fetch-secret` was asked for.
 struct FetchArgs<'a> {
     kbs: &'a str,
+    kbs_ca: Option<&'a Path>,
     resource: &'a str,
     out: &'a Path,
     allow_persistent: bool,
@@ -131,6 +135,7 @@ struct FetchArgs<'a> {
 fn fetch_secret(args: FetchArgs<'_>) -> i32 {
     let FetchArgs {
         kbs,
+        kbs_ca,
         resource,
         out,
         allow_persistent,
@@ -138,11 +143,22 @@ fn fetch_secret(args: FetchArgs<'_>) -> i32 {
         init_data,
     } = args;
     use umbra_guest_agent::kbs::{self as client, Endpoint, FetchError, TsmProvider};
-    let Some(endpoint) = Endpoint::parse(kbs) else {
-        umbra_attestation::errln!(
-            "umbra-agent: --kbs {kbs}: expected http://HOST:PORT or unix:PATH"
-        );
-        return 2;
+    let endpoint = match (Endpoint::parse(kbs), kbs_ca) {
+        (Some(Endpoint::Https { host, .. }), ca) => Endpoint::Https {
+            host,
+            ca: ca.map(Path::to_path_buf),
+        },
+        (Some(_), Some(_)) => {
+            umbra_attestation::errln!("umbra-agent: --kbs-ca applies to an https:// KBS");
+            return 2;
+        }
+        (Some(endpoint), None) => endpoint,
+        (None, _) => {
+            umbra_attestation::errln!(
+                "umbra-agent: --kbs {kbs}: expected http://HOST:PORT, https://HOST:PORT or unix:PATH"
+            );
+            return 2;
+        }
     };
     if resource.split('/').count() != 3 {
         umbra_attestation::errln!("umbra-agent: --resource {resource}: expected REPO/TYPE/TAG");
@@ -186,7 +202,9 @@ fn fetch_secret(args: FetchArgs<'_>) -> i32 {
         Ok(secret) => write_secret(out, &secret),
         Err(err) => {
             let code = match &err {
-                FetchError::Connect(_) | FetchError::Http(_) => fetch_exit::UNREACHABLE,
+                FetchError::Connect(_) | FetchError::Http(_) | FetchError::Tls(_) => {
+                    fetch_exit::UNREACHABLE
+                }
                 FetchError::Evidence { .. } | FetchError::BuildEvidence(_) => fetch_exit::EVIDENCE,
                 FetchError::Refused { step: "auth", .. } => fetch_exit::REFUSED_AUTH,
                 FetchError::Refused {
@@ -271,6 +289,7 @@ fn main() {
         match Cli::parse().command {
             Command::FetchSecret {
                 kbs,
+                kbs_ca,
                 resource,
                 out,
                 allow_persistent,
@@ -278,6 +297,7 @@ fn main() {
                 init_data,
             } => std::process::exit(fetch_secret(FetchArgs {
                 kbs: &kbs,
+                kbs_ca: kbs_ca.as_deref(),
                 resource: &resource,
                 out: &out,
                 allow_persistent,

@@ -111,6 +111,20 @@ fn serve_with_store(
     nonce_lifetime: Duration,
     store: Vec<(CertKind, openssl::x509::X509)>,
 ) -> Endpoint {
+    let (kbs, dir) = kbs_for(name, pinned, nonce_lifetime, store);
+    let socket = dir.join("kbs.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || kbs.serve(listener.incoming()));
+    Endpoint::Unix(socket)
+}
+
+/// The KBS of [`serve_with_store`], not yet serving, and its directory.
+fn kbs_for(
+    name: &str,
+    pinned: &[u8; 48],
+    nonce_lifetime: Duration,
+    store: Vec<(CertKind, openssl::x509::X509)>,
+) -> (Arc<Kbs>, PathBuf) {
     let dir = scratch(name);
     let resources = dir.join("resources");
     std::fs::create_dir_all(resources.join("default/key")).unwrap();
@@ -135,10 +149,7 @@ fn serve_with_store(
         })
         .unwrap(),
     );
-    let socket = dir.join("kbs.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    std::thread::spawn(move || kbs.serve(listener.incoming()));
-    Endpoint::Unix(socket)
+    (kbs, dir)
 }
 
 fn refused_kind(result: Result<Vec<u8>, FetchError>) -> (String, u16, &'static str) {
@@ -246,6 +257,105 @@ fn init_data_must_be_what_host_data_binds() {
     // Not an initdata document at all.
     let (kind, status, _) = refused_kind(fetch(Some("algorithm = \"md5\""), 23));
     assert_eq!((kind.as_str(), status), ("InvalidRequest", 400));
+}
+
+/// A self-signed P-256 certificate for `localhost` and 127.0.0.1 (PEM),
+/// which the client also takes as its trust anchor.
+fn tls_identity(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
+    let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+    let mut subject = x509::X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&subject).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let serial = openssl::bn::BigNum::from_u32(7)
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    b.set_serial_number(&serial).unwrap();
+    let san = x509::extension::SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert, key_path)
+}
+
+#[test]
+fn the_exchange_runs_over_tls_and_curl_reaches_it() {
+    let guest = launch(0x96);
+    let (kbs, dir) = kbs_for(
+        "tls",
+        &guest.measurement,
+        Duration::from_secs(60),
+        Vec::new(),
+    );
+    let (cert, key) = tls_identity(&dir, "localhost");
+    let acceptor = umbra_attestation::kbs::tls::acceptor(&cert, &key).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || kbs.serve_tls(listener.incoming(), acceptor));
+    let https = |ca: &Path| Endpoint::Https {
+        host: format!("localhost:{port}"),
+        ca: Some(ca.to_path_buf()),
+    };
+    assert_eq!(
+        fetch_secret(&https(&cert), "default/key/1", &guest, &[30; 32]).unwrap(),
+        SECRET
+    );
+    // A client that trusts another certificate does not talk to this KBS.
+    let (stranger, _) = tls_identity(&dir, "stranger");
+    assert!(matches!(
+        fetch_secret(&https(&stranger), "default/key/1", &guest, &[31; 32]),
+        Err(FetchError::Connect(_))
+    ));
+    // curl, a TLS client no one here wrote, gets a challenge and the cookie.
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--cacert"])
+        .arg(&cert)
+        .args(["-H", "Content-Type: application/json", "--data"])
+        .arg(String::from_utf8(umbra_kbs_client::KbsSession::auth_request()).unwrap())
+        .arg(format!("https://localhost:{port}/kbs/v0/auth"))
+        .output();
+    let present = curl.is_ok();
+    if !present {
+        assert!(
+            std::env::var("UMBRA_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "UMBRA_REQUIRE_PEERS=1 but curl is missing"
+        );
+        eprintln!("skipped the curl half: curl is missing");
+        return;
+    }
+    let curl = curl.unwrap();
+    let reply = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success(),
+        "{reply}{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.to_lowercase().contains("set-cookie: kbs-session-id="),
+        "{reply}"
+    );
+    assert!(reply.contains("\"nonce\""), "{reply}");
 }
 
 #[test]

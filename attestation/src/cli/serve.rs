@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// .der or .pem), like Trustee's offline KDS store.
     #[arg(long)]
     certs: Option<PathBuf>,
+    /// TLS on `--listen`: the server's certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS on `--listen`: the server's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Seconds a nonce stays valid.
     #[arg(long, default_value_t = 300)]
     nonce_lifetime: u64,
@@ -139,11 +145,28 @@ pub fn run(a: ServeArgs) -> i32 {
             }
         }
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => match umbra_attestation::kbs::tls::acceptor(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(e) => {
+                umbra_attestation::errln!("umbra-attest: {}", verify::describe(&e));
+                return EXIT_SETUP;
+            }
+        },
+        _ => None,
+    };
+    if tls.is_some() && a.listen.is_none() {
+        umbra_attestation::errln!("umbra-attest: --tls-cert/--tls-key apply to --listen ADDR");
+        return 2;
+    }
     if let Some(addr) = &a.listen {
         match std::net::TcpListener::bind(addr) {
             Ok(listener) => {
                 let kbs = kbs.clone();
-                threads.push(std::thread::spawn(move || kbs.serve(listener.incoming())));
+                threads.push(std::thread::spawn(move || match tls {
+                    Some(acceptor) => kbs.serve_tls(listener.incoming(), acceptor),
+                    None => kbs.serve(listener.incoming()),
+                }));
             }
             Err(e) => {
                 umbra_attestation::errln!("umbra-attest: cannot listen on {addr}: {e}");

@@ -11,3 +11,4 @@
 pub mod evidence;
 pub mod jwe;
 pub mod server;
+pub mod tls;

@@ -615,16 +615,31 @@ impl Kbs {
         S: std::io::Read + std::io::Write + Send + 'static,
         I: Iterator<Item = std::io::Result<S>>,
     {
+        self.serve_upgraded(incoming, Some);
+    }
+
+    /// [`Kbs::serve`], with each connection first turned by `upgrade` (a
+    /// TLS handshake) in its own thread; `None` drops it.
+    pub fn serve_upgraded<S, T, I, U>(self: &Arc<Self>, incoming: I, upgrade: U)
+    where
+        S: Send + 'static,
+        T: std::io::Read + std::io::Write,
+        I: Iterator<Item = std::io::Result<S>>,
+        U: Fn(S) -> Option<T> + Clone + Send + 'static,
+    {
         for stream in incoming.flatten() {
             while self.connections.load(Ordering::Acquire) >= MAX_CONNECTIONS {
                 std::thread::sleep(Duration::from_millis(5));
             }
             self.connections.fetch_add(1, Ordering::AcqRel);
             let kbs = self.clone();
+            let upgrade = upgrade.clone();
             let spawned = std::thread::Builder::new()
                 .name("kbs".into())
                 .spawn(move || {
-                    kbs.serve_connection(stream);
+                    if let Some(stream) = upgrade(stream) {
+                        kbs.serve_connection(stream);
+                    }
                     kbs.connections.fetch_sub(1, Ordering::AcqRel);
                 });
             if spawned.is_err() {
