@@ -4,7 +4,6 @@
 //! (configfs-tsm in a Linux SNP guest; tests put the SNP model's signer
 //! behind the same trait, replacing only the kernel).
 
-use crate::cert_table;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -23,31 +22,6 @@ pub trait EvidenceProvider {
         &self,
         report_data: &[u8; 64],
     ) -> Result<ReportAndCerts, Box<dyn std::error::Error + Send + Sync>>;
-}
-
-/// configfs-tsm (`/sys/kernel/config/tsm/report`).
-#[derive(Debug)]
-pub struct TsmProvider {
-    /// The configfs-tsm report directory.
-    pub root: PathBuf,
-}
-
-impl EvidenceProvider for TsmProvider {
-    fn name(&self) -> &str {
-        "configfs-tsm"
-    }
-
-    fn evidence(
-        &self,
-        report_data: &[u8; 64],
-    ) -> Result<ReportAndCerts, Box<dyn std::error::Error + Send + Sync>> {
-        let evidence = crate::tsm::get_report(&self.root, "umbra-kbs", report_data, None)?;
-        let certs = cert_table::parse(&evidence.certificates)?
-            .into_iter()
-            .map(|(kind, der)| (kind, der.to_vec()))
-            .collect();
-        Ok((evidence.report, certs))
-    }
 }
 
 /// Where the KBS listens.

@@ -14,5 +14,7 @@
 pub mod cert_table;
 pub mod kbs;
 pub mod peer;
+pub mod sev_guest;
+pub mod source;
 pub mod tsm;
 pub mod verify;

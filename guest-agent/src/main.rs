@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use umbra_attestation::hex;
 use umbra_attestation::verify::Status;
 use umbra_guest_agent::cert_table;
-use umbra_guest_agent::tsm::{get_report, Evidence, DEFAULT_TSM_ROOT};
+use umbra_guest_agent::sev_guest;
+use umbra_guest_agent::source::{Choice, Deferred, Source};
+use umbra_guest_agent::tsm::{Evidence, DEFAULT_TSM_ROOT};
 use umbra_guest_agent::verify::verify_with_table;
 
 /// Obtain SEV-SNP attestation evidence from inside a guest.
@@ -17,6 +19,62 @@ use umbra_guest_agent::verify::verify_with_table;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where reports come from.
+#[derive(clap::Args, Debug)]
+struct SourceArgs {
+    /// The configfs-tsm report directory.
+    #[arg(long, default_value = DEFAULT_TSM_ROOT)]
+    tsm_root: PathBuf,
+    /// The SNP guest driver's device node.
+    #[arg(long, default_value = sev_guest::DEFAULT_DEVICE)]
+    sev_guest: PathBuf,
+    /// auto: configfs-tsm when its directory exists, else /dev/sev-guest.
+    #[arg(long, value_enum, default_value = "auto")]
+    provider: ProviderArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ProviderArg {
+    Auto,
+    ConfigfsTsm,
+    SevGuest,
+}
+
+impl SourceArgs {
+    fn deferred(&self) -> Deferred {
+        Deferred {
+            choice: match self.provider {
+                ProviderArg::Auto => Choice::Auto,
+                ProviderArg::ConfigfsTsm => Choice::ConfigfsTsm,
+                ProviderArg::SevGuest => Choice::SevGuest,
+            },
+            tsm_root: self.tsm_root.clone(),
+            device: self.sev_guest.clone(),
+        }
+    }
+
+    fn pick(&self) -> Result<Source, umbra_guest_agent::source::SourceError> {
+        let d = self.deferred();
+        Source::pick(d.choice, &d.tsm_root, &d.device)
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RootKeyArg {
+    Vcek,
+    Vmrk,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FieldArg {
+    Policy,
+    ImageId,
+    FamilyId,
+    Measurement,
+    GuestSvn,
+    TcbVersion,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,9 +101,8 @@ enum Command {
         /// pinned roots; exit 1 if any check fails.
         #[arg(long)]
         verify: bool,
-        /// configfs-tsm report directory.
-        #[arg(long, default_value = DEFAULT_TSM_ROOT)]
-        tsm_root: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Name of the report entry (created if missing).
         #[arg(long, default_value = "umbra-agent")]
         entry: String,
@@ -59,9 +116,8 @@ enum Command {
         /// Where the evidence JSON goes.
         #[arg(long)]
         out: PathBuf,
-        /// The configfs-tsm report directory.
-        #[arg(long, default_value = DEFAULT_TSM_ROOT)]
-        tsm_root: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
     },
     /// Check a peer guest's evidence (Trustee's form) before trusting it:
     /// chain, signature, chip, TCB, then the policy.
@@ -78,6 +134,34 @@ enum Command {
         /// A root accepted besides AMD's (repeatable).
         #[arg(long = "trust-root")]
         trust_root: Vec<PathBuf>,
+    },
+    /// Derive a sealing key bound to this guest (SNP_GET_DERIVED_KEY through
+    /// /dev/sev-guest; configfs-tsm has no such interface).
+    DeriveKey {
+        /// The root the key derives from.
+        #[arg(long, value_enum, default_value = "vcek")]
+        root_key: RootKeyArg,
+        /// Guest fields mixed in (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        fields: Vec<FieldArg>,
+        /// VMPL the key is bound to (at least the caller's).
+        #[arg(long, default_value_t = 0)]
+        vmpl: u32,
+        /// Guest SVN to bind (at most the current one).
+        #[arg(long, default_value_t = 0)]
+        guest_svn: u32,
+        /// TCB version to bind, hex (at most the current one).
+        #[arg(long, default_value = "0")]
+        tcb_version: String,
+        /// Where the 32-byte key goes (mode 0600; tmpfs unless --allow-persistent).
+        #[arg(long)]
+        out: PathBuf,
+        /// Allow writing the key to a persistent filesystem.
+        #[arg(long)]
+        allow_persistent: bool,
+        /// The SNP guest driver's device node.
+        #[arg(long, default_value = sev_guest::DEFAULT_DEVICE)]
+        sev_guest: PathBuf,
     },
     /// Attest to a KBS (Trustee's protocol) and fetch a secret.
     FetchSecret {
@@ -96,9 +180,8 @@ enum Command {
         /// Allow writing the secret to a persistent filesystem.
         #[arg(long)]
         allow_persistent: bool,
-        /// The configfs-tsm report directory.
-        #[arg(long, default_value = DEFAULT_TSM_ROOT)]
-        tsm_root: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         /// An initdata TOML document (Trustee's `version`, `algorithm`,
         /// `[data]`) to send as `init-data`; the KBS checks its digest
         /// against the report's HOST_DATA.
@@ -128,7 +211,7 @@ struct FetchArgs<'a> {
     resource: &'a str,
     out: &'a Path,
     allow_persistent: bool,
-    tsm_root: &'a Path,
+    source: &'a SourceArgs,
     init_data: Option<&'a Path>,
 }
 
@@ -139,10 +222,10 @@ fn fetch_secret(args: FetchArgs<'_>) -> i32 {
         resource,
         out,
         allow_persistent,
-        tsm_root,
+        source,
         init_data,
     } = args;
-    use umbra_guest_agent::kbs::{self as client, Endpoint, FetchError, TsmProvider};
+    use umbra_guest_agent::kbs::{self as client, Endpoint, FetchError};
     let endpoint = match (Endpoint::parse(kbs), kbs_ca) {
         (Some(Endpoint::Https { host, .. }), ca) => Endpoint::Https {
             host,
@@ -176,9 +259,7 @@ fn fetch_secret(args: FetchArgs<'_>) -> i32 {
         umbra_attestation::errln!("umbra-agent: no randomness for the session key");
         return fetch_exit::PROTOCOL;
     }
-    let provider = TsmProvider {
-        root: tsm_root.to_path_buf(),
-    };
+    let provider = source.deferred();
     let init_data = match init_data.map(std::fs::read_to_string).transpose() {
         Ok(text) => text,
         Err(e) => {
@@ -218,6 +299,28 @@ fn fetch_secret(args: FetchArgs<'_>) -> i32 {
             };
             fail(&err, code)
         }
+    }
+}
+
+/// `derive-key`: the key through the device, written as a secret.
+fn derive_key(
+    request: &sev_guest::KeyRequest,
+    out: &Path,
+    allow_persistent: bool,
+    device: &Path,
+) -> i32 {
+    if !allow_persistent && umbra_guest_agent::kbs::is_persistent(out) {
+        umbra_attestation::errln!(
+            "umbra-agent: {} is on a persistent filesystem; put the key on tmpfs or pass --allow-persistent",
+            out.display()
+        );
+        return 2;
+    }
+    let key =
+        sev_guest::SevGuest::open(device).and_then(|dev| sev_guest::derive_key(&dev, request));
+    match key {
+        Ok(key) => write_secret(out, &key),
+        Err(e) => fail(&e, 1),
     }
 }
 
@@ -285,61 +388,105 @@ fn write_certs_dir(dir: &Path, evidence: &Evidence) {
 }
 
 fn main() {
-    let (report_data, vmpl, out, certs_out, certs_dir, verify, tsm_root, entry) =
-        match Cli::parse().command {
-            Command::FetchSecret {
-                kbs,
-                kbs_ca,
-                resource,
-                out,
-                allow_persistent,
-                tsm_root,
-                init_data,
-            } => std::process::exit(fetch_secret(FetchArgs {
-                kbs: &kbs,
-                kbs_ca: kbs_ca.as_deref(),
-                resource: &resource,
-                out: &out,
-                allow_persistent,
-                tsm_root: &tsm_root,
-                init_data: init_data.as_deref(),
-            })),
-            Command::Evidence {
-                report_data,
-                out,
-                tsm_root,
-            } => std::process::exit(peer_cli::write_evidence(&report_data, &out, &tsm_root)),
-            Command::Verify {
-                evidence,
-                report_data,
-                policy,
-                trust_root,
-            } => std::process::exit(peer_cli::verify(
-                &evidence,
-                report_data.as_deref(),
-                policy.as_deref(),
-                &trust_root,
-            )),
-            Command::Report {
-                report_data,
+    let (report_data, vmpl, out, certs_out, certs_dir, verify, source, entry) = match Cli::parse()
+        .command
+    {
+        Command::FetchSecret {
+            kbs,
+            kbs_ca,
+            resource,
+            out,
+            allow_persistent,
+            source,
+            init_data,
+        } => std::process::exit(fetch_secret(FetchArgs {
+            kbs: &kbs,
+            kbs_ca: kbs_ca.as_deref(),
+            resource: &resource,
+            out: &out,
+            allow_persistent,
+            source: &source,
+            init_data: init_data.as_deref(),
+        })),
+        Command::DeriveKey {
+            root_key,
+            fields,
+            vmpl,
+            guest_svn,
+            tcb_version,
+            out,
+            allow_persistent,
+            sev_guest,
+        } => {
+            use sev_guest::{KeyRequest, RootKey};
+            let tcb_version = match u64::from_str_radix(tcb_version.trim_start_matches("0x"), 16) {
+                Ok(v) => v,
+                Err(e) => {
+                    umbra_attestation::errln!("umbra-agent: --tcb-version {tcb_version}: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let request = KeyRequest {
+                root: match root_key {
+                    RootKeyArg::Vcek => RootKey::Vcek,
+                    RootKeyArg::Vmrk => RootKey::Vmrk,
+                },
+                fields: fields.iter().fold(0, |bits, f| {
+                    bits | match f {
+                        FieldArg::Policy => sev_guest::FIELD_GUEST_POLICY,
+                        FieldArg::ImageId => sev_guest::FIELD_IMAGE_ID,
+                        FieldArg::FamilyId => sev_guest::FIELD_FAMILY_ID,
+                        FieldArg::Measurement => sev_guest::FIELD_MEASUREMENT,
+                        FieldArg::GuestSvn => sev_guest::FIELD_GUEST_SVN,
+                        FieldArg::TcbVersion => sev_guest::FIELD_TCB_VERSION,
+                    }
+                }),
                 vmpl,
-                out,
-                certs_out,
-                certs_dir,
-                verify,
-                tsm_root,
-                entry,
-            } => (
-                report_data,
-                vmpl,
-                out,
-                certs_out,
-                certs_dir,
-                verify,
-                tsm_root,
-                entry,
-            ),
-        };
+                guest_svn,
+                tcb_version,
+            };
+            std::process::exit(derive_key(&request, &out, allow_persistent, &sev_guest))
+        }
+        Command::Evidence {
+            report_data,
+            out,
+            source,
+        } => std::process::exit(peer_cli::write_evidence(
+            &report_data,
+            &out,
+            &source.deferred(),
+        )),
+        Command::Verify {
+            evidence,
+            report_data,
+            policy,
+            trust_root,
+        } => std::process::exit(peer_cli::verify(
+            &evidence,
+            report_data.as_deref(),
+            policy.as_deref(),
+            &trust_root,
+        )),
+        Command::Report {
+            report_data,
+            vmpl,
+            out,
+            certs_out,
+            certs_dir,
+            verify,
+            source,
+            entry,
+        } => (
+            report_data,
+            vmpl,
+            out,
+            certs_out,
+            certs_dir,
+            verify,
+            source,
+            entry,
+        ),
+    };
     let data = match hex::decode(report_data.trim().trim_start_matches("0x")) {
         Ok(data) => data,
         Err(err) => {
@@ -347,7 +494,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let evidence = match get_report(&tsm_root, &entry, &data, vmpl) {
+    let source = match source.pick() {
+        Ok(source) => source,
+        Err(err) => fail(&err, 1),
+    };
+    let evidence = match source.get_report(&data, vmpl, &entry) {
         Ok(evidence) => evidence,
         Err(err) => fail(&err, 1),
     };
@@ -359,13 +510,14 @@ fn main() {
         write_certs_dir(dir, &evidence);
     }
     let provider = if evidence.provider.is_empty() {
-        "configfs-tsm"
+        "the SNP guest driver"
     } else {
         &evidence.provider
     };
     umbra_attestation::outln!(
-        "report v{} from {provider} written to {} (measurement {})",
+        "report v{} from {provider} through {} written to {} (measurement {})",
         evidence.parsed.version,
+        source.describe(),
         out.display(),
         hex::encode(&evidence.parsed.measurement)
     );

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use umbra_attestation::hex;
 use umbra_attestation::policy::PolicyFile;
 use umbra_attestation::verify::{describe, Status};
-use umbra_guest_agent::kbs::{EvidenceProvider, TsmProvider};
+use umbra_guest_agent::kbs::EvidenceProvider;
+use umbra_guest_agent::source::Deferred;
 
 /// Exit code for unusable input (evidence, policy, a root), as
 /// `umbra-attest verify` uses it.
@@ -24,16 +25,13 @@ fn report_data(text: &str) -> Result<[u8; 64], String> {
 }
 
 /// `evidence --report-data HEX --out FILE`.
-pub fn write_evidence(data: &str, out: &Path, tsm_root: &Path) -> i32 {
+pub fn write_evidence(data: &str, out: &Path, provider: &Deferred) -> i32 {
     let data = match report_data(data) {
         Ok(d) => d,
         Err(e) => {
             umbra_attestation::errln!("umbra-agent: {e}");
             return 2;
         }
-    };
-    let provider = TsmProvider {
-        root: tsm_root.to_path_buf(),
     };
     let evidence = provider
         .evidence(&data)

@@ -97,3 +97,52 @@ fn usage_errors_and_an_unreachable_kbs() {
         stderr(&out)
     );
 }
+
+#[test]
+fn derive_key_and_the_report_source_are_checked() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_umbra-agent"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out_path = format!("/dev/shm/umbra-agent-key-{}", std::process::id());
+    let out = run(&["derive-key", "--tcb-version", "zz", "--out", &out_path]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--tcb-version zz"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "derive-key",
+        "--fields",
+        "measurement,policy",
+        "--sev-guest",
+        "/nonexistent/sev-guest",
+        "--out",
+        &out_path,
+        "--allow-persistent",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot open /nonexistent/sev-guest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    // Neither interface: one line naming both.
+    let out = run(&[
+        "report",
+        "--tsm-root",
+        "/nonexistent/tsm",
+        "--sev-guest",
+        "/nonexistent/sev-guest",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("neither configfs-tsm (/nonexistent/tsm) nor /nonexistent/sev-guest"),
+        "{}",
+        stderr(&out)
+    );
+}
