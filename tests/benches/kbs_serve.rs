@@ -69,6 +69,7 @@ fn main() {
             store: Vec::new(),
             nonce_lifetime: Duration::from_secs(600),
             session_lifetime: Duration::from_secs(600),
+            requests_per_second: None,
         })
         .expect("kbs"),
     );

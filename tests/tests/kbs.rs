@@ -111,7 +111,7 @@ fn serve_with_store(
     nonce_lifetime: Duration,
     store: Vec<(CertKind, openssl::x509::X509)>,
 ) -> Endpoint {
-    let (kbs, dir) = kbs_for(name, pinned, nonce_lifetime, store);
+    let (kbs, dir) = kbs_for(name, pinned, nonce_lifetime, store, None);
     let socket = dir.join("kbs.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     std::thread::spawn(move || kbs.serve(listener.incoming()));
@@ -124,6 +124,7 @@ fn kbs_for(
     pinned: &[u8; 48],
     nonce_lifetime: Duration,
     store: Vec<(CertKind, openssl::x509::X509)>,
+    rate: Option<u32>,
 ) -> (Arc<Kbs>, PathBuf) {
     let dir = scratch(name);
     let resources = dir.join("resources");
@@ -146,6 +147,7 @@ fn kbs_for(
             store: store.clone(),
             nonce_lifetime,
             session_lifetime: Duration::from_secs(60),
+            requests_per_second: rate,
         })
         .unwrap(),
     );
@@ -306,6 +308,7 @@ fn the_exchange_runs_over_tls_and_curl_reaches_it() {
         &guest.measurement,
         Duration::from_secs(60),
         Vec::new(),
+        None,
     );
     let (cert, key) = tls_identity(&dir, "localhost");
     let acceptor = umbra_attestation::kbs::tls::acceptor(&cert, &key).unwrap();
@@ -356,6 +359,33 @@ fn the_exchange_runs_over_tls_and_curl_reaches_it() {
         "{reply}"
     );
     assert!(reply.contains("\"nonce\""), "{reply}");
+}
+
+#[test]
+fn a_flood_of_requests_is_refused_before_any_work() {
+    let guest = launch(0x97);
+    let (kbs, dir) = kbs_for(
+        "rate",
+        &guest.measurement,
+        Duration::from_secs(60),
+        Vec::new(),
+        Some(2),
+    );
+    let socket = dir.join("kbs.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || kbs.serve(listener.incoming()));
+    let kbs = Endpoint::Unix(socket);
+    let auth = umbra_kbs_client::KbsSession::auth_request();
+    let statuses: Vec<String> = (0..3)
+        .map(|_| by_hand::post(&kbs, "/kbs/v0/auth", None, &auth).start)
+        .collect();
+    assert!(
+        statuses[0].contains(" 200 ") && statuses[1].contains(" 200 "),
+        "{statuses:?}"
+    );
+    assert!(statuses[2].contains(" 429 "), "{statuses:?}");
+    let refused = by_hand::post(&kbs, "/kbs/v0/auth", None, &auth);
+    assert_eq!(by_hand::kind(&refused), "TooManyRequests");
 }
 
 #[test]

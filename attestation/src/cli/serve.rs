@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// TLS on `--listen`: the server's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// `auth` and `attest` requests admitted a second (more get 429).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
     /// Seconds a nonce stays valid.
     #[arg(long, default_value_t = 300)]
     nonce_lifetime: u64,
@@ -116,6 +119,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig, String> {
         store,
         nonce_lifetime: Duration::from_secs(a.nonce_lifetime),
         session_lifetime: Duration::from_secs(a.session_lifetime),
+        requests_per_second: Some(a.rate),
     })
 }
 

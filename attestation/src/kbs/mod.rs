@@ -10,5 +10,6 @@
 
 pub mod evidence;
 pub mod jwe;
+pub mod rate;
 pub mod server;
 pub mod tls;

@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub nonce_lifetime: Duration,
     /// How long an attested session lives.
     pub session_lifetime: Duration,
+    /// `auth` and `attest` requests admitted a second (`None`: no limit).
+    pub requests_per_second: Option<u32>,
 }
 
 /// A refusal: Trustee's error type, the HTTP status, a detail.
@@ -92,6 +94,8 @@ pub struct Kbs {
     chains: Mutex<HashMap<[u8; 32], CachedChain>>,
     token_key: openssl::pkey::PKey<openssl::pkey::Private>,
     connections: AtomicUsize,
+    /// The `--rate` bucket for `auth` and `attest`.
+    rate: Option<super::rate::RateLimit>,
 }
 
 impl std::fmt::Debug for Kbs {
@@ -163,12 +167,13 @@ impl Kbs {
         let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;
         let token_key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group)?)?;
         Ok(Kbs {
-            config,
             sessions: Mutex::new(HashMap::new()),
             seen_evidence: Mutex::new(HashMap::new()),
             chains: Mutex::new(HashMap::new()),
             token_key,
             connections: AtomicUsize::new(0),
+            rate: config.requests_per_second.map(super::rate::RateLimit::new),
+            config,
         })
     }
 
@@ -534,7 +539,14 @@ impl Kbs {
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let path = target.split('?').next().unwrap_or("");
         let json = ("Content-Type".to_string(), "application/json".to_string());
+        let costly = method == "POST" && (path == "/kbs/v0/auth" || path == "/kbs/v0/attest");
+        let limited = costly && self.rate.as_ref().is_some_and(|r| !r.admit());
         let result = match (method, path) {
+            _ if limited => Err(refuse(
+                429,
+                "TooManyRequests",
+                "the KBS's request rate is exceeded; retry later",
+            )),
             ("POST", "/kbs/v0/auth") => self.auth(request).map(|(id, body)| {
                 let cookie = format!("{COOKIE}={id}; Path=/kbs; HttpOnly");
                 (
@@ -593,6 +605,7 @@ impl Kbs {
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
+            429 => "Too Many Requests",
             503 => "Service Unavailable",
             _ => "Internal Server Error",
         };
