@@ -25,6 +25,9 @@ pub enum EvidenceError {
     MaskedChipId,
     /// CPUID family/model of no SNP processor generation.
     UnknownGeneration,
+    /// A reserved byte is not zero (the sev crate refuses such a report,
+    /// and its signature could not survive the round trip).
+    ReservedBytes,
 }
 
 impl core::fmt::Display for EvidenceError {
@@ -34,6 +37,7 @@ impl core::fmt::Display for EvidenceError {
             EvidenceError::ReportVersion => "report versions below 2 are not supported",
             EvidenceError::MaskedChipId => "a version 2 report with a masked CHIP_ID",
             EvidenceError::UnknownGeneration => "the report names no SNP processor generation",
+            EvidenceError::ReservedBytes => "a reserved byte of the report is not zero",
         })
     }
 }
@@ -119,6 +123,20 @@ pub fn report_json(report: &[u8]) -> Result<Value, EvidenceError> {
     };
     // Mitigation vectors exist from version 5 on (sev: 3 and 4 are V3).
     let v5 = report_version >= 5;
+    // The reserved ranges the sev crate reads as zero (`skip_bytes`).
+    let reserved: [core::ops::Range<usize>; 5] = [
+        0x4C..0x50,
+        if v2 { 0x188..0x1A0 } else { 0x18B..0x1A0 },
+        0x1EB..0x1EC,
+        0x1EF..0x1F0,
+        if v5 { 0x208..0x2A0 } else { 0x1F8..0x2A0 },
+    ];
+    if reserved
+        .into_iter()
+        .any(|range| r[range].iter().any(|&b| b != 0))
+    {
+        return Err(EvidenceError::ReservedBytes);
+    }
     let layout = if v2 {
         let chip_id = &r[0x1A0..0x1E0];
         if chip_id.iter().all(|&b| b == 0) {

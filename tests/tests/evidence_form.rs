@@ -108,4 +108,13 @@ fn the_writer_refuses_what_is_not_a_report() {
         no_std_form::report_json(&v3),
         Err(no_std_form::EvidenceError::UnknownGeneration)
     );
+    // A reserved byte set: found by the kbs_client fuzz target, where the
+    // sev crate refused what the writer accepted.
+    v3[0x188] = 0x19;
+    v3[0x1EB] = 1;
+    assert_eq!(
+        no_std_form::report_json(&v3),
+        Err(no_std_form::EvidenceError::ReservedBytes)
+    );
+    assert!(sev_form::snp_evidence(&v3, &[]).is_err());
 }
