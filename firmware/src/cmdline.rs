@@ -71,11 +71,13 @@ pub enum Scenario {
     /// Trustee KBS exchange over vsock: attest, fetch a resource, print
     /// its SHA-256.
     Kbs,
+    /// A guest request whose shared request page is mapped with the C-bit.
+    NoCbit,
 }
 
 impl Scenario {
     /// All scenarios with their command-line names.
-    pub const ALL: [(&'static str, Scenario); 26] = [
+    pub const ALL: [(&'static str, Scenario); 27] = [
         ("hello", Scenario::Hello),
         ("rom-write", Scenario::RomWrite),
         ("flood", Scenario::Flood),
@@ -102,6 +104,7 @@ impl Scenario {
         ("dma-beyond", Scenario::DmaBeyond),
         ("dma-unmapped", Scenario::DmaUnmapped),
         ("kbs", Scenario::Kbs),
+        ("no-cbit", Scenario::NoCbit),
     ];
 }
 

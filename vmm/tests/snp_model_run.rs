@@ -182,3 +182,48 @@ fn a_direct_port_write_without_a_vc_handler_stops_the_run() {
     assert_eq!(s["fidelity_violations"][0]["kind"], "ioio");
     assert_eq!(s["fidelity_violations"][0]["address"], 0x80);
 }
+
+/// A guest request whose shared request page the guest mapped with the
+/// C-bit (its writes would land encrypted on silicon, and the access
+/// fault): the model walks the guest's page tables at the request and
+/// stops the run, naming the page. The other SNP scenarios, which map what
+/// they share without it and what is private with it, pass the same check.
+#[test]
+fn a_shared_page_mapped_with_the_c_bit_stops_the_run() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = scratch("no-cbit");
+    let m = dir.join("m.json");
+    let out = run_model(&["--cmdline", "scenario=no-cbit"], &m);
+    assert_eq!(
+        out.status.code(),
+        Some(123),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("the request page at 0x1b000, shared, is mapped with the C-bit"),
+        "{err}"
+    );
+    assert!(err.contains("silicon would fault (RMP #NPF)"), "{err}");
+    let s = &metrics(&m)["snp"];
+    assert_eq!(s["fidelity_violations"][0]["kind"], "c-bit");
+    assert_eq!(s["fidelity_violations"][0]["address"], 0x1b000);
+    // attest makes the same request with the page mapped shared: no violation.
+    let m = dir.join("attest.json");
+    let out = run_model(&["--cmdline", "scenario=attest report_data=0a"], &m);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        metrics(&m)["snp"]["fidelity_violations"],
+        serde_json::json!([])
+    );
+}

@@ -157,6 +157,7 @@ pub extern "C" fn firmware_main(ticket: u32) -> ! {
         Ok(Scenario::DmaBeyond) => virtio_scenarios::dma_refused(Target::Beyond, info),
         Ok(Scenario::DmaUnmapped) => virtio_scenarios::dma_refused(Target::Unmapped, info),
         Ok(Scenario::Kbs) => kbs::kbs(&cmdline),
+        Ok(Scenario::NoCbit) => snp::no_cbit(),
         Err(name) => {
             io::print("error: unknown scenario '");
             io::print(name);

@@ -5,6 +5,7 @@
 use crate::exceptions::{self, VECTOR_VC};
 use crate::ghcb::{self, negotiate, psc};
 use crate::mem::bss;
+use crate::paging;
 use crate::platform::{self, pvalidate, rdmsr};
 use crate::{io, EXIT_BAD_CMDLINE, EXIT_FAILED};
 use core::arch::asm;
@@ -323,6 +324,30 @@ pub fn private_read() -> u32 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// `no-cbit`: a guest request whose shared request page is mapped with
+/// the C-bit, as a guest that forgot to clear it would make (on silicon
+/// its writes would land encrypted and the access fault). The strict model
+/// checks the mappings a guest request uses and stops the run.
+pub fn no_cbit() -> u32 {
+    if !require_snp() {
+        return EXIT_BAD_CMDLINE;
+    }
+    if let Err(e) = ghcb::establish(&[GUEST_REQUEST_GPA, GUEST_RESPONSE_GPA]) {
+        io::print("no-cbit: ");
+        return fail(e.what, e.response);
+    }
+    io::print("no-cbit: the shared request page mapped with the C-bit, then a guest request\n");
+    paging::set_private(GUEST_REQUEST_GPA, true);
+    let _ = ghcb::call(
+        ghcb::SNP_GUEST_REQUEST,
+        GUEST_REQUEST_GPA,
+        GUEST_RESPONSE_GPA,
+    );
+    paging::set_private(GUEST_REQUEST_GPA, false);
+    io::print("no-cbit: the guest request went through (is the platform strict?): fail\n");
+    EXIT_FAILED
 }
 
 /// Removes the #VC handler and writes port 0x80 directly, as an SEV-ES

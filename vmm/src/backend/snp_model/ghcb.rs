@@ -152,9 +152,38 @@ pub struct SnpRuntime {
     pub reports_signed: u64,
     /// The certificate table the extended guest request hands out.
     certificates: Vec<u8>,
+    /// After a guest request: the vCPU and the pages it used shared (GHCB,
+    /// request, response), for the C-bit check (`cbit.rs`).
+    mapping_check: Option<(usize, [u64; 3])>,
 }
 
 impl SnpRuntime {
+    /// The pages vCPU `vcpu` used shared in its last guest request, once.
+    pub fn take_mapping_check(&mut self, vcpu: usize) -> Option<[u64; 3]> {
+        match self.mapping_check {
+            Some((v, pages)) if v == vcpu => {
+                self.mapping_check = None;
+                Some(pages)
+            }
+            _ => None,
+        }
+    }
+
+    /// Asks for the C-bit check of `vcpu`'s guest request.
+    fn note_guest_request(&mut self, vcpu: usize, request: u64, response: u64) {
+        let ghcb = self
+            .vcpus
+            .get(vcpu)
+            .and_then(|v| v.ghcb_gfn)
+            .map_or(request, |gfn| gfn << 12);
+        self.mapping_check = Some((vcpu, [ghcb, request, response]));
+    }
+
+    /// The C-bit as a page-table-entry mask.
+    pub fn c_bit_mask(&self) -> u64 {
+        1 << C_BIT
+    }
+
     /// A runtime for `vcpus` vCPUs of a guest with VMSA `guest_features`.
     pub fn new(
         model: SnpFirmwareModel,
@@ -188,6 +217,7 @@ impl SnpRuntime {
             last_report: None,
             reports_signed: 0,
             certificates: Vec::new(),
+            mapping_check: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! [`Vcpu::run`] ([`ghcb`]), returning [`VcpuExit::Handled`] or a typed
 //! [`VcpuExit::GuestTerminate`]. The generic run loop never sees the GHCB.
 
+mod cbit;
 pub mod ghcb;
 #[doc(hidden)]
 pub mod harness;
@@ -333,6 +334,9 @@ enum Deferred {
         index: u32,
         write: bool,
     },
+    /// Check the C-bits of what a guest request used (`cbit.rs`): these
+    /// pages shared, RIP's and RSP's private.
+    CBits { shared: [u64; 3] },
 }
 
 /// #GP as a GHCB event-injection value (vector 13, exception, valid), what
@@ -454,6 +458,11 @@ impl Vcpu for ModelVcpu {
                 index: msr,
                 write,
             }) => self.emulate_msr(&access, msr, write),
+            Some(Deferred::CBits { shared }) => {
+                if let Some(stop) = self.check_c_bits(shared) {
+                    return Ok(stop);
+                }
+            }
             None => {}
         }
         if let Some(access) = self.pending.take() {
@@ -489,10 +498,14 @@ impl Vcpu for ModelVcpu {
                 data,
                 error,
             } => {
-                let outcome = lock(&self.runtime).wrmsr(index, msr, data);
+                let mut runtime = lock(&self.runtime);
+                let outcome = runtime.wrmsr(index, msr, data);
                 if outcome.is_none() {
                     log::debug!("vCPU {index}: wrmsr {msr:#x} refused: #GP");
                     *error = 1;
+                }
+                if let Some(shared) = runtime.take_mapping_check(index as usize) {
+                    self.deferred = Some(Deferred::CBits { shared });
                 }
                 outcome
             }

@@ -453,6 +453,7 @@ impl SnpRuntime {
         request_gpa: u64,
         response_gpa: u64,
     ) -> u64 {
+        self.note_guest_request(vcpu, request_gpa, response_gpa);
         let mut request = [0u8; 4096];
         if request_gpa & 0xFFF != 0
             || response_gpa & 0xFFF != 0
