@@ -39,7 +39,8 @@ pub fn verify_peer(
         serde_json::from_slice(evidence).map_err(PeerError::ParseJson)?;
     let (raw, certs) = evidence::read_snp_evidence(&value).map_err(PeerError::ReadEvidence)?;
     let report = AttestationReport::from_bytes(&raw).map_err(PeerError::ParseReport)?;
-    let certificates = evidence::certificates(&certs, &[]).map_err(PeerError::ReadEvidence)?;
+    let certificates = evidence::certificates(&certs, &[], report.key_info.signing_key)
+        .map_err(PeerError::ReadEvidence)?;
     let options = Options {
         at_unix: now,
         trust_roots,

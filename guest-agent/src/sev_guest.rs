@@ -39,6 +39,8 @@ pub struct ExtReportReq {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<ExtReportReq>() == 112);
+const _: () = assert!(core::mem::offset_of!(ExtReportReq, certs_address) == 96);
+const _: () = assert!(core::mem::offset_of!(ExtReportReq, certs_len) == 104);
 
 /// `struct snp_derived_key_req`.
 #[repr(C)]
@@ -52,19 +54,25 @@ pub struct DerivedKeyReq {
     pub tcb_version: u64,
 }
 const _: () = assert!(core::mem::size_of::<DerivedKeyReq>() == 32);
+const _: () = assert!(core::mem::offset_of!(DerivedKeyReq, guest_field_select) == 8);
+const _: () = assert!(core::mem::offset_of!(DerivedKeyReq, tcb_version) == 24);
 
-/// `struct snp_guest_request_ioctl`: `exitinfo2` is the union of
-/// `fw_error` (low half) and `vmm_error` (high half).
+/// `struct snp_guest_request_ioctl`: `msg_version`, then the request and
+/// response addresses, then `exitinfo2`, the union of `fw_error` (low
+/// half) and `vmm_error` (high half).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuestRequestIoctl {
     pub msg_version: u8,
     pub _pad: [u8; 7],
-    pub exitinfo2: u64,
     pub req_data: u64,
     pub resp_data: u64,
+    pub exitinfo2: u64,
 }
 const _: () = assert!(core::mem::size_of::<GuestRequestIoctl>() == 32);
+const _: () = assert!(core::mem::offset_of!(GuestRequestIoctl, req_data) == 8);
+const _: () = assert!(core::mem::offset_of!(GuestRequestIoctl, resp_data) == 16);
+const _: () = assert!(core::mem::offset_of!(GuestRequestIoctl, exitinfo2) == 24);
 
 /// `_IOWR('S', nr, struct snp_guest_request_ioctl)`.
 const fn iowr(nr: u64) -> u64 {
@@ -85,10 +93,10 @@ pub const DERIVED_KEY_RESP_SIZE: usize = 64;
 /// `SNP_GUEST_VMM_ERR_INVALID_LEN` in `vmm_error`: the certificate buffer
 /// is too small; the kernel wrote the size needed to `certs_len`.
 pub const VMM_ERR_INVALID_LEN: u32 = 1;
-/// The certificate buffer the first request offers (the kernel's own is
-/// 16 KiB); a host asking for more than [`MAX_CERTS`] is refused.
-const FIRST_CERTS: usize = 16 << 10;
-const MAX_CERTS: usize = 1 << 20;
+/// The certificate buffer: the kernel refuses a `certs_len` above
+/// SEV_FW_BLOB_MAX_SIZE (16 KiB) or not a whole number of pages, so the
+/// agent offers exactly that, and a host needing more is an error.
+pub const CERTS_BUFFER: usize = 16 << 10;
 
 /// One request to the driver, with the buffers it reads and writes.
 #[derive(Debug)]
@@ -259,8 +267,8 @@ pub enum SevGuestError {
         #[source]
         source: io::Error,
     },
-    /// The host wants a certificate buffer no real table needs.
-    #[error("the host asks for a {0}-byte certificate buffer")]
+    /// The host's certificate table does not fit the kernel's 16 KiB.
+    #[error("the host's certificate table needs {0} bytes; the kernel passes at most 16 KiB")]
     CertsTooLarge(usize),
     /// The firmware's response carries an error status.
     #[error("the firmware answered status {0:#x}")]
@@ -330,36 +338,25 @@ pub fn get_report(
     let mut resp = Box::new([0u8; REPORT_RESP_SIZE]);
     let mut table = Vec::new();
     if certificates {
-        let mut len = FIRST_CERTS;
-        loop {
-            let mut certs = vec![0u8; len];
-            let mut needed = 0u32;
-            let outcome = issue(
-                dev,
-                Request::ExtReport {
-                    req: &req,
-                    certs: &mut certs,
-                    certs_needed: &mut needed,
-                    resp: &mut resp,
-                },
-            );
-            match outcome {
-                Ok(()) => {
-                    table = certs;
-                    break;
-                }
-                // Linux's own retry: the driver said the size it needs.
-                Err(SevGuestError::Request { vmm_error, .. })
-                    if vmm_error == VMM_ERR_INVALID_LEN =>
-                {
-                    let needed = needed as usize;
-                    if needed <= len || needed > MAX_CERTS {
-                        return Err(SevGuestError::CertsTooLarge(needed));
-                    }
-                    len = needed;
-                }
-                Err(e) => return Err(e),
+        let mut certs = vec![0u8; CERTS_BUFFER];
+        let mut needed = 0u32;
+        let outcome = issue(
+            dev,
+            Request::ExtReport {
+                req: &req,
+                certs: &mut certs,
+                certs_needed: &mut needed,
+                resp: &mut resp,
+            },
+        );
+        match outcome {
+            Ok(()) => table = certs,
+            // The kernel caps the buffer at 16 KiB: a host whose table is
+            // larger cannot be served through this interface.
+            Err(SevGuestError::Request { vmm_error, .. }) if vmm_error == VMM_ERR_INVALID_LEN => {
+                return Err(SevGuestError::CertsTooLarge(needed as usize));
             }
+            Err(e) => return Err(e),
         }
     } else {
         issue(

@@ -14,8 +14,8 @@ pub enum VerifyError {
     /// The host's certificate table is malformed.
     #[error("the host's certificate table is malformed")]
     ParseTable(#[source] CertTableError),
-    /// The table carries no VCEK or VLEK to check the signature with.
-    #[error("the host's certificate table carries no VCEK or VLEK")]
+    /// The table lacks the key that signed the report (VCEK or VLEK).
+    #[error("the host's certificate table carries no VCEK or VLEK for the report's signing key")]
     FindVek,
     /// The host gave no certificate table at all (the normal case when it
     /// does not implement the extended report).
@@ -41,11 +41,11 @@ pub fn verify_with_table(
         .iter()
         .map(|(kind, bytes)| (*kind, bytes.to_vec()))
         .collect();
-    let certs =
-        umbra_attestation::kbs::evidence::certificates(&owned, &[]).map_err(|e| match e {
-            umbra_attestation::kbs::evidence::EvidenceError::FindVek => VerifyError::FindVek,
-            other => VerifyError::ParseCertificate(other),
-        })?;
+    use umbra_attestation::kbs::evidence::{certificates, EvidenceError};
+    let certs = certificates(&owned, &[], report.key_info.signing_key).map_err(|e| match e {
+        EvidenceError::FindVek(_) => VerifyError::FindVek,
+        other => VerifyError::ParseCertificate(other),
+    })?;
     let opts = Options {
         at_unix: now,
         ..Default::default()

@@ -118,3 +118,50 @@ fn the_writer_refuses_what_is_not_a_report() {
     );
     assert!(sev_form::snp_evidence(&v3, &[]).is_err());
 }
+
+/// The endorsement key is the one the report names (KEY_INFO): a VLEK-signed
+/// report verifies with the VLEK even when a VCEK is offered too, with
+/// AMD's pinned Milan ASVK chain (real Trustee vectors).
+#[test]
+fn the_key_the_report_names_is_the_one_used() {
+    use umbra_attestation::report::{AttestationReport, SigningKey};
+    let Some(root) = vectors() else {
+        return;
+    };
+    let vlek_report = std::fs::read(root.join("milan-trustee-vlek/test-vlek-report.bin")).unwrap();
+    let vlek = std::fs::read(root.join("milan-trustee-vlek/test-vlek.der")).unwrap();
+    let vcek = std::fs::read(root.join("milan-trustee-vcek/test-vcek.der")).unwrap();
+    let report = AttestationReport::from_bytes(&vlek_report).unwrap();
+    assert_eq!(report.key_info.signing_key, SigningKey::Vlek);
+    let both = vec![
+        (sev_form::CertKind::Vcek, vcek.clone()),
+        (sev_form::CertKind::Vlek, vlek.clone()),
+    ];
+    let certs = sev_form::certificates(&both, &[], report.key_info.signing_key).unwrap();
+    assert_eq!(certs.vek.to_der().unwrap(), vlek);
+    let verdict = umbra_attestation::verify::verify(
+        &report,
+        &certs,
+        &umbra_attestation::verify::Options {
+            at_unix: 1_735_689_600, // 2025-01-01, inside the VLEK's validity
+            ..Default::default()
+        },
+    );
+    let signature = verdict
+        .checks
+        .iter()
+        .find(|c| c.name == "report-signature")
+        .unwrap();
+    assert_eq!(
+        signature.status,
+        umbra_attestation::verify::Status::Pass,
+        "{}",
+        signature.line()
+    );
+    // A report signed by a VCEK with only a VLEK at hand: named, refused.
+    let only_vlek = vec![(sev_form::CertKind::Vlek, vlek)];
+    assert!(matches!(
+        sev_form::certificates(&only_vlek, &[], SigningKey::Vcek),
+        Err(sev_form::EvidenceError::FindVek("VCEK"))
+    ));
+}

@@ -20,9 +20,10 @@ pub enum EvidenceError {
     /// The report could not be encoded back to its bytes.
     #[error("cannot encode the report")]
     EncodeReport(#[source] std::io::Error),
-    /// Neither the evidence nor the fallback has a VCEK or VLEK.
-    #[error("no VCEK or VLEK to check the report's signature with")]
-    FindVek,
+    /// Neither the evidence nor the fallback has the key that signed the
+    /// report (KEY_INFO's SIGNING_KEY).
+    #[error("no {0} to check the report's signature with")]
+    FindVek(&'static str),
     /// A certificate the evidence carries does not parse.
     #[error("a certificate in the evidence does not parse")]
     ParseCertificate(#[source] crate::chain::ChainError),
@@ -30,11 +31,13 @@ pub enum EvidenceError {
 
 /// The certificates `verify` needs, from the (kind, DER or PEM) list that
 /// evidence or a host's certificate table carries; kinds the list lacks come
-/// from `fallback` (a relying party's own store). A VCEK is preferred to a
-/// VLEK; the ASK entry is the VLEK's ASVK when the key is a VLEK.
+/// from `fallback` (a relying party's own store). The endorsement key is the
+/// one the report says signed it (`signed_by`, KEY_INFO's SIGNING_KEY); the
+/// ASK entry is the VLEK's ASVK when that is a VLEK.
 pub fn certificates(
     certs: &[(CertKind, Vec<u8>)],
     fallback: &[(CertKind, openssl::x509::X509)],
+    signed_by: crate::report::SigningKey,
 ) -> Result<crate::verify::Certificates, EvidenceError> {
     let pick = |kind: CertKind, what: &str| match certs.iter().find(|(k, _)| *k == kind) {
         Some((_, bytes)) => crate::chain::load_cert(bytes, what)
@@ -45,10 +48,18 @@ pub fn certificates(
             .find(|(k, _)| *k == kind)
             .map(|(_, c)| c.clone())),
     };
-    let (vek, vek_kind) = match (pick(CertKind::Vcek, "VCEK")?, pick(CertKind::Vlek, "VLEK")?) {
-        (Some(vek), _) => (vek, crate::chain::VekKind::Vcek),
-        (None, Some(vek)) => (vek, crate::chain::VekKind::Vlek),
-        (None, None) => return Err(EvidenceError::FindVek),
+    use crate::report::SigningKey;
+    let (vek, vek_kind) = match signed_by {
+        SigningKey::Vlek => (
+            pick(CertKind::Vlek, "VLEK")?.ok_or(EvidenceError::FindVek("VLEK"))?,
+            crate::chain::VekKind::Vlek,
+        ),
+        // An unsigned report (SIGNING_KEY 7) fails the signature check
+        // whatever key is given; the VCEK is tried.
+        SigningKey::Vcek | SigningKey::None => (
+            pick(CertKind::Vcek, "VCEK")?.ok_or(EvidenceError::FindVek("VCEK"))?,
+            crate::chain::VekKind::Vcek,
+        ),
     };
     Ok(crate::verify::Certificates {
         vek,

@@ -410,7 +410,7 @@ impl Kbs {
         let (mut checks, chain, certificates) = match cached {
             Some((checks, chain)) => (checks, Some(chain), None),
             None => {
-                let certificates = self.certificates(certs)?;
+                let certificates = self.certificates(certs, report.key_info.signing_key)?;
                 let (checks, chain) = verify::verify_chain(report, &certificates, options);
                 if let Some(chain) = &chain {
                     if !checks.iter().any(|c| c.status == verify::Status::Fail) {
@@ -432,7 +432,11 @@ impl Kbs {
             }
             // A chain that fails gets the whole diagnosis.
             (None, Some(certificates)) => verify::verify(report, &certificates, options),
-            (None, None) => verify::verify(report, &self.certificates(certs)?, options),
+            (None, None) => verify::verify(
+                report,
+                &self.certificates(certs, report.key_info.signing_key)?,
+                options,
+            ),
         })
     }
 
@@ -441,11 +445,12 @@ impl Kbs {
     fn certificates(
         &self,
         certs: &[(super::evidence::CertKind, Vec<u8>)],
+        signed_by: crate::report::SigningKey,
     ) -> Result<Certificates, Refusal> {
-        super::evidence::certificates(certs, &self.config.store).map_err(|e| {
+        super::evidence::certificates(certs, &self.config.store, signed_by).map_err(|e| {
             let detail = match e {
-                super::evidence::EvidenceError::FindVek => {
-                    "neither the evidence nor --certs has a VCEK".to_string()
+                super::evidence::EvidenceError::FindVek(kind) => {
+                    format!("neither the evidence nor --certs has a {kind}")
                 }
                 other => verify::describe(&other),
             };
