@@ -389,6 +389,52 @@ fn a_flood_of_requests_is_refused_before_any_work() {
 }
 
 #[test]
+fn a_full_session_table_evicts_the_oldest_unattested_session() {
+    use umbra_attestation::http::Message;
+    let guest = launch(0x98);
+    let (kbs, _) = kbs_for(
+        "evict",
+        &guest.measurement,
+        Duration::from_secs(60),
+        Vec::new(),
+        None,
+    );
+    let auth = Message {
+        start: "POST /kbs/v0/auth HTTP/1.1".into(),
+        headers: Vec::new(),
+        body: umbra_kbs_client::KbsSession::auth_request(),
+    };
+    let cookie_of = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .find(|(n, _)| n == "Set-Cookie")
+            .and_then(|(_, v)| v.split(';').next())
+            .unwrap()
+            .to_string()
+    };
+    let (status, headers, _) = kbs.handle(&auth);
+    assert_eq!(status, 200);
+    let first = cookie_of(&headers);
+    // A flood fills the table (4096 sessions) and more: every auth still
+    // succeeds, and the oldest pending session is the one that gives way.
+    for _ in 0..4096 {
+        assert_eq!(kbs.handle(&auth).0, 200);
+    }
+    let session = umbra_kbs_client::KbsSession::new(&[5; 32]).unwrap();
+    let body = session
+        .attest_request(by_hand::evidence_for(&guest, &session))
+        .unwrap();
+    let attest = Message {
+        start: "POST /kbs/v0/attest HTTP/1.1".into(),
+        headers: vec![("cookie".into(), first)],
+        body,
+    };
+    let (status, _, body) = kbs.handle(&attest);
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("UnknownSession"));
+}
+
+#[test]
 fn an_expired_nonce_is_refused() {
     let guest = launch(0x93);
     let kbs = serve("expired", &guest.measurement, Duration::ZERO);

@@ -1,8 +1,10 @@
 //! A token bucket for the requests that cost the KBS work (`auth` makes a
 //! session, `attest` verifies signatures): at most `rate` a second on
 //! average, `rate` at once. Beyond it a request is refused with 429 before
-//! any work is done, so a flood cannot take the machine's CPU or fill the
-//! session table faster than sessions expire.
+//! any work is done, so a flood cannot take the machine's CPU. The bucket
+//! is shared by all clients (the server does not see peer addresses behind
+//! hybrid vsock): a flooding client can crowd others out, but not take the
+//! session table from them, which evicts the oldest unattested session.
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -212,7 +212,21 @@ impl Kbs {
             None => s.created.elapsed() < nonce_life,
         });
         if sessions.len() >= MAX_SESSIONS {
-            return Err(refuse(503, "TooManySessions", "session table full"));
+            // A flood of `auth` must not lock real guests out for a nonce
+            // lifetime: the oldest session that has not attested makes
+            // room (a real guest attests within its round trip). Only a
+            // table full of attested sessions refuses.
+            let oldest = sessions
+                .iter()
+                .filter(|(_, s)| s.attested.is_none())
+                .min_by_key(|(_, s)| s.created)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => {
+                    sessions.remove(&id);
+                }
+                None => return Err(refuse(503, "TooManySessions", "session table full")),
+            }
         }
         sessions.insert(
             id.clone(),

@@ -131,17 +131,32 @@ pub fn request_report(
             CERTS_PAGES,
         ),
     };
-    let (info1, info2) = match outcome {
+    let (mut info1, mut info2) = match outcome {
         Ok((info2, pages)) => {
             if info2 == SNP_GUEST_VMM_ERR_INVALID_LEN {
                 io::print("the host's certificate table needs ");
                 io::print_dec(pages);
-                io::print(" pages\n");
+                io::print(" pages; asking without certificates\n");
             }
             (0, info2)
         }
         Err(e) => (e.info1, e.info2),
     };
+    // The request never reached the firmware, so its sequence number is
+    // still the next one: send the same sealed message as a plain guest
+    // request, as Linux's sev-guest does, so that the guest's and the
+    // firmware's counters stay in step (and no number is used twice).
+    if kind == ReportKind::WithCertificates && info1 == 0 && info2 == SNP_GUEST_VMM_ERR_INVALID_LEN
+    {
+        (info1, info2) = match ghcb::call(
+            ghcb::SNP_GUEST_REQUEST,
+            GUEST_REQUEST_GPA,
+            GUEST_RESPONSE_GPA,
+        ) {
+            Ok(info2) => (0, info2),
+            Err(e) => (e.info1, e.info2),
+        };
+    }
     if info1 as u32 != 0 || info2 != 0 {
         io::print("guest request failed, sw_exit_info_1 ");
         io::print_hex(info1);
