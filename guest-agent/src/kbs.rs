@@ -98,6 +98,9 @@ pub enum FetchError {
     /// The evidence could not be put in Trustee's form.
     #[error("cannot build the evidence")]
     BuildEvidence(#[from] umbra_attestation::kbs::evidence::EvidenceError),
+    /// The KBS's auth reply set no session cookie.
+    #[error("the KBS set no session cookie")]
+    NoCookie,
     /// TLS could not be set up (trust anchors).
     #[error("cannot set up TLS to the KBS")]
     Tls(#[from] umbra_attestation::kbs::tls::TlsError),
@@ -244,7 +247,7 @@ pub fn fetch_secret_with_init_data(
             kind,
             detail,
         },
-        FlowError::NoCookie => FetchError::Protocol(KbsError::Json),
+        FlowError::NoCookie => FetchError::NoCookie,
         FlowError::Protocol(e) => FetchError::Protocol(e),
     })
 }

@@ -128,9 +128,10 @@ enum Command {
         /// The peer's evidence JSON.
         #[arg(long)]
         evidence: PathBuf,
-        /// The REPORT_DATA the peer must have bound (the nonce given to it), hex.
+        /// The REPORT_DATA the peer must have bound (the nonce given to it),
+        /// hex: without it, replayed evidence would pass.
         #[arg(long)]
-        report_data: Option<String>,
+        report_data: String,
         /// An appraisal policy (the TOML of `umbra-attest verify --policy`).
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -299,7 +300,7 @@ fn main() {
             trust_root,
         } => std::process::exit(peer_cli::verify(
             &evidence,
-            report_data.as_deref(),
+            &report_data,
             policy.as_deref(),
             &trust_root,
         )),

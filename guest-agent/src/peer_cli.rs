@@ -55,10 +55,10 @@ pub fn write_evidence(data: &str, out: &Path, provider: &Deferred) -> i32 {
     0
 }
 
-/// `verify --evidence FILE [--report-data HEX] [--policy FILE] [--trust-root PEM]...`.
+/// `verify --evidence FILE --report-data HEX [--policy FILE] [--trust-root PEM]...`.
 pub fn verify(
     evidence: &Path,
-    report_data: Option<&str>,
+    report_data: &str,
     policy: Option<&Path>,
     trust_roots: &[PathBuf],
 ) -> i32 {
@@ -74,14 +74,11 @@ pub fn verify(
             }
             None => PolicyFile::default(),
         };
-        if let Some(data) = report_data {
-            // Validated here: a usage error, not an input error.
-            let data = report_data_hex(data)?;
-            file = file.merge(PolicyFile {
-                report_data: Some(data),
-                ..PolicyFile::default()
-            });
-        }
+        // The nonce the peer must have bound: freshness, not only authenticity.
+        file = file.merge(PolicyFile {
+            report_data: Some(report_data_hex(report_data)?),
+            ..PolicyFile::default()
+        });
         let policy = if file.is_empty() {
             None
         } else {

@@ -58,7 +58,7 @@ pub fn fetch_secret(args: FetchArgs<'_>) -> i32 {
             return 2;
         }
     };
-    if resource.split('/').count() != 3 {
+    if !umbra_kbs_client::flow::resource_ok(resource) {
         umbra_attestation::errln!("umbra-agent: --resource {resource}: expected REPO/TYPE/TAG");
         return 2;
     }
@@ -110,7 +110,7 @@ pub fn fetch_secret(args: FetchArgs<'_>) -> i32 {
                 } => fetch_exit::REFUSED_POLICY,
                 FetchError::Refused { step: "attest", .. } => fetch_exit::REFUSED_ATTEST,
                 FetchError::Refused { .. } => fetch_exit::REFUSED_RESOURCE,
-                FetchError::Protocol(_) => fetch_exit::PROTOCOL,
+                FetchError::Protocol(_) | FetchError::NoCookie => fetch_exit::PROTOCOL,
             };
             fail(&err, code)
         }

@@ -167,6 +167,21 @@ fn refused<T, A>(step: Step, reply: &Reply) -> FlowError<T, A> {
     }
 }
 
+/// Whether `resource` is `REPO/TYPE/TAG` as a KBS names resources: three
+/// non-empty segments of letters, digits, `-`, `_` and `.`, none `.` or
+/// `..` (it goes into the request line as it is).
+pub fn resource_ok(resource: &str) -> bool {
+    resource.split('/').count() == 3
+        && resource.split('/').all(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && s != "."
+                && s != ".."
+        })
+}
+
 /// The value of the session cookie in a `Set-Cookie` header.
 fn session_cookie(set_cookie: &str) -> Option<&str> {
     let (name, value) = set_cookie.split(';').next()?.split_once('=')?;
@@ -231,6 +246,23 @@ pub fn fetch_resource<T: Transport, A: Attester>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_are_three_plain_segments() {
+        assert!(resource_ok("default/key/1"));
+        assert!(resource_ok("a.b/c-d/e_f"));
+        for bad in [
+            "a/b",
+            "a/b/c/d",
+            "a//c",
+            "a/../c",
+            "a/b/c d",
+            "a/b/c\r\n",
+            "a/./c",
+        ] {
+            assert!(!resource_ok(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_session_cookie_is_found_by_name() {

@@ -6,7 +6,9 @@
 //! is decrypted here; only its SHA-256 is printed. The protocol steps are
 //! the shared `umbra-kbs-client` library's, as in umbra-agent.
 
-use crate::vsock::{Vsock, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, RX_DATA, TX_DATA};
+use crate::vsock::{
+    Vsock, OP_CREDIT_REQUEST, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, RX_DATA, TX_DATA,
+};
 use crate::{entropy, heap, io, platform, snp, EXIT_BAD_CMDLINE};
 use alloc::format;
 use alloc::string::String;
@@ -68,7 +70,7 @@ impl VsockTransport {
         self.next_local += 1;
         let port = self.port;
         let v = &mut self.vsock;
-        v.new_connection();
+        v.new_connection(local, port);
         let dev = |_| TransportError::Device;
         v.send(local, port, OP_REQUEST, &[]).map_err(dev)?;
         let mut data = [0u8; RX_DATA as usize];
@@ -90,15 +92,24 @@ impl VsockTransport {
         let mut chunks = request.chunks(TX_DATA);
         let mut pending = chunks.next();
         loop {
-            // Send while the host has room (virtio 1.2 §5.10.6.3).
+            // Send what the host has room for (virtio 1.2 §5.10.6.3): a
+            // part of a chunk when that is all, a credit request when
+            // there is none.
             while let Some(chunk) = pending {
-                let room = peer_alloc.wrapping_sub(sent.wrapping_sub(peer_fwd));
-                if chunk.len() as u32 > room {
+                let in_flight = sent.wrapping_sub(peer_fwd);
+                let room = peer_alloc.saturating_sub(in_flight) as usize;
+                if room == 0 {
+                    v.send(local, port, OP_CREDIT_REQUEST, &[]).map_err(dev)?;
                     break;
                 }
-                v.send(local, port, OP_RW, chunk).map_err(dev)?;
-                sent = sent.wrapping_add(chunk.len() as u32);
-                pending = chunks.next();
+                let n = chunk.len().min(room);
+                v.send(local, port, OP_RW, &chunk[..n]).map_err(dev)?;
+                sent = sent.wrapping_add(n as u32);
+                pending = if n == chunk.len() {
+                    chunks.next()
+                } else {
+                    Some(&chunk[n..])
+                };
             }
             let h = v.receive(&mut data).map_err(dev)?;
             if h.dst_port != local || h.src_port != port {
@@ -178,18 +189,6 @@ impl Attester for GuestRequest {
     }
 }
 
-/// `REPO/TYPE/TAG`, each segment non-empty and of URL-safe characters.
-fn resource_ok(resource: &str) -> bool {
-    resource.split('/').count() == 3
-        && resource.split('/').all(|s| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                && s != "."
-                && s != ".."
-        })
-}
-
 fn fail(code: u32, what: &str) -> u32 {
     io::print("kbs: ");
     io::print(what);
@@ -211,7 +210,7 @@ pub fn kbs(cmdline: &Cmdline) -> u32 {
         return EXIT_BAD_CMDLINE;
     };
     let resource = cmdline.get("resource").unwrap_or("");
-    if !resource_ok(resource) {
+    if !flow::resource_ok(resource) {
         io::print("kbs: resource=REPO/TYPE/TAG is required\n");
         return EXIT_BAD_CMDLINE;
     }

@@ -23,6 +23,8 @@ pub const OP_SHUTDOWN: u16 = 4;
 pub const OP_RW: u16 = 5;
 /// Credit update (the peer's buffer space changed).
 pub const OP_CREDIT_UPDATE: u16 = 6;
+/// Credit request (the sender asks for an update).
+pub const OP_CREDIT_REQUEST: u16 = 7;
 /// Bytes of each rx buffer after its header.
 pub const RX_DATA: u64 = 256;
 /// Rx buffers kept posted.
@@ -63,11 +65,12 @@ pub struct Vsock {
     pub cid: u64,
     tx: u64,
     rx: u64,
-    /// Payload bytes consumed on the current connection, and the count
-    /// the host was last told. Credit is per connection (§5.10.6.3); the
-    /// driver's users run one connection at a time and call
-    /// [`Vsock::new_connection`] before the next.
+    /// Payload bytes consumed on the current connection (`current`:
+    /// local and peer port), and the count the host was last told. Credit
+    /// is per connection (§5.10.6.3); the driver's users run one connection
+    /// at a time and call [`Vsock::new_connection`] before the next.
     fwd_cnt: u32,
+    current: (u32, u32),
     reported: u32,
 }
 
@@ -85,6 +88,7 @@ impl Vsock {
             rx,
             fwd_cnt: 0,
             reported: 0,
+            current: (0, 0),
         };
         for i in 0..RX_BUFFERS {
             v.post_rx(i)?;
@@ -92,10 +96,12 @@ impl Vsock {
         Ok(v)
     }
 
-    /// Starts the credit count of a new connection.
-    pub fn new_connection(&mut self) {
+    /// Starts the credit count of the connection between guest port
+    /// `local` and host port `peer`.
+    pub fn new_connection(&mut self, local: u32, peer: u32) {
         self.fwd_cnt = 0;
         self.reported = 0;
+        self.current = (local, peer);
     }
 
     fn rx_buffer(&self, i: u64) -> u64 {
@@ -174,7 +180,7 @@ impl Vsock {
             *slot = get(b + HEADER + k as u64);
         }
         self.post_rx(i)?;
-        if header.op == OP_RW {
+        if header.op == OP_RW && (header.dst_port, header.src_port) == self.current {
             self.fwd_cnt = self.fwd_cnt.wrapping_add(header.len.min(RX_DATA as u32));
             if self.fwd_cnt.wrapping_sub(self.reported) >= CREDIT_STEP {
                 self.send(header.dst_port, header.src_port, OP_CREDIT_UPDATE, &[])?;

@@ -26,6 +26,7 @@ fn run() -> Result<u32, VirtioError> {
     // The host may connect to port 5000 at any moment: a REQUEST for it
     // that arrives first is kept for step 2.
     let mut host_request = None;
+    s.new_connection(GUEST_PORT, HOST_ECHO_PORT);
     s.send(GUEST_PORT, HOST_ECHO_PORT, OP_REQUEST, &[])?;
     let h = loop {
         let h = s.receive(&mut data)?;
@@ -75,7 +76,7 @@ fn run() -> Result<u32, VirtioError> {
         }
         // RST of the first connection, credit updates: not for us.
     };
-    s.new_connection();
+    s.new_connection(LISTEN_PORT, peer);
     s.send(LISTEN_PORT, peer, OP_RESPONSE, &[])?;
     loop {
         let h = s.receive(&mut data)?;

@@ -4,10 +4,14 @@
 //! reached with it, faults (an RMP #NPF). This host's paging ignores the
 //! model's C-bit (bit 52), so the model reads the guest's page tables
 //! itself, as the hardware walker would, at the points where it knows what
-//! the guest is about to touch: at each guest request, the GHCB and the
-//! request and response pages must be mapped shared, and the pages under
-//! RIP and RSP private. Mappings the guest does not use are not judged:
-//! silicon only faults on an access.
+//! the guest touches: at each guest request, the GHCB, the request and
+//! response pages (and the extended request's certificate pages) must lack
+//! the C-bit in every mapping the tables hold, and the pages under RIP and
+//! RSP, in the mapping the CPU uses, must carry it. A C=1 alias of a shared
+//! page is judged though the guest may not touch it through that alias:
+//! it is one access away from a fault, and a guest keeps shared pages in
+//! one C=0 mapping (Linux's direct map). Other mappings are not judged.
+//! Four-level paging only: with CR4.LA57 or paging off the check is skipped.
 
 use crate::backend::Vcpu;
 use crate::memory::GuestRam;
@@ -156,20 +160,31 @@ impl super::ModelVcpu {
     /// recorded; in strict mode it stops the run, as silicon would fault.
     pub(super) fn check_c_bits(
         &mut self,
-        shared: [u64; 3],
+        shared: super::ghcb::SharedUse,
     ) -> Option<crate::backend::VcpuExit<'static>> {
         let index = self.inner.index();
         let (regs, sregs) = match (self.inner.fd().get_regs(), self.inner.fd().get_sregs()) {
             (Ok(r), Ok(s)) => (r, s),
             _ => return None,
         };
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_LA57: u64 = 1 << 12;
+        if sregs.cr0 & CR0_PG == 0 || sregs.cr4 & CR4_LA57 != 0 {
+            log::debug!("vCPU {index}: C-bit check skipped (paging off or five-level)");
+            return None;
+        }
         let c_bit = super::lock(&self.runtime).c_bit_mask();
         let ram: &GuestRam = &self.ram;
         let mut found = None;
-        for (what, gpa) in ["the GHCB", "the request page", "the response page"]
-            .into_iter()
-            .zip(shared)
-        {
+        let mut pages = vec![
+            ("the GHCB", shared.ghcb),
+            ("the request page", shared.request),
+            ("the response page", shared.response),
+        ];
+        if let Some((first, count)) = shared.certs {
+            pages.extend((0..count.min(64)).map(|i| ("a certificate page", first + i * 4096)));
+        }
+        for (what, gpa) in pages {
             if let Some(leaf) = leaves_mapping(ram, sregs.cr3, c_bit, gpa, WALK_LIMIT)
                 .into_iter()
                 .find(|l| l.encrypted)

@@ -122,6 +122,17 @@ pub struct FidelityViolation {
     pub silicon: String,
 }
 
+/// The pages a guest request used shared: the GHCB, the request and
+/// response pages, and (extended request) the certificate pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedUse {
+    pub ghcb: u64,
+    pub request: u64,
+    pub response: u64,
+    /// First page and number of pages.
+    pub certs: Option<(u64, u64)>,
+}
+
 /// The GHCB MSR protocol's SEV-information response.
 fn sev_info_response() -> u64 {
     (PROTOCOL_MAX << 48) | (PROTOCOL_MIN << 32) | (C_BIT << 24) | info::SEV_INFO_RESP
@@ -154,12 +165,12 @@ pub struct SnpRuntime {
     certificates: Vec<u8>,
     /// After a guest request: the vCPU and the pages it used shared (GHCB,
     /// request, response), for the C-bit check (`cbit.rs`).
-    mapping_check: Option<(usize, [u64; 3])>,
+    mapping_check: Option<(usize, SharedUse)>,
 }
 
 impl SnpRuntime {
     /// The pages vCPU `vcpu` used shared in its last guest request, once.
-    pub fn take_mapping_check(&mut self, vcpu: usize) -> Option<[u64; 3]> {
+    pub fn take_mapping_check(&mut self, vcpu: usize) -> Option<SharedUse> {
         match self.mapping_check {
             Some((v, pages)) if v == vcpu => {
                 self.mapping_check = None;
@@ -176,7 +187,15 @@ impl SnpRuntime {
             .get(vcpu)
             .and_then(|v| v.ghcb_gfn)
             .map_or(request, |gfn| gfn << 12);
-        self.mapping_check = Some((vcpu, [ghcb, request, response]));
+        self.mapping_check = Some((
+            vcpu,
+            SharedUse {
+                ghcb,
+                request,
+                response,
+                certs: None,
+            },
+        ));
     }
 
     /// The C-bit as a page-table-entry mask.

@@ -336,7 +336,7 @@ enum Deferred {
     },
     /// Check the C-bits of what a guest request used (`cbit.rs`): these
     /// pages shared, RIP's and RSP's private.
-    CBits { shared: [u64; 3] },
+    CBits { shared: ghcb::SharedUse },
 }
 
 /// #GP as a GHCB event-injection value (vector 13, exception, valid), what

@@ -68,8 +68,12 @@ impl SnpRuntime {
                 pages_needed: None,
             };
         }
+        let status = self.guest_request(vcpu, request_gpa, response_gpa);
+        if let Some((_, used)) = &mut self.mapping_check {
+            used.certs = Some((certs_gpa, pages));
+        }
         ExtendedOutcome {
-            status: self.guest_request(vcpu, request_gpa, response_gpa),
+            status,
             pages_needed: None,
         }
     }
