@@ -324,10 +324,10 @@ fn main() {
             entry,
         ),
     };
-    let data = match hex::decode(report_data.trim().trim_start_matches("0x")) {
+    let data = match peer_cli::report_data(&report_data) {
         Ok(data) => data,
         Err(err) => {
-            umbra_attestation::errln!("umbra-agent: --report-data: {err}");
+            umbra_attestation::errln!("umbra-agent: {err}");
             std::process::exit(2);
         }
     };

@@ -12,8 +12,8 @@ use umbra_guest_agent::source::Deferred;
 /// `umbra-attest verify` uses it.
 const EXIT_INPUT: i32 = 3;
 
-/// REPORT_DATA from hex, zero-padded to 64 bytes.
-fn report_data(text: &str) -> Result<[u8; 64], String> {
+/// REPORT_DATA from hex (`--report-data`), zero-padded to 64 bytes.
+pub fn report_data(text: &str) -> Result<[u8; 64], String> {
     let bytes = hex::decode(text.trim().trim_start_matches("0x"))
         .map_err(|e| format!("--report-data: {e}"))?;
     if bytes.len() > 64 {

@@ -62,11 +62,7 @@ pub fn fetch_secret(args: FetchArgs<'_>) -> i32 {
         umbra_attestation::errln!("umbra-agent: --resource {resource}: expected REPO/TYPE/TAG");
         return 2;
     }
-    if !allow_persistent && client::is_persistent(out) {
-        umbra_attestation::errln!(
-            "umbra-agent: {} is on a persistent filesystem; put the secret on tmpfs or pass --allow-persistent",
-            out.display()
-        );
+    if refuse_persistent(out, allow_persistent, "secret") {
         return 2;
     }
     let mut seed = [0u8; 32];
@@ -124,11 +120,7 @@ pub fn derive_key(
     allow_persistent: bool,
     device: &Path,
 ) -> i32 {
-    if !allow_persistent && umbra_guest_agent::kbs::is_persistent(out) {
-        umbra_attestation::errln!(
-            "umbra-agent: {} is on a persistent filesystem; put the key on tmpfs or pass --allow-persistent",
-            out.display()
-        );
+    if refuse_persistent(out, allow_persistent, "key") {
         return 2;
     }
     let key =
@@ -137,6 +129,19 @@ pub fn derive_key(
         Ok(key) => write_secret(out, &key),
         Err(e) => fail(&e, 1),
     }
+}
+
+/// Whether `out` must be refused: on a persistent filesystem without
+/// `--allow-persistent` (one line says so).
+fn refuse_persistent(out: &Path, allow_persistent: bool, what: &str) -> bool {
+    let refused = !allow_persistent && umbra_guest_agent::kbs::is_persistent(out);
+    if refused {
+        umbra_attestation::errln!(
+            "umbra-agent: {} is on a persistent filesystem; put the {what} on tmpfs or pass --allow-persistent",
+            out.display()
+        );
+    }
+    refused
 }
 
 /// Writes the secret 0600, never to the log.

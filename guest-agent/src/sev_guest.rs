@@ -32,11 +32,11 @@ const _: () = assert!(core::mem::size_of::<ReportReq>() == 96);
 /// `struct snp_ext_report_req`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ExtReportReq {
-    pub data: ReportReq,
-    pub certs_address: u64,
-    pub certs_len: u32,
-    pub _pad: u32,
+struct ExtReportReq {
+    data: ReportReq,
+    certs_address: u64,
+    certs_len: u32,
+    _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<ExtReportReq>() == 112);
 const _: () = assert!(core::mem::offset_of!(ExtReportReq, certs_address) == 96);
@@ -62,12 +62,12 @@ const _: () = assert!(core::mem::offset_of!(DerivedKeyReq, tcb_version) == 24);
 /// half) and `vmm_error` (high half).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct GuestRequestIoctl {
-    pub msg_version: u8,
-    pub _pad: [u8; 7],
-    pub req_data: u64,
-    pub resp_data: u64,
-    pub exitinfo2: u64,
+struct GuestRequestIoctl {
+    msg_version: u8,
+    _pad: [u8; 7],
+    req_data: u64,
+    resp_data: u64,
+    exitinfo2: u64,
 }
 const _: () = assert!(core::mem::size_of::<GuestRequestIoctl>() == 32);
 const _: () = assert!(core::mem::offset_of!(GuestRequestIoctl, req_data) == 8);
@@ -82,11 +82,11 @@ const fn iowr(nr: u64) -> u64 {
         | nr
 }
 /// SNP_GET_REPORT.
-pub const SNP_GET_REPORT: u64 = iowr(0x0);
+const SNP_GET_REPORT: u64 = iowr(0x0);
 /// SNP_GET_DERIVED_KEY.
-pub const SNP_GET_DERIVED_KEY: u64 = iowr(0x1);
+const SNP_GET_DERIVED_KEY: u64 = iowr(0x1);
 /// SNP_GET_EXT_REPORT.
-pub const SNP_GET_EXT_REPORT: u64 = iowr(0x2);
+const SNP_GET_EXT_REPORT: u64 = iowr(0x2);
 /// `struct snp_report_resp` / `snp_derived_key_resp` sizes.
 pub const REPORT_RESP_SIZE: usize = 4000;
 pub const DERIVED_KEY_RESP_SIZE: usize = 64;
@@ -96,7 +96,7 @@ pub const VMM_ERR_INVALID_LEN: u32 = 1;
 /// The certificate buffer: the kernel refuses a `certs_len` above
 /// SEV_FW_BLOB_MAX_SIZE (16 KiB) or not a whole number of pages, so the
 /// agent offers exactly that, and a host needing more is an error.
-pub const CERTS_BUFFER: usize = 16 << 10;
+const CERTS_BUFFER: usize = 16 << 10;
 
 /// One request to the driver, with the buffers it reads and writes.
 #[derive(Debug)]
@@ -153,7 +153,6 @@ pub trait Device {
 #[derive(Debug)]
 pub struct SevGuest {
     file: File,
-    path: PathBuf,
 }
 
 impl SevGuest {
@@ -167,15 +166,7 @@ impl SevGuest {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(SevGuest {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SevGuest { file })
     }
 
     fn ioctl(&self, request: u64, req: *mut u8, resp: *mut u8) -> Result<(), DeviceError> {
@@ -185,13 +176,12 @@ impl SevGuest {
             resp_data: resp as u64,
             ..GuestRequestIoctl::default()
         };
-        // SAFETY: the fd is the open sev-guest device; `arg` is a live
-        // `snp_guest_request_ioctl` the kernel reads and writes back; its
-        // `req_data`/`resp_data` point at the uapi request struct and the
-        // response buffer of `request`, borrowed by the caller for the
-        // whole call (and, for SNP_GET_EXT_REPORT, the request's
-        // `certs_address`/`certs_len` describe a buffer borrowed likewise).
-        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), request as _, &raw mut arg) };
+        // The pointers in `arg` (and SNP_GET_EXT_REPORT's certificate buffer)
+        // are borrowed by the caller, `request`, for the whole call.
+        let fd = self.file.as_raw_fd();
+        // SAFETY: `fd` is the open sev-guest device and `arg` a live
+        // `snp_guest_request_ioctl` whose buffers outlive the call.
+        let rc = unsafe { libc::ioctl(fd, request as _, &raw mut arg) };
         if rc < 0 {
             return Err(DeviceError {
                 fw_error: arg.exitinfo2 as u32,

@@ -111,9 +111,14 @@ const CMDLINE: &str = "scenario=kbs kbs_port=8080 resource=default/key/1";
 
 fn run_guest(vsock_base: &Path) -> std::process::Output {
     let vsock = format!("cid=3,socket={}", vsock_base.display());
+    run_model(&["--vsock", &vsock, "--cmdline", CMDLINE])
+}
+
+/// `umbra run --platform snp-model` (with the shared model keys) and `extra`.
+fn run_model(extra: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = vec!["run".into()];
     args.extend(platform_args("snp-model"));
-    args.extend(["--vsock".into(), vsock, "--cmdline".into(), CMDLINE.into()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     common::umbra(&args)
 }
@@ -190,11 +195,7 @@ fn the_kbs_scenario_needs_a_port_and_a_resource() {
             "resource=REPO/TYPE/TAG",
         ),
     ] {
-        let mut args: Vec<String> = vec!["run".into()];
-        args.extend(platform_args("snp-model"));
-        args.extend(["--cmdline".into(), cmdline.into()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::umbra(&args);
+        let out = run_model(&["--cmdline", cmdline]);
         assert_eq!(out.status.code(), Some(2), "{cmdline}: {}", stdout(&out));
         assert!(
             stdout(&out).contains(expected),

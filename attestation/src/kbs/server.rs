@@ -421,37 +421,29 @@ impl Kbs {
                 .filter(|(at, _, _)| at.elapsed() < CACHE_FOR)
                 .map(|(_, checks, chain)| (checks.clone(), chain.clone()))
         };
-        let (mut checks, chain, certificates) = match cached {
-            Some((checks, chain)) => (checks, Some(chain), None),
+        // A cached chain verified; only the report's own checks run.
+        let (mut checks, chain) = match cached {
+            Some(cached) => cached,
             None => {
                 let certificates = self.certificates(certs, report.key_info.signing_key)?;
                 let (checks, chain) = verify::verify_chain(report, &certificates, options);
-                if let Some(chain) = &chain {
-                    if !checks.iter().any(|c| c.status == verify::Status::Fail) {
-                        let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
-                        chains.retain(|_, (at, _, _)| at.elapsed() < CACHE_FOR);
-                        if chains.len() < CACHE_MAX {
-                            chains.insert(key, (Instant::now(), checks.clone(), chain.clone()));
-                        }
+                let Some(chain) = chain else {
+                    // A chain that fails gets the whole diagnosis.
+                    return Ok(verify::verify(report, &certificates, options));
+                };
+                if !checks.iter().any(|c| c.status == verify::Status::Fail) {
+                    let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+                    chains.retain(|_, (at, _, _)| at.elapsed() < CACHE_FOR);
+                    if chains.len() < CACHE_MAX {
+                        chains.insert(key, (Instant::now(), checks.clone(), chain.clone()));
                     }
                 }
-                (checks, chain, Some(certificates))
+                (checks, chain)
             }
         };
-        Ok(match (chain, certificates) {
-            (Some(chain), _) => {
-                checks.extend(verify::verify_report(report, &chain));
-                let product = Some(chain.product);
-                verify::Verdict { product, checks }
-            }
-            // A chain that fails gets the whole diagnosis.
-            (None, Some(certificates)) => verify::verify(report, &certificates, options),
-            (None, None) => verify::verify(
-                report,
-                &self.certificates(certs, report.key_info.signing_key)?,
-                options,
-            ),
-        })
+        checks.extend(verify::verify_report(report, &chain));
+        let product = Some(chain.product);
+        Ok(verify::Verdict { product, checks })
     }
 
     /// The certificates to verify with: the evidence's own first, then the

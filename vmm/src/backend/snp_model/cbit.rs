@@ -70,81 +70,72 @@ pub(super) fn translate(tables: &dyn Tables, cr3: u64, c_bit: u64, va: u64) -> O
     None
 }
 
-/// Every leaf under `cr3` that maps `gpa`, walking at most `limit`
-/// entries (the guest controls the tables; a hostile one cannot make the
-/// walk unbounded).
+/// Every leaf under `cr3` that maps one of `gpas`, with the index of the
+/// page it maps, in one walk of at most `limit` entries (the guest controls
+/// the tables; a hostile one cannot make the walk unbounded).
 pub(super) fn leaves_mapping(
     tables: &dyn Tables,
     cr3: u64,
     c_bit: u64,
-    gpa: u64,
+    gpas: &[u64],
     limit: usize,
-) -> Vec<Leaf> {
+) -> Vec<(usize, Leaf)> {
     let mask = ADDRESS & !c_bit;
     let mut found = Vec::new();
-    let mut budget = limit;
-    walk(
+    let mut walker = Walker {
         tables,
-        cr3 & mask,
-        4,
-        0,
         mask,
         c_bit,
-        gpa,
-        &mut budget,
-        &mut found,
-    );
+        gpas,
+        budget: limit,
+        found: &mut found,
+    };
+    walker.walk(cr3 & mask, 4, 0);
     found
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    tables: &dyn Tables,
-    table: u64,
-    level: u32,
-    va_base: u64,
+/// The state of one reverse lookup.
+struct Walker<'a> {
+    tables: &'a dyn Tables,
     mask: u64,
     c_bit: u64,
-    gpa: u64,
-    budget: &mut usize,
-    found: &mut Vec<Leaf>,
-) {
-    let shift = 12 + 9 * (level - 1);
-    for index in 0..512u64 {
-        if *budget == 0 {
-            return;
-        }
-        *budget -= 1;
-        let Some(entry) = tables.entry(table + index * 8) else {
-            return;
-        };
-        if entry & PRESENT == 0 {
-            continue;
-        }
-        let va = va_base | (index << shift);
-        let size = 1u64 << shift;
-        if level == 1 || (level <= 3 && entry & PAGE_SIZE != 0) {
-            let pa = entry & mask & !(size - 1);
-            if (pa..pa + size).contains(&gpa) {
-                found.push(Leaf {
+    gpas: &'a [u64],
+    budget: usize,
+    found: &'a mut Vec<(usize, Leaf)>,
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, table: u64, level: u32, va_base: u64) {
+        let shift = 12 + 9 * (level - 1);
+        for index in 0..512u64 {
+            if self.budget == 0 {
+                return;
+            }
+            self.budget -= 1;
+            let Some(entry) = self.tables.entry(table + index * 8) else {
+                return;
+            };
+            if entry & PRESENT == 0 {
+                continue;
+            }
+            let va = va_base | (index << shift);
+            let size = 1u64 << shift;
+            if level == 1 || (level <= 3 && entry & PAGE_SIZE != 0) {
+                let pa = entry & self.mask & !(size - 1);
+                let leaf = Leaf {
                     va,
                     pa,
                     size,
-                    encrypted: entry & c_bit != 0,
-                });
+                    encrypted: entry & self.c_bit != 0,
+                };
+                for (i, gpa) in self.gpas.iter().enumerate() {
+                    if (pa..pa + size).contains(gpa) {
+                        self.found.push((i, leaf));
+                    }
+                }
+            } else {
+                self.walk(entry & self.mask, level - 1, va);
             }
-        } else {
-            walk(
-                tables,
-                entry & mask,
-                level - 1,
-                va,
-                mask,
-                c_bit,
-                gpa,
-                budget,
-                found,
-            );
         }
     }
 }
@@ -184,20 +175,19 @@ impl super::ModelVcpu {
         if let Some((first, count)) = shared.certs {
             pages.extend((0..count.min(64)).map(|i| ("a certificate page", first + i * 4096)));
         }
-        for (what, gpa) in pages {
-            if let Some(leaf) = leaves_mapping(ram, sregs.cr3, c_bit, gpa, WALK_LIMIT)
-                .into_iter()
-                .find(|l| l.encrypted)
-            {
-                found = Some((
-                    format!(
-                        "{what} at {gpa:#x}, shared, is mapped with the C-bit at VA {:#x}",
-                        leaf.va
-                    ),
-                    gpa,
-                ));
-                break;
-            }
+        let gpas: Vec<u64> = pages.iter().map(|(_, gpa)| *gpa).collect();
+        if let Some((i, leaf)) = leaves_mapping(ram, sregs.cr3, c_bit, &gpas, WALK_LIMIT)
+            .into_iter()
+            .find(|(_, l)| l.encrypted)
+        {
+            let (what, gpa) = pages[i];
+            found = Some((
+                format!(
+                    "{what} at {gpa:#x}, shared, is mapped with the C-bit at VA {:#x}",
+                    leaf.va
+                ),
+                gpa,
+            ));
         }
         if found.is_none() {
             for (what, va) in [
@@ -293,18 +283,24 @@ mod tests {
         let mut t = tables();
         // A second mapping of 0x6000, private this time, at PT[9].
         t.insert(0x4000 + 9 * 8, 0x6000 | PRESENT | C);
-        let leaves = leaves_mapping(&t, 0x1000, C, 0x6010, 1 << 16);
+        let leaves = leaves_mapping(&t, 0x1000, C, &[0x6010], 1 << 16);
         assert_eq!(leaves.len(), 2);
         assert_eq!(
             leaves
                 .iter()
-                .map(|l| (l.va, l.encrypted))
+                .map(|(_, l)| (l.va, l.encrypted))
                 .collect::<Vec<_>>(),
             vec![(0x6000, false), (0x9000, true)]
+        );
+        // Several pages in one walk: each leaf names the page it maps.
+        let both = leaves_mapping(&t, 0x1000, C, &[0x6010, 0x5000], 1 << 16);
+        assert_eq!(
+            both.iter().map(|(i, l)| (*i, l.va)).collect::<Vec<_>>(),
+            vec![(1, 0x5000), (0, 0x6000), (0, 0x9000)]
         );
         // A table that points at itself ends within the budget.
         let mut looped = HashMap::new();
         looped.insert(0x1000u64, 0x1000 | PRESENT);
-        assert!(leaves_mapping(&looped, 0x1000, C, 0x1000, 10_000).len() < 10_000);
+        assert!(leaves_mapping(&looped, 0x1000, C, &[0x1000], 10_000).len() < 10_000);
     }
 }
