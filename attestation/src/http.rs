@@ -119,8 +119,11 @@ pub fn write_message(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     ));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    // One write: a head and a body in two segments would wait on Nagle's
+    // algorithm for the peer's acknowledgement of the first.
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
+    stream.write_all(&message)?;
     stream.flush()?;
     Ok(())
 }
